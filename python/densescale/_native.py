@@ -1,0 +1,35 @@
+"""Access to the compiled CPU kernels (``densescale._C``), loaded lazily.
+
+The package imports without the extension (for example from a source tree that was never built);
+only the ``"cpp"`` backends need it, and they raise a clear error naming the missing piece.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+
+
+@functools.lru_cache(maxsize=1)
+def _load() -> ModuleType | None:
+    try:
+        from densescale import _C
+    except ImportError:
+        return None
+    return _C
+
+
+def has_native() -> bool:
+    """True when the compiled CPU kernels are importable."""
+    return _load() is not None
+
+
+def native() -> ModuleType:
+    """The ``densescale._C`` module, or an ImportError that says how to build it."""
+    mod = _load()
+    if mod is None:
+        raise ImportError(
+            "densescale._C (the C++ CPU kernels) is not built; install the package with "
+            "`pip install .` or run `make dev` in a source checkout, or use backend='torch'"
+        )
+    return mod

@@ -1,0 +1,64 @@
+"""Argument checks shared by every public op: fail early, name the argument, say what was expected."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+BACKENDS = ("auto", "triton", "cpp", "torch")
+
+
+def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_embeddings(
+    name: str,
+    t: object,
+    *,
+    ndim: int = 2,
+    dtypes: tuple[torch.dtype, ...] = FLOAT_DTYPES,
+    allow_empty: bool = False,
+) -> torch.Tensor:
+    """Check that ``t`` is a floating tensor of ``ndim`` dimensions and return it."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
+    if t.dtype not in dtypes:
+        names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise TypeError(f"{name} must have dtype in ({names}), got {str(t.dtype).replace('torch.', '')}")
+    if not allow_empty and t.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)}")
+    return t
+
+
+def check_finite(name: str, t: torch.Tensor) -> None:
+    """Reject NaN/Inf (they would silently poison every score they touch)."""
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or Inf values")
+
+
+def check_same_device(**tensors: torch.Tensor | None) -> torch.device:
+    present = {k: v for k, v in tensors.items() if v is not None}
+    devices = {k: v.device for k, v in present.items()}
+    first_name, first = next(iter(devices.items()))
+    for k, d in devices.items():
+        if d != first:
+            raise ValueError(f"{k} is on {d} but {first_name} is on {first}; all inputs must share one device")
+    return first
+
+
+def check_same_dtype(**tensors: torch.Tensor | None) -> torch.dtype:
+    present = {k: v for k, v in tensors.items() if v is not None}
+    first_name, first = next(iter(present.items()))
+    for k, v in present.items():
+        if v.dtype != first.dtype:
+            raise TypeError(
+                f"{k} has dtype {v.dtype} but {first_name} has {first.dtype}; embeddings must share one dtype"
+            )
+    return first.dtype

@@ -1,0 +1,1 @@
+"""densescale.eval"""

@@ -1,0 +1,25 @@
+"""Shared test fixtures and helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+MEDQUAD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "medquad"
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def medquad_path() -> Path:
+    """The real BEIR collection beside the checkout (../shared/data/medquad); skip when absent."""
+    path = Path(os.environ.get("DENSESCALE_MEDQUAD", MEDQUAD))
+    if not (path / "corpus.jsonl").exists():
+        pytest.skip(f"MedQuAD not found at {path}")
+    return path
