@@ -28,8 +28,9 @@ test: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/densescale study --preset demo
 
-# Builds densescale._C next to the Python sources, for working with PYTHONPATH=python.
+# Builds densescale._C next to the Python sources and links kernels/ in, for PYTHONPATH=python.
 dev:
+	ln -sfn ../../kernels python/densescale/kernels
 	cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=Release -DDENSESCALE_INPLACE=ON \
 	  -DPython_EXECUTABLE=$$(command -v python3) \
 	  -Dpybind11_DIR=$$(python3 -m pybind11 --cmakedir)

@@ -5,6 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Without a GPU, Triton kernels run in its interpreter on the CPU. The switch is read when a kernel
+# is defined, so it is set before anything imports densescale.kernels.
+if "TRITON_INTERPRET" not in os.environ:
+    try:
+        import torch as _torch
+
+        if not _torch.cuda.is_available():
+            os.environ["TRITON_INTERPRET"] = "1"
+    except ImportError:
+        pass
+
 import pytest
 import torch
 

@@ -1,0 +1,148 @@
+"""Shared benchmark plumbing: timing (median, p20, p80), peak memory, environment, result rows.
+
+Every bench script puts implementations on a provider axis, times them side by side in one run and
+writes one row per (provider, shape, mode) to bench/results/<name>-<device>-<date>.{csv,json}.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure(fn: Callable[[], object], *, device: str = "cpu", warmup: int = 2, rep: int = 10) -> dict:
+    """Median / 20th / 80th percentile wall time of ``fn`` in milliseconds."""
+    if device.startswith("cuda"):
+        import triton.testing
+
+        q = triton.testing.do_bench(fn, warmup=25 * warmup, rep=25 * rep, quantiles=[0.5, 0.2, 0.8])
+        return {"median_ms": q[0], "p20_ms": q[1], "p80_ms": q[2]}
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(rep):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    pick = lambda f: times[min(len(times) - 1, int(f * len(times)))]  # noqa: E731
+    return {"median_ms": statistics.median(times), "p20_ms": pick(0.2), "p80_ms": pick(0.8)}
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_extra_memory(fn: Callable[[], object], *, device: str = "cpu") -> int:
+    """Peak memory ``fn`` needs above what was allocated before it ran, in bytes.
+
+    CUDA: the caching allocator's peak. CPU: resident-set size sampled every 0.5 ms in a thread
+    (torch's CPU allocator returns large blocks to the OS, so RSS tracks live tensors).
+    """
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    base = _rss_bytes()
+    peak = base
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _rss_bytes())
+            time.sleep(0.0005)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        fn()
+    finally:
+        stop.set()
+        t.join()
+    return max(0, max(peak, _rss_bytes()) - base)
+
+
+def _version(mod: str) -> str | None:
+    try:
+        return __import__(mod).__version__
+    except Exception:
+        return None
+
+
+def env_info(device: str) -> dict:
+    """Device name, library versions, threads and date: stamped on every row."""
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name()
+    else:
+        name = "cpu"
+        try:
+            with open("/proc/cpuinfo") as f:
+                name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+        except (OSError, StopIteration):
+            name = platform.processor() or "cpu"
+    return {
+        "device": device,
+        "device_name": name,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "triton": _version("triton"),
+        "faiss": _version("faiss"),
+        "numpy": _version("numpy"),
+        "python": platform.python_version(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_rows(name: str, rows: list[dict], device: str) -> Path:
+    """Write rows as CSV and JSON under bench/results/ (atomically) and return the CSV path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = RESULTS / f"{name}-{device.split(':')[0]}-{stamp}"
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    tmp = base.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, base.with_suffix(".csv"))
+    tmp = base.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(rows, indent=1))
+    os.replace(tmp, base.with_suffix(".json"))
+    return base.with_suffix(".csv")
+
+
+def print_table(rows: list[dict], cols: list[str]) -> None:
+    widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in cols]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for r in rows:
+        print("  ".join(_fmt(r.get(c)).ljust(w) for c, w in zip(cols, widths)))
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.0f}"
+    return "" if v is None else str(v)
