@@ -1,15 +1,35 @@
 """densescale: fused contrastive-loss and exact-search kernels, and a scaling-law study engine for
-dense retrieval (Fang et al., "Scaling Laws For Dense Retrieval", SIGIR 2024)."""
+dense retrieval (Fang et al., "Scaling Laws For Dense Retrieval", SIGIR 2024).
 
-from densescale.losses import ContrastiveLoss
-from densescale.ops.contrastive_loss import contrastive_loss
-from densescale.ops.search import score_candidates, search
+Top-level names are resolved lazily, so ``import densescale.scaling`` (pure numpy/scipy) never
+pulls in torch.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ContrastiveLoss",
-    "contrastive_loss",
-    "score_candidates",
-    "search",
-]
+# public name -> module that defines it
+_EXPORTS = {
+    "contrastive_loss": "densescale.ops.contrastive_loss",
+    "ContrastiveLoss": "densescale.losses",
+    "search": "densescale.ops.search",
+    "score_candidates": "densescale.ops.search",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'densescale' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
