@@ -1,11 +1,337 @@
-"""The ``densescale`` command (skeleton)."""
+"""The ``densescale`` command: data | train | eval | search | study | report | budget.
+
+Training and evaluation read an optional TOML file (``--config``, the same tables as a study file:
+[train], [eval]) and flags override it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+
+def _toml(path: str | None) -> dict:
+    if not path:
+        return {}
+    from densescale.study.config import tomllib
+
+    p = Path(path)
+    if not p.is_file():
+        raise SystemExit(f"error: --config {p} does not exist")
+    return tomllib.loads(p.read_text())
+
+
+def _collection(args):
+    from densescale import data
+
+    if args.collection == "synthetic":
+        path = data.synthetic(Path(args.synthetic_dir), seed=args.seed)
+        return data.load_beir(path)
+    return data.load_beir(Path(args.collection))
+
+
+def _add_collection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--collection", default="synthetic",
+                   help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/), or 'synthetic' for the "
+                        "embedded default collection (default)")
+    p.add_argument("--synthetic-dir", default="data/synthetic",
+                   help="where the synthetic collection is written / reused (default data/synthetic)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+# ---------------------------------------------------------------- data
+def cmd_data(args) -> int:
+    from densescale import data
+
+    if args.action == "synthetic":
+        kw = {"seed": args.seed}
+        if args.num_passages:
+            kw["num_passages"] = args.num_passages
+        path = data.synthetic(Path(args.out), **kw)
+        print(f"synthetic collection: {path}")
+        oracle = path / "oracle.json"
+        if oracle.exists():
+            print(f"oracle contrastive entropy: {oracle.read_text().strip()}")
+        return 0
+    col = data.load_beir(Path(args.path))
+    info = {"path": str(args.path), "passages": len(col.corpus), "queries": len(col.queries),
+            "splits": {s: {"queries": len(col.qrels(s)),
+                           "pairs": sum(sum(1 for v in d.values() if v > 0) for d in col.qrels(s).values())}
+                       for s in col.splits}}
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------- train
+def cmd_train(args) -> int:
+    import torch
+
+    from densescale import data
+    from densescale.models import build_encoder, num_non_embedding_params, train_tokenizer
+    from densescale.train import TrainConfig, train
+
+    conf = _toml(args.config).get("train", {})
+    for key in ("protocol", "batch_size", "lr", "max_steps", "num_negatives", "device", "seed"):
+        value = getattr(args, key)
+        if value is not None:
+            conf[key] = value
+    conf.pop("epochs", None)
+    conf.pop("min_steps", None)
+    cfg = TrainConfig.from_dict(conf)
+    out = Path(args.out)
+    col = _collection(args)
+    pairs = data.annotation_pairs(col, source=args.source, split="train", seed=0)
+    if args.data_size:
+        if args.data_size > len(pairs):
+            raise SystemExit(f"error: --data-size {args.data_size} exceeds the {len(pairs)} training pairs")
+        idx = data.nested_subsets(len(pairs), [args.data_size], seed=cfg.seed)[0]
+        pairs = [pairs[int(i)] for i in idx]
+    dev = data.annotation_pairs(col, source="human", split="dev", seed=0) if "dev" in col.splits else None
+    tok_dir = Path(args.tokenizer) if args.tokenizer else out / "tokenizer"
+    tokenizer = train_tokenizer((col.corpus[i] for i in range(min(len(col.corpus), 200_000))),
+                                args.vocab_size, tok_dir)
+    torch.manual_seed(cfg.seed)
+    model = build_encoder(args.model, vocab_size=tokenizer.vocab_size)
+    print(f"model {args.model}: N = {num_non_embedding_params(model):,} non-embedding parameters; "
+          f"D = {len(pairs):,} pairs; {cfg.max_steps} steps")
+    result = train(model, tokenizer, pairs, col.corpus, out, cfg, dev_pairs=dev)
+    meta = {"model": args.model, "vocab_size": tokenizer.vocab_size, "tokenizer": str(tok_dir),
+            "D": len(pairs), "source": args.source, "config": cfg.to_dict()}
+    (out / "model.json").write_text(json.dumps(meta, indent=2))
+    print(f"done: {result.steps} steps, best dev CE {result.best_dev_ce}, checkpoint {out / 'best_model.pt'}")
+    return 0
+
+
+# ---------------------------------------------------------------- eval
+def cmd_eval(args) -> int:
+    import torch
+
+    from densescale.eval import evaluate
+    from densescale.models import build_encoder, load_tokenizer
+
+    conf = _toml(args.config).get("eval", {})
+    model_dir = Path(args.model_dir)
+    meta_path = model_dir / "model.json"
+    if not meta_path.exists():
+        raise SystemExit(f"error: --model-dir {model_dir} has no model.json (train it with `densescale train`)")
+    meta = json.loads(meta_path.read_text())
+    tokenizer = load_tokenizer(Path(meta["tokenizer"]))
+    model = build_encoder(meta["model"], vocab_size=meta["vocab_size"])
+    model.load_state_dict(torch.load(model_dir / "best_model.pt", map_location="cpu", weights_only=True))
+    col = _collection(args)
+    split = args.split or conf.get("split", "test")
+    qrels = col.qrels(split)
+    qids = sorted(qrels)
+    queries = col.queries
+    out = Path(args.out) if args.out else model_dir / f"eval.{split}.json"
+    record = evaluate(
+        model, tokenizer, corpus_ids=col.corpus.ids, corpus_texts=col.corpus, query_ids=qids,
+        query_texts=[queries[queries.index(q)] for q in qids], qrels=qrels,
+        k=args.k or conf.get("k", 100), num_negatives=conf.get("num_negatives", 256),
+        repeats=conf.get("repeats", 10), device=args.device, run_path=out.with_suffix(".trec"),
+        progress=True,
+    )
+    record.update({"model": meta["model"], "D": meta.get("D"), "source": meta.get("source"), "split": split})
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(out)
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------- search
+def cmd_search(args) -> int:
+    import numpy as np
+
+    from densescale import FlatIndex, search
+    from densescale.data import write_trec_run
+
+    queries = np.load(args.queries, mmap_mode="r")
+    target = Path(args.corpus)
+    if target.is_dir():
+        index = FlatIndex.load(target)
+        scores, ids = index.search(np.ascontiguousarray(queries), args.k)
+    else:
+        scores, ids = search(np.ascontiguousarray(queries), np.load(target, mmap_mode="r"), args.k,
+                             metric=args.metric, backend=args.backend)
+    qids = [str(i) for i in range(len(queries))]
+    n = int(ids.max()) + 1 if ids.numel() else 0
+    write_trec_run(args.out, qids, [str(i) for i in range(n)], scores, ids, tag="densescale")
+    print(f"wrote {args.out}: {len(qids)} queries x top-{args.k}")
+    return 0
+
+
+# ---------------------------------------------------------------- study / report / budget
+def cmd_study(args) -> int:
+    from densescale.study import load_study, run_study
+    from densescale.study.runner import estimate_gpu_hours
+
+    if args.file is None and args.preset is None:
+        raise SystemExit("error: give a study file or --preset (demo, medquad, msmarco-paper)")
+    study = load_study(args.file, preset=args.preset if args.file is None else None, output=args.out)
+    col = dict(study.collection)
+    for key in ("collection", "queries", "qrels_train", "qrels_dev", "qrels_test"):
+        value = getattr(args, f"{key}_file" if key in ("collection", "queries") else key, None)
+        if value:
+            col[key] = value
+    if args.collection_path:
+        col["path"] = args.collection_path
+    executor = dict(study.executor)
+    if args.workers:
+        executor["workers"] = args.workers
+    if args.executor:
+        executor["kind"] = args.executor
+    study = dataclasses.replace(study, collection=col, executor=executor)
+    if study.collection["kind"] == "msmarco":
+        missing = [k for k in ("collection", "queries", "qrels_train", "qrels_dev") if not col.get(k)]
+        if missing:
+            raise SystemExit("error: the msmarco collection needs " +
+                             ", ".join(f"--{m.replace('_', '-')}" + ("-file" if m in ("collection", "queries") else "") for m in missing))
+    hours = estimate_gpu_hours(study)
+    if hours >= 1.0:
+        print(f"estimated compute: {hours:,.0f} GPU-hours (H100, bf16 at 40% of peak)")
+        if not args.yes:
+            print("re-run with --yes to start")
+            return 2
+    result = run_study(study)
+    print(f"\nresults: {study.output / 'results.jsonl'}")
+    if result["report"] is not None:
+        print(f"report:  {result['report']}")
+        summary = Path(result["report"]).read_text()
+        start = summary.find("## Fitted laws")
+        print(summary[start:start + 2500] if start >= 0 else summary[:2500])
+    return 0
+
+
+def cmd_report(args) -> int:
+    from densescale.scaling import write_report
+    from densescale.study.store import ResultsStore
+
+    records = ResultsStore(args.results).records()
+    if not records:
+        raise SystemExit(f"error: {args.results} holds no results")
+    out = Path(args.out) if args.out else Path(args.results).parent / "report"
+    path = write_report(records, out, oracle_ce=args.oracle_ce)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_budget(args) -> int:
+    from densescale import scaling
+
+    if args.results:
+        from densescale.study.store import ResultsStore
+
+        recs = [r for r in ResultsStore(args.results).records() if r.get("source", "human") == args.source]
+        law = scaling.fit_joint_law([r["N"] for r in recs], [r["D"] for r in recs], [r["ce"] for r in recs])
+    else:
+        law = scaling.PAPER_MSMARCO_JOINT
+    cost = scaling.CostModel(dollars_per_annotation=args.dollars_per_annotation,
+                             gpu_dollars_per_hour=args.gpu_dollars_per_hour,
+                             achieved_flops=args.achieved_flops,
+                             corpus_size=args.corpus_size, queries_served=args.queries_served)
+    for include in (False, True):
+        alloc = scaling.optimal_allocation(law, cost, args.budget, include_inference=include)
+        print(f"{'with' if include else 'without'} inference cost: {alloc}")
+    if args.plot:
+        scaling.plot_budget(law, cost, args.budget, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="densescale", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="make the synthetic collection or describe a BEIR folder")
+    dsub = p.add_subparsers(dest="action", required=True)
+    s = dsub.add_parser("synthetic", help="write the embedded synthetic collection (BEIR layout)")
+    s.add_argument("--out", default="data/synthetic")
+    s.add_argument("--num-passages", type=int, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s = dsub.add_parser("info", help="sizes of a BEIR folder")
+    s.add_argument("path")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train", help="train one dual encoder")
+    _add_collection_args(p)
+    p.add_argument("--config", help="TOML file with a [train] table")
+    p.add_argument("--model", default="L2-H64", help="a ladder size, e.g. L2-H128 or tiny")
+    p.add_argument("--data-size", type=int, default=None, help="number of annotated pairs (D)")
+    p.add_argument("--source", default="human", help="annotation source: human | ict | crop | doc2query")
+    p.add_argument("--out", required=True, help="run folder (checkpoints; resumes if present)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder (trained on the corpus if absent)")
+    p.add_argument("--vocab-size", type=int, default=8000)
+    for flag, typ in (("protocol", str), ("batch-size", int), ("lr", float), ("max-steps", int),
+                      ("num-negatives", int), ("device", str)):
+        p.add_argument(f"--{flag}", type=typ, default=None)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a trained model: ranking metrics + contrastive entropy")
+    _add_collection_args(p)
+    p.add_argument("--config", help="TOML file with an [eval] table")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--split", default=None)
+    p.add_argument("-k", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="JSON record path (default MODEL_DIR/eval.SPLIT.json)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("search", help="exact top-k search over saved embeddings, written as a TREC run")
+    p.add_argument("queries", help=".npy file of query embeddings (M, D)")
+    p.add_argument("corpus", help=".npy file of corpus embeddings (N, D), or a FlatIndex folder")
+    p.add_argument("-k", type=int, default=100)
+    p.add_argument("--metric", default="ip", choices=("ip", "cos"))
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--out", default="run.trec")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("study", help="run a scaling study (resumable) and write its report")
+    p.add_argument("file", nargs="?", help="study TOML file")
+    p.add_argument("--preset", choices=("demo", "medquad", "msmarco-paper"))
+    p.add_argument("--out", default=None, help="output folder (overrides the study's)")
+    p.add_argument("--collection-path", default=None, help="BEIR folder (overrides collection.path)")
+    p.add_argument("--collection-file", default=None, help="MS MARCO collection.tsv")
+    p.add_argument("--queries-file", default=None, help="MS MARCO queries TSV")
+    for split in ("train", "dev", "test"):
+        p.add_argument(f"--qrels-{split}", dest=f"qrels_{split}", default=None)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--executor", choices=("local", "submitit"), default=None)
+    p.add_argument("--yes", action="store_true", help="start even when the estimate is large")
+    p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("report", help="fit the laws on a results store and write the report")
+    p.add_argument("results", help="results.jsonl of a study")
+    p.add_argument("--out", default=None)
+    p.add_argument("--oracle-ce", type=float, default=None)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("budget", help="best (N, D) for a budget under an explicit cost model")
+    p.add_argument("--budget", type=float, required=True, help="dollars")
+    p.add_argument("--results", default=None, help="fit the joint law on this results store "
+                   "(default: the paper's MS MARCO joint law)")
+    p.add_argument("--source", default="human")
+    p.add_argument("--dollars-per-annotation", type=float, default=0.6)
+    p.add_argument("--gpu-dollars-per-hour", type=float, default=2.5)
+    p.add_argument("--achieved-flops", type=float, default=4e14)
+    p.add_argument("--corpus-size", type=float, default=8.8e6)
+    p.add_argument("--queries-served", type=float, default=1e9)
+    p.add_argument("--plot", default=None, help="PNG path for iso-loss / iso-cost curves")
+    p.set_defaults(func=cmd_budget)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="densescale")
-    parser.parse_args(argv)
-    return 0
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Study files: a TOML description of a scaling study (collection, grid, training, evaluation,
+executor), validated up front so a typo fails before hours of training start."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from densescale.train.config import TrainConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PRESETS = ("demo", "medquad", "msmarco-paper")
+COLLECTION_KINDS = ("synthetic", "beir", "msmarco")
+SOURCES = ("human", "ict", "crop", "doc2query")
+DESIGNS = ("full", "cross")
+EXECUTORS = ("local", "submitit")
+
+
+def _check_keys(table: dict, known: set[str], where: str) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in [{where}]; known: {sorted(known)}")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid point: train model ``model`` on ``data_size`` pairs from ``source`` with ``seed``."""
+
+    model: str
+    data_size: int
+    source: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}|D={self.data_size}|{self.source}|seed={self.seed}"
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.model}_D{self.data_size}_{self.source}_s{self.seed}"
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    output: Path
+    collection: dict
+    models: tuple[str, ...]
+    data_sizes: tuple[int, ...]
+    sources: tuple[str, ...] = ("human",)
+    seeds: tuple[int, ...] = (0,)
+    design: str = "full"
+    tokenizer: dict = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    epochs: float = 0.0
+    min_steps: int = 1
+    eval: dict = field(default_factory=dict)
+    executor: dict = field(default_factory=dict)
+    estimate_gpu_hours: float = 0.0
+
+    def cells(self) -> list[Cell]:
+        """The grid, largest models and data sizes first so the slowest cells start early."""
+        models = list(self.models)
+        sizes = sorted(self.data_sizes, reverse=True)
+        points: list[tuple[str, int]] = []
+        if self.design == "full":
+            points = [(m, d) for m in reversed(models) for d in sizes]
+        else:  # cross: every model at the largest D, every D at the largest model
+            points = [(m, sizes[0]) for m in reversed(models)]
+            points += [(models[-1], d) for d in sizes[1:]]
+        return [Cell(m, d, s, seed) for s in self.sources for seed in self.seeds for m, d in points]
+
+    def steps_for(self, data_size: int) -> int:
+        """Training steps for a cell: ``epochs`` passes over its pairs, within [min_steps, max_steps]."""
+        if self.epochs <= 0:
+            return self.train.max_steps
+        steps = math.ceil(self.epochs * data_size / self.train.batch_size)
+        return int(min(self.train.max_steps, max(self.min_steps, steps)))
+
+
+def load_study(path: str | Path | None = None, *, preset: str | None = None,
+               output: str | Path | None = None) -> StudyConfig:
+    """Read a study TOML file, or a packaged preset (``demo``, ``medquad``, ``msmarco-paper``)."""
+    if (path is None) == (preset is None):
+        raise ValueError("give exactly one of a study file path or preset=")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+        text = resources.files("densescale.study.presets").joinpath(f"{preset}.toml").read_text()
+        source = f"preset {preset}"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"study file {p} does not exist")
+        text, source = p.read_text(), str(p)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{source}: invalid TOML: {e}") from None
+    cfg = parse_study(raw)
+    if output is not None:
+        cfg = dataclasses.replace(cfg, output=Path(output))
+    return cfg
+
+
+def parse_study(raw: dict) -> StudyConfig:
+    _check_keys(raw, {"name", "output", "collection", "grid", "tokenizer", "train", "eval",
+                      "executor", "estimate_gpu_hours"}, "study")
+    for table in ("collection", "grid"):
+        if table not in raw:
+            raise ValueError(f"study file needs a [{table}] table")
+    col = dict(raw["collection"])
+    _check_keys(col, {"kind", "path", "synthetic", "collection", "queries", "qrels_train",
+                      "qrels_dev", "qrels_test", "doc2query_model"}, "collection")
+    if col.get("kind") not in COLLECTION_KINDS:
+        raise ValueError(f"collection.kind must be one of {COLLECTION_KINDS}, got {col.get('kind')!r}")
+    if col["kind"] != "synthetic" and not col.get("path") and col["kind"] == "beir":
+        raise ValueError("collection.path is required for kind='beir'")
+
+    grid = dict(raw["grid"])
+    _check_keys(grid, {"models", "data_sizes", "sources", "seeds", "design"}, "grid")
+    models = tuple(grid.get("models", ()))
+    sizes = tuple(grid.get("data_sizes", ()))
+    if not models:
+        raise ValueError("grid.models must list at least one model size")
+    if not sizes or any((not isinstance(d, int)) or d < 1 for d in sizes):
+        raise ValueError(f"grid.data_sizes must be positive integers, got {list(sizes)}")
+    if len(set(sizes)) != len(sizes):
+        raise ValueError(f"grid.data_sizes has duplicates: {list(sizes)}")
+    sources = tuple(grid.get("sources", ("human",)))
+    for s in sources:
+        if s not in SOURCES:
+            raise ValueError(f"grid.sources entries must be in {SOURCES}, got {s!r}")
+    design = grid.get("design", "full")
+    if design not in DESIGNS:
+        raise ValueError(f"grid.design must be one of {DESIGNS}, got {design!r}")
+    seeds = tuple(int(s) for s in grid.get("seeds", (0,)))
+
+    from densescale.models import SIZES
+
+    for m in models:
+        if m not in SIZES:
+            raise ValueError(f"grid.models: unknown model size {m!r}; known: {sorted(SIZES)}")
+
+    train_raw = dict(raw.get("train", {}))
+    epochs = float(train_raw.pop("epochs", 0.0))
+    min_steps = int(train_raw.pop("min_steps", 1))
+    if epochs < 0 or min_steps < 1:
+        raise ValueError("train.epochs must be >= 0 and train.min_steps >= 1")
+    train = TrainConfig.from_dict(train_raw)
+
+    tok = dict(raw.get("tokenizer", {}))
+    _check_keys(tok, {"vocab_size", "path", "train_texts"}, "tokenizer")
+    if tok.get("vocab_size", 8000) < 100:
+        raise ValueError(f"tokenizer.vocab_size must be >= 100, got {tok.get('vocab_size')}")
+
+    ev = dict(raw.get("eval", {}))
+    _check_keys(ev, {"split", "k", "num_negatives", "repeats", "pool_size", "max_queries",
+                     "corpus_limit", "batch_size"}, "eval")
+    for key in ("k", "num_negatives", "repeats"):
+        if key in ev and ev[key] < 1:
+            raise ValueError(f"eval.{key} must be >= 1, got {ev[key]}")
+
+    ex = dict(raw.get("executor", {}))
+    _check_keys(ex, {"kind", "workers", "threads_per_worker", "submitit"}, "executor")
+    if ex.get("kind", "local") not in EXECUTORS:
+        raise ValueError(f"executor.kind must be one of {EXECUTORS}, got {ex.get('kind')!r}")
+    if ex.get("workers", 1) < 1:
+        raise ValueError(f"executor.workers must be >= 1, got {ex.get('workers')}")
+
+    return StudyConfig(
+        name=str(raw.get("name", "study")),
+        output=Path(raw.get("output", f"studies/{raw.get('name', 'study')}")),
+        collection=col,
+        models=models,
+        data_sizes=sizes,
+        sources=sources,
+        seeds=seeds,
+        design=design,
+        tokenizer=tok,
+        train=train,
+        epochs=epochs,
+        min_steps=min_steps,
+        eval=ev,
+        executor=ex,
+        estimate_gpu_hours=float(raw.get("estimate_gpu_hours", 0.0)),
+    )

@@ -1,0 +1,87 @@
+"""Training configuration: every knob of a run in one frozen, validated dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+PROTOCOLS = ("paper", "inbatch")
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train a dual encoder.
+
+    ``protocol="paper"`` is SPEC 1.3: each query sees its positive and ``num_negatives`` random corpus
+    passages shared by the whole batch, no in-batch negatives, scale 1 (plain dot product), AdamW
+    lr 5e-6, weight decay 1e-3, no warm-up, gradient clipping at 1.0, max length 25 / 180.
+    ``protocol="inbatch"`` uses every other query's candidates as negatives (plus
+    ``group_negatives`` random corpus passages per query and the optional shared pool), with a fixed
+    or learnable ``scale``.
+    """
+
+    protocol: str = "paper"
+    batch_size: int = 128
+    num_negatives: int = 256
+    group_negatives: int = 0
+    scale: float = 1.0
+    learnable_scale: bool = False
+    lr: float = 5e-6
+    weight_decay: float = 1e-3
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    max_steps: int = 1000
+    grad_clip: float = 1.0
+    query_max_length: int = 25
+    passage_max_length: int = 180
+    eval_every: int = 200
+    dev_pairs: int = 2000
+    dev_pool: int = 20000
+    dev_repeats: int = 2
+    patience: int = 0
+    checkpoint_every: int = 100
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool | None = None
+    gradient_checkpointing: bool = False
+    loss_backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        positive = ("batch_size", "max_steps", "query_max_length", "passage_max_length",
+                    "eval_every", "checkpoint_every", "dev_repeats")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_negatives", "group_negatives", "warmup_steps", "patience", "dev_pairs",
+                     "dev_pool"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not self.scale > 0:
+            raise ValueError(f"scale must be > 0, got {self.scale}")
+        if self.grad_clip < 0:
+            raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}")
+        if self.protocol == "paper" and self.num_negatives < 1:
+            raise ValueError("protocol 'paper' needs num_negatives >= 1 (the shared random negatives)")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """Build from a TOML table; unknown keys are an error naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

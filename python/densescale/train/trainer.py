@@ -1,0 +1,300 @@
+"""Training loop for dual encoders with the fused contrastive loss.
+
+Resumable by construction: the data order and the random negatives of step ``s`` are functions of
+``(seed, s)``, and a checkpoint (model, optimiser, scheduler, loss scale, torch RNG, history) is
+written atomically every ``checkpoint_every`` steps, so a run killed at any point continues from its
+last checkpoint and ends with the same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from densescale.losses import ContrastiveLoss
+from densescale.train.config import TrainConfig
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best_model.pt"
+RESULT = "train_result.json"
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports; also stored as train_result.json in its folder."""
+
+    steps: int
+    best_step: int
+    best_dev_ce: float | None
+    final_loss: float
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for but CUDA is not available")
+    return torch.device(device)
+
+
+def atomic_torch_save(obj: object, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_length: int, device: torch.device) -> dict:
+    enc = tokenizer(list(texts), max_length=max_length, truncation=True, padding=True,
+                    return_tensors="pt")
+    return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+
+
+def _lr_lambda(cfg: TrainConfig):
+    def factor(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+        progress = min(max(progress, 0.0), 1.0)
+        if cfg.schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class _Batches:
+    """Step -> (pair indices, negative corpus indices), a pure function of (seed, step, rank)."""
+
+    def __init__(self, num_pairs: int, corpus_size: int, cfg: TrainConfig, rank: int, world: int):
+        if num_pairs < cfg.batch_size:
+            raise ValueError(
+                f"batch_size={cfg.batch_size} is larger than the number of training pairs ({num_pairs})"
+            )
+        if cfg.batch_size % world:
+            raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the world size {world}")
+        self.n, self.corpus, self.cfg, self.rank, self.world = num_pairs, corpus_size, cfg, rank, world
+        self.steps_per_epoch = num_pairs // cfg.batch_size
+        self._epoch, self._perm = -1, None
+
+    def __call__(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cfg = self.cfg
+        epoch, offset = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            self._perm = np.random.default_rng([cfg.seed, 0, epoch]).permutation(self.n)
+            self._epoch = epoch
+        batch = self._perm[offset * cfg.batch_size:(offset + 1) * cfg.batch_size]
+        local = cfg.batch_size // self.world
+        batch = batch[self.rank * local:(self.rank + 1) * local]
+        rng = np.random.default_rng([cfg.seed, 1, step, self.rank])
+        k_shared = cfg.num_negatives // self.world if cfg.num_negatives else 0
+        shared = rng.integers(0, self.corpus, size=k_shared)
+        group = rng.integers(0, self.corpus, size=(len(batch), cfg.group_negatives))
+        return batch, shared, group
+
+
+def train(
+    model: nn.Module,
+    tokenizer,
+    pairs: Sequence,
+    corpus,
+    out_dir: str | os.PathLike,
+    config: TrainConfig,
+    *,
+    dev_pairs: Sequence | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` on annotated ``pairs`` (query, positive text, positive corpus index) and return
+    the result; random negatives are drawn from ``corpus`` (a sequence of passage texts).
+
+    Writes ``out_dir/checkpoint.pt`` (resume state), ``out_dir/best_model.pt`` (the model state with
+    the best dev contrastive entropy, or the last one without dev pairs) and
+    ``out_dir/train_result.json``. Calling it again on a finished folder returns the stored result;
+    on an interrupted one it resumes from the checkpoint. Under ``torchrun`` (torch.distributed
+    initialised) every rank trains on its slice of each batch and negatives are gathered across
+    ranks by the loss (``gather=True``); rank 0 writes the files.
+    """
+    cfg = config
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(cfg).__name__}")
+    if len(pairs) == 0:
+        raise ValueError("pairs must not be empty")
+    if len(corpus) == 0:
+        raise ValueError("corpus must not be empty")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / RESULT).exists():
+        return TrainResult(**json.loads((out / RESULT).read_text()))
+
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank = torch.distributed.get_rank() if distributed else 0
+    world = torch.distributed.get_world_size() if distributed else 1
+    device = resolve_device(cfg.device)
+    use_bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
+    batches = _Batches(len(pairs), len(corpus), cfg, rank, world)
+
+    torch.manual_seed(cfg.seed)
+    model.to(device)
+    if cfg.gradient_checkpointing:
+        encoder = getattr(model, "bert", None) or getattr(model, "encoder", None)
+        if encoder is not None and hasattr(encoder, "gradient_checkpointing_enable"):
+            encoder.gradient_checkpointing_enable()
+    net: nn.Module = model
+    if distributed:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    loss_fn = ContrastiveLoss(
+        scale=cfg.scale,
+        learnable_scale=cfg.learnable_scale,
+        in_batch=cfg.protocol == "inbatch",
+        backend=cfg.loss_backend,
+        gather=distributed,
+    ).to(device)
+    params = list(model.parameters()) + list(loss_fn.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
+
+    step, best_step, best_ce, bad_evals, history, elapsed = 0, 0, None, 0, [], 0.0
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        loss_fn.load_state_dict(state["loss"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        step, best_step, best_ce = state["step"], state["best_step"], state["best_ce"]
+        bad_evals, history, elapsed = state["bad_evals"], state["history"], state["elapsed"]
+
+    def save_checkpoint() -> None:
+        if rank != 0:
+            return
+        atomic_torch_save(
+            {"model": model.state_dict(), "loss": loss_fn.state_dict(),
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "rng": torch.get_rng_state(), "step": step, "best_step": best_step, "best_ce": best_ce,
+             "bad_evals": bad_evals, "history": history, "elapsed": elapsed, "config": cfg.to_dict()},
+            ckpt_path,
+        )
+
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=step, desc=f"train {out.name}", unit="step",
+                   dynamic_ncols=True, leave=False)
+    model.train()
+    t_start, stop_early, last_loss = time.perf_counter(), False, float("nan")
+    while step < cfg.max_steps and not stop_early:
+        idx, shared, group = batches(step)
+        batch = [pairs[int(i)] for i in idx]
+        q = tokenize(tokenizer, [b.query for b in batch], cfg.query_max_length, device)
+        passages = []
+        for b, g in zip(batch, group):
+            passages.append(b.positive)
+            passages.extend(corpus[int(j)] for j in g)
+        p = tokenize(tokenizer, passages, cfg.passage_max_length, device)
+        doc_ids = []
+        for b, g in zip(batch, group):
+            doc_ids.append(int(b.doc_index))
+            doc_ids.extend(int(j) for j in g)
+        doc_ids += [int(j) for j in shared]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            q_emb = net(**q)
+            p_emb = net(**p)
+            n_emb = None
+            if len(shared):
+                n_emb = net(**tokenize(tokenizer, [corpus[int(j)] for j in shared], cfg.passage_max_length, device))
+        loss = loss_fn(q_emb.float(), p_emb.float(), negatives=None if n_emb is None else n_emb.float(),
+                       doc_ids=torch.tensor(doc_ids, dtype=torch.int64, device=device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        last_loss = float(loss.detach())
+        if not math.isfinite(last_loss):
+            raise FloatingPointError(f"training loss became {last_loss} at step {step}; lower lr")
+        entry = {"step": step, "loss": last_loss, "lr": scheduler.get_last_lr()[0]}
+        if dev_pairs is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+            entry["dev_ce"] = dev_contrastive_entropy(model, tokenizer, dev_pairs, corpus, cfg, device)
+            model.train()
+            if best_ce is None or entry["dev_ce"] < best_ce:
+                best_ce, best_step, bad_evals = entry["dev_ce"], step, 0
+                if rank == 0:
+                    atomic_torch_save(model.state_dict(), out / BEST)
+            else:
+                bad_evals += 1
+                stop_early = cfg.patience > 0 and bad_evals >= cfg.patience
+        history.append(entry)
+        if bar is not None:
+            now = time.perf_counter() - t_start
+            bar.set_postfix(loss=f"{last_loss:.3f}", pairs_s=f"{cfg.batch_size * (bar.n + 1 - bar.initial) / max(now, 1e-9):.0f}",
+                            **({"dev_ce": f"{entry['dev_ce']:.3f}"} if "dev_ce" in entry else {}))
+            bar.update(1)
+        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stop_early:
+            elapsed_now = elapsed + time.perf_counter() - t_start
+            elapsed, t_start = elapsed_now, time.perf_counter()
+            save_checkpoint()
+    if bar is not None:
+        bar.close()
+    elapsed += time.perf_counter() - t_start
+    if rank == 0:
+        if dev_pairs is None:
+            best_step = step
+            atomic_torch_save(model.state_dict(), out / BEST)
+        result = TrainResult(steps=step, best_step=best_step, best_dev_ce=best_ce,
+                             final_loss=last_loss, seconds=elapsed, history=history)
+        atomic_write_text(out / RESULT, json.dumps(result.to_dict()))
+        return result
+    return TrainResult(steps=step, best_step=best_step, best_dev_ce=best_ce, final_loss=last_loss,
+                       seconds=elapsed, history=history)
+
+
+@torch.no_grad()
+def dev_contrastive_entropy(model, tokenizer, dev_pairs, corpus, cfg: TrainConfig, device) -> float:
+    """Contrastive entropy on (a seeded sample of) the dev pairs, SPEC 1.1 with ``cfg.dev_repeats``
+    draws, against a fixed pool of corpus passages that excludes every dev positive."""
+    from densescale.eval import contrastive_entropy
+    from densescale.models import encode_texts
+
+    rng = np.random.default_rng([cfg.seed, 2])
+    sel = np.arange(len(dev_pairs))
+    if cfg.dev_pairs and len(sel) > cfg.dev_pairs:
+        sel = np.sort(rng.choice(len(sel), cfg.dev_pairs, replace=False))
+    chosen = [dev_pairs[int(i)] for i in sel]
+    positives = {int(p.doc_index) for p in dev_pairs}
+    pool_size = min(cfg.dev_pool or len(corpus), len(corpus))
+    cand = rng.choice(len(corpus), min(len(corpus), pool_size + len(positives)), replace=False)
+    pool = [int(i) for i in cand if int(i) not in positives][:pool_size]
+    if len(pool) < cfg.num_negatives or len(pool) < 1:
+        raise ValueError(f"dev pool has {len(pool)} passages, fewer than num_negatives={cfg.num_negatives}")
+    model.eval()
+    kw = dict(device=device, batch_size=256)
+    q = encode_texts(model, tokenizer, [p.query for p in chosen], max_length=cfg.query_max_length, **kw)
+    pos = encode_texts(model, tokenizer, [p.positive for p in chosen], max_length=cfg.passage_max_length, **kw)
+    pool_emb = encode_texts(model, tokenizer, [corpus[i] for i in pool], max_length=cfg.passage_max_length, **kw)
+    k = min(256, len(pool))
+    return float(contrastive_entropy(q, pos, pool_emb, num_negatives=k, repeats=cfg.dev_repeats, seed=cfg.seed).mean)

@@ -1,0 +1,173 @@
+"""Study runner: config validation, resume after a kill, the submitit path, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from densescale.study import ResultsStore, load_study, parse_study, run_study
+
+STUDY = """
+name = "tiny"
+output = "{out}"
+
+[collection]
+kind = "synthetic"
+path = "{col}"
+
+[collection.synthetic]
+num_passages = 1500
+seed = 3
+
+[grid]
+models = ["L1-H32", "L2-H32"]
+data_sizes = [100, 300]
+design = "cross"
+
+[tokenizer]
+vocab_size = 600
+
+[train]
+batch_size = 16
+num_negatives = 32
+lr = 2e-3
+max_steps = 8
+query_max_length = 12
+passage_max_length = 32
+eval_every = 4
+dev_pairs = 64
+dev_pool = 300
+dev_repeats = 1
+checkpoint_every = 2
+loss_backend = "torch"
+
+[eval]
+k = 10
+num_negatives = 64
+repeats = 2
+max_queries = 40
+
+[executor]
+kind = "{executor}"
+workers = 1
+{extra}
+"""
+
+
+def write_study(tmp_path: Path, out: Path, executor: str = "local", extra: str = "") -> Path:
+    f = tmp_path / f"{out.name}.toml"
+    f.write_text(STUDY.format(out=out, col=tmp_path / "col", executor=executor, extra=extra))
+    return f
+
+
+def _ce_by_key(results: Path) -> dict[str, float]:
+    return {r["key"]: r["ce"] for r in ResultsStore(results).records()}
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"grid": {"models": ["L1-H32"], "data_sizes": [10], "bogus": 1}}, "unknown key"),
+        ({"grid": {"models": ["L99-H1"], "data_sizes": [10]}}, "unknown model size"),
+        ({"grid": {"models": ["L1-H32"], "data_sizes": [0]}}, "positive integers"),
+        ({"grid": {"models": ["L1-H32"], "data_sizes": [10], "sources": ["gpt"]}}, "sources"),
+        ({"train": {"lr": -1.0}}, "lr"),
+        ({"collection": {"kind": "tsv"}}, "collection.kind"),
+    ],
+)
+def test_bad_study_files_fail_before_any_work(patch, message):
+    raw = {"name": "x", "collection": {"kind": "synthetic"},
+           "grid": {"models": ["L1-H32"], "data_sizes": [10]}}
+    for k, v in patch.items():
+        raw[k] = {**raw.get(k, {}), **v} if k != "grid" else v
+    with pytest.raises(ValueError, match=message):
+        parse_study(raw)
+
+
+def test_presets_parse():
+    for preset in ("demo", "medquad", "msmarco-paper"):
+        study = load_study(preset=preset)
+        assert study.cells()
+    demo = load_study(preset="demo")
+    assert demo.collection["kind"] == "synthetic"
+
+
+def test_data_size_beyond_the_training_pairs_is_rejected(tmp_path):
+    f = write_study(tmp_path, tmp_path / "big")
+    study = load_study(f)
+    import dataclasses
+
+    study = dataclasses.replace(study, data_sizes=(100, 10**7))
+    with pytest.raises(ValueError, match="exceed"):
+        run_study(study, progress=False)
+
+
+def test_killed_study_resumes_to_identical_results(tmp_path):
+    ref = load_study(write_study(tmp_path, tmp_path / "ref"))
+    out = run_study(ref, progress=False)
+    assert len(out["records"]) == 3
+    assert Path(out["report"]).exists()
+
+    f = write_study(tmp_path, tmp_path / "killed")
+    cmd = [sys.executable, "-m", "densescale.cli", "study", str(f)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = tmp_path / "killed" / "results.jsonl"
+    deadline = time.time() + 300
+    # kill in the middle of the second cell: one record stored, a checkpoint of the next cell written
+    while not (results.exists() and len(ResultsStore(results).records()) >= 1
+               and any((tmp_path / "killed" / "cells").glob("*/checkpoint.pt"))
+               and sum(1 for _ in (tmp_path / "killed" / "cells").glob("*/checkpoint.pt")) >= 2):
+        assert proc.poll() is None, "study finished before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert len(ResultsStore(results).records()) < 3
+    rc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rc.returncode == 0, rc.stderr
+    assert "report" in rc.stdout
+    assert _ce_by_key(results) == pytest.approx(_ce_by_key(tmp_path / "ref" / "results.jsonl"), rel=1e-6)
+    # a third run finds nothing to do and leaves the store as it is
+    before = results.read_text()
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    assert results.read_text() == before
+
+
+def test_submitit_local_executor(tmp_path):
+    pytest.importorskip("submitit")
+    f = write_study(tmp_path, tmp_path / "sub", executor="submitit",
+                    extra='[executor.submitit]\ncluster = "local"\ntimeout_min = 10\n')
+    study = load_study(f)
+    out = run_study(study, progress=False)
+    assert len(out["records"]) == 3
+    assert any((tmp_path / "sub" / "submitit").iterdir())
+
+
+def test_cli_help_for_every_subcommand():
+    for sub in ("data", "train", "eval", "search", "study", "report", "budget"):
+        rc = subprocess.run([sys.executable, "-m", "densescale.cli", sub, "--help"],
+                            capture_output=True, text=True, timeout=120)
+        assert rc.returncode == 0 and "usage" in rc.stdout
+
+
+def test_cli_report_on_a_results_store(tmp_path):
+    import math
+
+    rows = []
+    for n in (1e5, 4e5, 1.6e6, 6.4e6):
+        for d in (1e3, 4e3, 1.6e4):
+            ce = ((3e4 / n) ** (0.5 / 1.0) + 2e3 / d) ** 1.0 + 0.1
+            rows.append({"key": f"{n}|{d}", "model": f"m{int(n)}", "N": int(n), "D": int(d),
+                         "source": "human", "ce": ce * (1 + 0.005 * math.sin(n + d)), "metrics": {}})
+    store = ResultsStore(tmp_path / "results.jsonl")
+    for r in rows:
+        store.append(r)
+    rc = subprocess.run([sys.executable, "-m", "densescale.cli", "report", str(store.path)],
+                        capture_output=True, text=True, timeout=300)
+    assert rc.returncode == 0, rc.stderr
+    assert (tmp_path / "report" / "summary.md").exists()
