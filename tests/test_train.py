@@ -26,7 +26,7 @@ def tiny_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     path = data.synthetic(root / "col", num_passages=1500, seed=3)
     col = data.load_beir(path)
-    tok = train_tokenizer((col.corpus[i] for i in range(len(col.corpus))), 600, root / "tok")
+    tok = train_tokenizer([col.corpus[i] for i in range(len(col.corpus))], 600, root / "tok")
     pairs = data.annotation_pairs(col, source="human", split="train")[:400]
     dev = data.annotation_pairs(col, source="human", split="dev")
     return root, path, col, tok, pairs, dev

@@ -91,8 +91,9 @@ def cmd_train(args) -> int:
         pairs = [pairs[int(i)] for i in idx]
     dev = data.annotation_pairs(col, source="human", split="dev", seed=0) if "dev" in col.splits else None
     tok_dir = Path(args.tokenizer) if args.tokenizer else out / "tokenizer"
-    tokenizer = train_tokenizer((col.corpus[i] for i in range(min(len(col.corpus), 200_000))),
-                                args.vocab_size, tok_dir)
+    limit = min(len(col.corpus), 200_000)
+    tokenizer = train_tokenizer((col.corpus[i] for i in range(limit)), args.vocab_size, tok_dir,
+                                cache_key=f"{col.path}:{len(col.corpus)}:{limit}")
     torch.manual_seed(cfg.seed)
     model = build_encoder(args.model, vocab_size=tokenizer.vocab_size)
     print(f"model {args.model}: N = {num_non_embedding_params(model):,} non-embedding parameters; "

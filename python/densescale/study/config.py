@@ -144,11 +144,13 @@ def parse_study(raw: dict) -> StudyConfig:
         raise ValueError(f"grid.design must be one of {DESIGNS}, got {design!r}")
     seeds = tuple(int(s) for s in grid.get("seeds", (0,)))
 
-    from densescale.models import SIZES
+    from densescale.models import resolve_size
 
     for m in models:
-        if m not in SIZES:
-            raise ValueError(f"grid.models: unknown model size {m!r}; known: {sorted(SIZES)}")
+        try:
+            resolve_size(m)
+        except ValueError as e:
+            raise ValueError(f"grid.models: unknown model size {m!r} ({e})") from None
 
     train_raw = dict(raw.get("train", {}))
     epochs = float(train_raw.pop("epochs", 0.0))

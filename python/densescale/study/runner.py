@@ -76,7 +76,8 @@ def prepare(study: StudyConfig, *, progress: bool = True) -> dict:
         corpus = collection.corpus
         limit = min(len(corpus), int(study.tokenizer.get("train_texts", 200_000)))
         texts = (corpus[i] for i in range(limit))
-        train_tokenizer(texts, int(study.tokenizer.get("vocab_size", 8000)), tok_path)
+        train_tokenizer(texts, int(study.tokenizer.get("vocab_size", 8000)), tok_path,
+                        cache_key=f"{paths['collection'].resolve()}:{len(corpus)}:{limit}")
     oracle = None
     oracle_file = paths["collection"] / "oracle.json"
     if oracle_file.exists():
@@ -254,15 +255,14 @@ def estimate_gpu_hours(study: StudyConfig, *, corpus_size: int | None = None,
     """Rough compute of a study in H100-hours: training ~ 6 * N * tokens seen (queries, positives
     and the shared negatives of every step), evaluation ~ 2 * N * corpus tokens per cell, at 40% of
     the bf16 datasheet peak. Used to warn before a study that needs a cluster."""
-    from densescale.models import SIZES
+    from densescale.models import resolve_size
 
     cfg = study.train
     if corpus_size is None:
         corpus_size = 8_841_823 if study.collection["kind"] == "msmarco" else 100_000
     total = 0.0
     for cell in study.cells():
-        layers, hidden = SIZES[cell.model][:2]
-        n = layers * (12 * hidden**2 + 13 * hidden) + hidden**2 + hidden + 768 * hidden + 768
+        n = resolve_size(cell.model).non_embedding_params()
         steps = study.steps_for(cell.data_size)
         tokens = steps * (cfg.batch_size * (cfg.query_max_length + cfg.passage_max_length * (1 + cfg.group_negatives))
                           + cfg.num_negatives * cfg.passage_max_length)

@@ -153,13 +153,14 @@ def train(
     device = resolve_device(cfg.device)
     use_bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
     batches = _Batches(len(pairs), len(corpus), cfg, rank, world)
+    doc_index = _pair_doc_ids(pairs)
 
     torch.manual_seed(cfg.seed)
     model.to(device)
     if cfg.gradient_checkpointing:
-        encoder = getattr(model, "bert", None) or getattr(model, "encoder", None)
-        if encoder is not None and hasattr(encoder, "gradient_checkpointing_enable"):
-            encoder.gradient_checkpointing_enable()
+        if not hasattr(model, "set_gradient_checkpointing"):
+            raise ValueError("gradient_checkpointing=True needs a DenseEncoder (set_gradient_checkpointing)")
+        model.set_gradient_checkpointing(True)
     net: nn.Module = model
     if distributed:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -215,8 +216,8 @@ def train(
             passages.extend(corpus[int(j)] for j in g)
         p = tokenize(tokenizer, passages, cfg.passage_max_length, device)
         doc_ids = []
-        for b, g in zip(batch, group):
-            doc_ids.append(int(b.doc_index))
+        for i, g in zip(idx, group):
+            doc_ids.append(int(doc_index[int(i)]))
             doc_ids.extend(int(j) for j in g)
         doc_ids += [int(j) for j in shared]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -273,6 +274,16 @@ def train(
                        seconds=elapsed, history=history)
 
 
+def _pair_doc_ids(pairs) -> np.ndarray:
+    """Corpus row each pair's positive comes from, used as doc id to mask false negatives: the
+    source passage for ICT / cropping pairs, a unique negative id when a pair has none."""
+    src = getattr(pairs, "source_indices", None)
+    ids = np.asarray(src if src is not None else [p.positive_index for p in pairs], dtype=np.int64).copy()
+    missing = ids < 0
+    ids[missing] = -2 - np.nonzero(missing)[0]
+    return ids
+
+
 @torch.no_grad()
 def dev_contrastive_entropy(model, tokenizer, dev_pairs, corpus, cfg: TrainConfig, device) -> float:
     """Contrastive entropy on (a seeded sample of) the dev pairs, SPEC 1.1 with ``cfg.dev_repeats``
@@ -285,12 +296,12 @@ def dev_contrastive_entropy(model, tokenizer, dev_pairs, corpus, cfg: TrainConfi
     if cfg.dev_pairs and len(sel) > cfg.dev_pairs:
         sel = np.sort(rng.choice(len(sel), cfg.dev_pairs, replace=False))
     chosen = [dev_pairs[int(i)] for i in sel]
-    positives = {int(p.doc_index) for p in dev_pairs}
+    positives = {int(i) for i in _pair_doc_ids(dev_pairs) if i >= 0}
     pool_size = min(cfg.dev_pool or len(corpus), len(corpus))
     cand = rng.choice(len(corpus), min(len(corpus), pool_size + len(positives)), replace=False)
     pool = [int(i) for i in cand if int(i) not in positives][:pool_size]
-    if len(pool) < cfg.num_negatives or len(pool) < 1:
-        raise ValueError(f"dev pool has {len(pool)} passages, fewer than num_negatives={cfg.num_negatives}")
+    if not pool:
+        raise ValueError("the dev pool is empty: every corpus passage is a dev positive")
     model.eval()
     kw = dict(device=device, batch_size=256)
     q = encode_texts(model, tokenizer, [p.query for p in chosen], max_length=cfg.query_max_length, **kw)
