@@ -22,6 +22,9 @@ path = "{col}"
 
 [collection.synthetic]
 num_passages = 1500
+num_train_queries = 800
+num_dev = 100
+num_test = 100
 seed = 3
 
 [grid]

@@ -24,7 +24,7 @@ TINY = dict(protocol="paper", batch_size=16, num_negatives=32, lr=2e-3, max_step
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
-    path = data.synthetic(root / "col", num_passages=1500, seed=3)
+    path = data.synthetic(root / "col", num_passages=1500, num_train_queries=800, num_dev=100, num_test=100, seed=3)
     col = data.load_beir(path)
     tok = train_tokenizer([col.corpus[i] for i in range(len(col.corpus))], 600, root / "tok")
     pairs = data.annotation_pairs(col, source="human", split="train")[:400]
