@@ -55,7 +55,7 @@ def test_training_lowers_dev_ce_and_writes_files(tiny_setup, tmp_path):
     res = train(model, tok, pairs, col.corpus, tmp_path / "run", cfg, dev_pairs=dev, progress=False)
     assert res.steps == 30
     ces = [h["dev_ce"] for h in res.history if "dev_ce" in h]
-    assert len(ces) == 3 and min(ces) < 5.0
+    assert len(ces) == 3 and ces[-1] < ces[0]
     assert res.best_dev_ce == min(ces)
     for name in ("checkpoint.pt", "best_model.pt", "train_result.json"):
         assert (tmp_path / "run" / name).exists()
