@@ -244,9 +244,7 @@ def write_study_report(study: StudyConfig, records: list[dict], oracle: dict | N
     split = study.eval.get("split", "test")
     oracle_ce = None
     if oracle:
-        oracle_ce = oracle.get(split, oracle.get("ce")) if isinstance(oracle, dict) else None
-        if isinstance(oracle_ce, dict):
-            oracle_ce = oracle_ce.get("ce", oracle_ce.get("mean"))
+        oracle_ce = oracle.get("splits", {}).get(split, {}).get("oracle_ce")
     return write_report(records, study_paths(study)["report"], oracle_ce=oracle_ce)
 
 
