@@ -101,9 +101,8 @@ def _valid_tile(
     """
     col_ok = cols < n_cols
     valid = (rows < B)[:, None] & col_ok[None, :]
-    if IS_P:
-        if not IN_BATCH:
-            valid = valid & ((cols // G)[None, :] == (rows + row_offset)[:, None])
+    if IS_P and not IN_BATCH:
+        valid = valid & ((cols // G)[None, :] == (rows + row_offset)[:, None])
     if HAS_IDS:
         cid = tl.load(ids_ptr + col_start + cols, mask=col_ok, other=0)
         dup = cid[None, :] == pos_ids[:, None]
@@ -152,8 +151,19 @@ def _fwd_region(
             q_ptr, c_ptr, rows, cols, B, n_cols, D, BLOCK_M, BLOCK_N, BLOCK_K, DOT_F32, PRECISION
         )
         valid = _valid_tile(
-            ids_ptr, rows, cols, tcol, pos_ids, B, n_cols, col_start, G, row_offset,
-            IS_P, IN_BATCH, HAS_IDS,
+            ids_ptr,
+            rows,
+            cols,
+            tcol,
+            pos_ids,
+            B,
+            n_cols,
+            col_start,
+            G,
+            row_offset,
+            IS_P,
+            IN_BATCH,
+            HAS_IDS,
         )
         s2 = tl.where(valid, a * (scale * LOG2E), float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s2, axis=1))
@@ -168,8 +178,9 @@ def _fwd_region(
                 cm = tl.max(s2, axis=0)
                 cm_safe = tl.where(cm > NEG_BIG, cm, 0.0)
                 cs = tl.sum(tl.exp2(s2 - cm_safe[None, :]), axis=0)
-                part = tl.where(cs > 0.0, (cm_safe + tl.log2(tl.where(cs > 0.0, cs, 1.0))) * LN2,
-                                float("-inf"))
+                part = tl.where(
+                    cs > 0.0, (cm_safe + tl.log2(tl.where(cs > 0.0, cs, 1.0))) * LN2, float("-inf")
+                )
                 is_pos = ((cols % G) == 0) & (cols < n_cols)
                 tl.store(colstat_ptr + pid * B + cols // G, part, mask=is_pos)
     return m_i, l_i, tgt_i
@@ -222,15 +233,67 @@ def _infonce_fwd_kernel(
         col_lo = (pid * BLOCK_M + row_offset) * G
         col_hi = tl.minimum((pid * BLOCK_M + BLOCK_M + row_offset) * G, NP)
     m_i, l_i, tgt_i = _fwd_region(
-        q_ptr, p_ptr, ids_ptr, colstat_ptr, pid, rows, tcol, pos_ids, m_i, l_i, tgt_i,
-        col_lo, col_hi, NP, 0, B, D, G, row_offset, scale,
-        True, IN_BATCH, HAS_IDS, SYMMETRIC, DOT_F32, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+        q_ptr,
+        p_ptr,
+        ids_ptr,
+        colstat_ptr,
+        pid,
+        rows,
+        tcol,
+        pos_ids,
+        m_i,
+        l_i,
+        tgt_i,
+        col_lo,
+        col_hi,
+        NP,
+        0,
+        B,
+        D,
+        G,
+        row_offset,
+        scale,
+        True,
+        IN_BATCH,
+        HAS_IDS,
+        SYMMETRIC,
+        DOT_F32,
+        PRECISION,
+        BLOCK_M,
+        BLOCK_N,
+        BLOCK_K,
     )
     if HAS_NEG:
         m_i, l_i, tgt_i = _fwd_region(
-            q_ptr, neg_ptr, ids_ptr, colstat_ptr, pid, rows, tcol, pos_ids, m_i, l_i, tgt_i,
-            0, K, K, NP, B, D, G, row_offset, scale,
-            False, IN_BATCH, HAS_IDS, False, DOT_F32, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+            q_ptr,
+            neg_ptr,
+            ids_ptr,
+            colstat_ptr,
+            pid,
+            rows,
+            tcol,
+            pos_ids,
+            m_i,
+            l_i,
+            tgt_i,
+            0,
+            K,
+            K,
+            NP,
+            B,
+            D,
+            G,
+            row_offset,
+            scale,
+            False,
+            IN_BATCH,
+            HAS_IDS,
+            False,
+            DOT_F32,
+            PRECISION,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_K,
         )
     # The target column is always valid, so l_i >= its own term > 0 for every real row.
     lse = (m_i + tl.log2(tl.where(row_ok, l_i, 1.0))) * LN2
@@ -274,8 +337,19 @@ def _ds_tile(
         q_ptr, c_ptr, rows, cols, B, n_cols, D, BLOCK_M, BLOCK_N, BLOCK_K, DOT_F32, PRECISION
     )
     valid = _valid_tile(
-        ids_ptr, rows, cols, tcol, pos_ids, B, n_cols, col_start, G, row_offset,
-        IS_P, IN_BATCH, HAS_IDS,
+        ids_ptr,
+        rows,
+        cols,
+        tcol,
+        pos_ids,
+        B,
+        n_cols,
+        col_start,
+        G,
+        row_offset,
+        IS_P,
+        IN_BATCH,
+        HAS_IDS,
     )
     s2 = tl.where(valid, a * (scale * LOG2E), float("-inf"))
     prob = tl.exp2(s2 - lse2_i[:, None])
@@ -335,9 +409,33 @@ def _bwd_dq_region(
         cols = (n0 + tl.arange(0, BLOCK_N)).to(tl.int64)
         col_ok = cols < n_cols
         a, ds = _ds_tile(
-            q_ptr, c_ptr, ids_ptr, clse_ptr, w_ptr, rows, cols, tcol, pos_ids, lse2_i, w_i,
-            n_cols, col_start, B, D, G, row_offset, scale,
-            IS_P, IN_BATCH, HAS_IDS, SYMMETRIC, DOT_F32, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+            q_ptr,
+            c_ptr,
+            ids_ptr,
+            clse_ptr,
+            w_ptr,
+            rows,
+            cols,
+            tcol,
+            pos_ids,
+            lse2_i,
+            w_i,
+            n_cols,
+            col_start,
+            B,
+            D,
+            G,
+            row_offset,
+            scale,
+            IS_P,
+            IN_BATCH,
+            HAS_IDS,
+            SYMMETRIC,
+            DOT_F32,
+            PRECISION,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_K,
         )
         dsc += tl.sum(ds * a, axis=1)
         # Round dS to the input dtype like FlashAttention does, so the second GEMM is a
@@ -410,15 +508,69 @@ def _infonce_bwd_dq_kernel(
         col_lo = (pid * BLOCK_M + row_offset) * G
         col_hi = tl.minimum((pid * BLOCK_M + BLOCK_M + row_offset) * G, NP)
     dsc = _bwd_dq_region(
-        q_ptr, p_ptr, ids_ptr, clse_ptr, w_ptr, dq_ptr, rows, tcol, pos_ids, lse2_i, w_i, dsc,
-        col_lo, col_hi, NP, 0, B, D, G, row_offset, scale,
-        True, IN_BATCH, HAS_IDS, SYMMETRIC, DOT_F32, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+        q_ptr,
+        p_ptr,
+        ids_ptr,
+        clse_ptr,
+        w_ptr,
+        dq_ptr,
+        rows,
+        tcol,
+        pos_ids,
+        lse2_i,
+        w_i,
+        dsc,
+        col_lo,
+        col_hi,
+        NP,
+        0,
+        B,
+        D,
+        G,
+        row_offset,
+        scale,
+        True,
+        IN_BATCH,
+        HAS_IDS,
+        SYMMETRIC,
+        DOT_F32,
+        PRECISION,
+        BLOCK_M,
+        BLOCK_N,
+        BLOCK_K,
     )
     if HAS_NEG:
         dsc = _bwd_dq_region(
-            q_ptr, neg_ptr, ids_ptr, clse_ptr, w_ptr, dq_ptr, rows, tcol, pos_ids, lse2_i, w_i,
-            dsc, 0, K, K, NP, B, D, G, row_offset, scale,
-            False, IN_BATCH, HAS_IDS, False, DOT_F32, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+            q_ptr,
+            neg_ptr,
+            ids_ptr,
+            clse_ptr,
+            w_ptr,
+            dq_ptr,
+            rows,
+            tcol,
+            pos_ids,
+            lse2_i,
+            w_i,
+            dsc,
+            0,
+            K,
+            K,
+            NP,
+            B,
+            D,
+            G,
+            row_offset,
+            scale,
+            False,
+            IN_BATCH,
+            HAS_IDS,
+            False,
+            DOT_F32,
+            PRECISION,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_K,
         )
     tl.store(dscale_ptr + pid, tl.sum(dsc, axis=0))
 
@@ -456,11 +608,10 @@ def _infonce_bwd_dc_kernel(
     offs_k = tl.arange(0, BLOCK_K)
     row_lo = 0
     row_hi = B
-    if IS_P:
-        if not IN_BATCH:
-            # Only the queries whose group lies in these columns score them.
-            row_lo = tl.maximum(pid * BLOCK_N // G - row_offset, 0)
-            row_hi = tl.minimum((pid * BLOCK_N + BLOCK_N - 1) // G - row_offset + 1, B)
+    if IS_P and not IN_BATCH:
+        # Only the queries whose group lies in these columns score them.
+        row_lo = tl.maximum(pid * BLOCK_N // G - row_offset, 0)
+        row_hi = tl.minimum((pid * BLOCK_N + BLOCK_N - 1) // G - row_offset + 1, B)
     for m0 in range(row_lo, row_hi, BLOCK_M):
         rows = (m0 + tl.arange(0, BLOCK_M)).to(tl.int64)
         row_ok = rows < B
@@ -471,10 +622,34 @@ def _infonce_bwd_dc_kernel(
             pos_ids = tcol
         lse2_i = tl.load(lse_ptr + rows, mask=row_ok, other=0.0) * LOG2E
         w_i = tl.load(w_ptr + rows, mask=row_ok, other=0.0)
-        a, ds = _ds_tile(
-            q_ptr, c_ptr, ids_ptr, clse_ptr, w_ptr, rows, cols, tcol, pos_ids, lse2_i, w_i,
-            n_cols, col_start, B, D, G, row_offset, scale,
-            IS_P, IN_BATCH, HAS_IDS, SYMMETRIC, DOT_F32, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+        _, ds = _ds_tile(
+            q_ptr,
+            c_ptr,
+            ids_ptr,
+            clse_ptr,
+            w_ptr,
+            rows,
+            cols,
+            tcol,
+            pos_ids,
+            lse2_i,
+            w_i,
+            n_cols,
+            col_start,
+            B,
+            D,
+            G,
+            row_offset,
+            scale,
+            IS_P,
+            IN_BATCH,
+            HAS_IDS,
+            SYMMETRIC,
+            DOT_F32,
+            PRECISION,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_K,
         )
         ds_t = tl.trans(ds.to(q_ptr.dtype.element_ty))
         if DOT_F32:

@@ -51,7 +51,7 @@ def interpreter_active() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def _kernels():  # noqa: ANN202 - module type from an optional dependency
+def _kernels():
     try:
         from densescale.kernels import contrastive_loss
     except ImportError as exc:  # triton missing, or kernels/ not linked into the package
@@ -81,8 +81,9 @@ def default_configs(dtype: torch.dtype) -> tuple[TileConfig, TileConfig, TileCon
     return fwd, bwd_dq, bwd_dc
 
 
-def _override(cfg: TileConfig, block_m: int | None, block_n: int | None, block_k: int | None
-              ) -> TileConfig:
+def _override(
+    cfg: TileConfig, block_m: int | None, block_n: int | None, block_k: int | None
+) -> TileConfig:
     vals = {"block_m": block_m, "block_n": block_n, "block_k": block_k}
     for name, v in vals.items():
         if v is None:
@@ -149,10 +150,13 @@ def _check_inputs(
     n = p.shape[0] + (0 if negatives is None else negatives.shape[0])
     if doc_ids is not None:
         if not isinstance(doc_ids, torch.Tensor) or doc_ids.dtype != torch.int64:
-            raise TypeError(f"doc_ids must be an int64 tensor, got {getattr(doc_ids, 'dtype', doc_ids)}")
+            raise TypeError(
+                f"doc_ids must be an int64 tensor, got {getattr(doc_ids, 'dtype', doc_ids)}"
+            )
         if doc_ids.shape != (n,):
-            raise ValueError(f"doc_ids must have shape ({n},) (one id per candidate), got "
-                             f"{tuple(doc_ids.shape)}")
+            raise ValueError(
+                f"doc_ids must have shape ({n},) (one id per candidate), got {tuple(doc_ids.shape)}"
+            )
         if doc_ids.device != q.device:
             raise ValueError(f"doc_ids is on {doc_ids.device} but q is on {q.device}")
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
@@ -166,16 +170,20 @@ def _precision(dtype: torch.dtype) -> str:
     return "tf32"
 
 
-def _common(q: torch.Tensor, p: torch.Tensor, negatives: torch.Tensor | None,
-            doc_ids: torch.Tensor | None):  # noqa: ANN202
+def _common(
+    q: torch.Tensor, p: torch.Tensor, negatives: torch.Tensor | None, doc_ids: torch.Tensor | None
+):
     q = q.contiguous()
     p = p.contiguous()
     if negatives is not None and negatives.shape[0] == 0:
         negatives = None
     if negatives is not None:
         negatives = negatives.contiguous()
-    ids = doc_ids.contiguous() if doc_ids is not None else torch.zeros(1, dtype=torch.int64,
-                                                                        device=q.device)
+    ids = (
+        doc_ids.contiguous()
+        if doc_ids is not None
+        else torch.zeros(1, dtype=torch.int64, device=q.device)
+    )
     flags = {
         # Triton 3.9's interpreter returns garbage from bf16 tl.dot; compiled GPU code keeps bf16.
         "DOT_F32": interpreter_active() and q.dtype == torch.bfloat16,
@@ -220,8 +228,21 @@ def loss_forward(
     n_row_blocks = triton_cdiv(B, cfg.block_m)
     colstat = torch.empty((n_row_blocks, B), **f32) if opts.symmetric else lse
     kern._infonce_fwd_kernel[(n_row_blocks,)](
-        q, p, negatives if negatives is not None else p, ids, lse, tgt, loss, colstat,
-        B, NP, K, D, opts.group_size, opts.row_offset, float(scale),
+        q,
+        p,
+        negatives if negatives is not None else p,
+        ids,
+        lse,
+        tgt,
+        loss,
+        colstat,
+        B,
+        NP,
+        K,
+        D,
+        opts.group_size,
+        opts.row_offset,
+        float(scale),
         IN_BATCH=opts.in_batch,
         HAS_NEG=negatives is not None,
         HAS_IDS=doc_ids is not None,
@@ -267,11 +288,15 @@ def loss_backward(
     del uniform
     _check_inputs(q, p, negatives, doc_ids, scale, opts)
     if not isinstance(saved, TritonLossSaved):
-        raise TypeError(f"saved must come from this backend's loss_forward, got {type(saved).__name__}")
+        raise TypeError(
+            f"saved must come from this backend's loss_forward, got {type(saved).__name__}"
+        )
     B = q.shape[0]
     if not isinstance(weights, torch.Tensor) or weights.shape != (B,):
-        raise ValueError(f"weights must be a tensor of shape ({B},), got "
-                         f"{getattr(weights, 'shape', type(weights).__name__)}")
+        raise ValueError(
+            f"weights must be a tensor of shape ({B},), got "
+            f"{getattr(weights, 'shape', type(weights).__name__)}"
+        )
     kern = _kernels()
     q, p, negatives, ids, flags = _common(q, p, negatives, doc_ids)
     _, cfg_dq, cfg_dc = default_configs(q.dtype)
@@ -293,8 +318,22 @@ def loss_backward(
     n_row_blocks = triton_cdiv(B, cfg_dq.block_m)
     dscale_part = torch.empty(n_row_blocks, **f32)
     kern._infonce_bwd_dq_kernel[(n_row_blocks,)](
-        q, p, negatives if negatives is not None else p, ids, saved.lse, clse, w_norm, dq,
-        dscale_part, B, NP, K, D, opts.group_size, opts.row_offset, float(scale),
+        q,
+        p,
+        negatives if negatives is not None else p,
+        ids,
+        saved.lse,
+        clse,
+        w_norm,
+        dq,
+        dscale_part,
+        B,
+        NP,
+        K,
+        D,
+        opts.group_size,
+        opts.row_offset,
+        float(scale),
         HAS_NEG=negatives is not None,
         SYMMETRIC=opts.symmetric,
         BLOCK_M=cfg_dq.block_m,
@@ -311,8 +350,20 @@ def loss_backward(
         regions.append((negatives, dc[NP:], K, NP, False, False))
     for cands, dcands, n_cols, col_start, is_p, sym in regions:
         kern._infonce_bwd_dc_kernel[(triton_cdiv(n_cols, cfg_dc.block_n),)](
-            q, cands, ids, saved.lse, clse, w_norm, dcands,
-            B, n_cols, col_start, D, opts.group_size, opts.row_offset, float(scale),
+            q,
+            cands,
+            ids,
+            saved.lse,
+            clse,
+            w_norm,
+            dcands,
+            B,
+            n_cols,
+            col_start,
+            D,
+            opts.group_size,
+            opts.row_offset,
+            float(scale),
             IS_P=is_p,
             SYMMETRIC=sym,
             BLOCK_M=cfg_dc.block_m,
