@@ -33,10 +33,11 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
+# Compiled kernels may only read module globals that are tl.constexpr (the interpreter reads any).
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
 # Finite "minus infinity" for the running max so exp2(m_old - m_new) never sees inf - inf.
-NEG_BIG = -1.0e30
+NEG_BIG = tl.constexpr(-1.0e30)
 
 
 @triton.jit

@@ -207,14 +207,97 @@ def test_half_inputs(dtype: torch.dtype) -> None:
     _check(q, p, None, None, 4.0, LossOptions(group_size=G, symmetric=True), **TINY)
 
 
-def test_gpu_default_tiles_compile_constraints(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("in_batch", [True, False])
+def test_gpu_default_tiles_compile_constraints(
+    monkeypatch: pytest.MonkeyPatch, in_batch: bool
+) -> None:
     # What a GPU launch would use: powers of two, every tl.dot dimension >= 16.
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        for cfg in backend.default_configs(dtype):
+        for cfg in backend.default_configs(dtype, in_batch):
             for v in (cfg.block_m, cfg.block_n, cfg.block_k):
                 assert v >= 16 and v & (v - 1) == 0
-            assert cfg.block_m >= 64 and cfg.block_n >= 64  # tensor-core sized, not the test tiles
+            if dtype != torch.float32:  # tensor-core sized, not the test tiles
+                assert cfg.block_m >= 64 and cfg.block_n >= 64 and cfg.block_k >= 32
+
+
+# Runs in a fresh interpreter: Triton decides between interpreted and compiled kernels at import.
+_COMPILE_SCRIPT = """
+import json
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from densescale.kernels import contrastive_loss as kern
+from densescale.ops._loss_triton import default_configs
+
+_, bdq, bdc = default_configs(torch.bfloat16, in_batch=False)
+fwd_ib = default_configs(torch.bfloat16, in_batch=True)[0]
+variant = {"IN_BATCH": False, "HAS_IDS": True, "DOT_F32": False, "PRECISION": "tf32"}
+# Three launches cover every code path between them: symmetric column statistics with doc ids
+# (forward), in_batch=False loop bounds with a pool (dq), the transposed dot (dc).
+jobs = [
+    (kern._infonce_fwd_kernel, fwd_ib, {"HAS_NEG": False, "SYMMETRIC": True, "IN_BATCH": True}),
+    (kern._infonce_bwd_dq_kernel, bdq, {"HAS_NEG": True, "SYMMETRIC": False}),
+    (kern._infonce_bwd_dc_kernel, bdc, {"IS_P": True, "SYMMETRIC": False}),
+]
+for fn, cfg, extra in jobs:
+    constexprs = {**variant, **extra, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n,
+                  "BLOCK_K": cfg.block_k}
+    signature = {}
+    for name in fn.arg_names:
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif name in ("q_ptr", "p_ptr", "neg_ptr", "c_ptr"):
+            signature[name] = "*bf16"
+        elif name == "ids_ptr":
+            signature[name] = "*i64"
+        elif name.endswith("_ptr"):
+            signature[name] = "*fp32"
+        else:
+            signature[name] = "fp32" if name == "scale" else "i32"
+    out = triton.compile(
+        ASTSource(fn, signature, constexprs),
+        target=GPUTarget("cuda", 90, 32),
+        options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages},
+    )
+    print(json.dumps({"kernel": fn.__name__, "cubin": len(out.asm["cubin"]),
+                      "wgmma": "warp_group_dot" in out.asm["ttgir"]}))
+"""
+
+
+def test_kernels_compile_for_h100() -> None:
+    """Ahead-of-time compile to sm_90 cubin with the GPU tiles; no GPU needed.
+
+    The interpreter accepts what the compiler rejects (non-constexpr globals, dots under 16,
+    mixed dot dtypes); this catches it on a CPU-only machine.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(backend.__file__).resolve().parents[2]), env.get("PYTHONPATH", "")]
+    )
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    run = subprocess.run(
+        [sys.executable, "-c", _COMPILE_SCRIPT],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if run.returncode != 0 and "ptxas" in run.stderr.lower() and "not found" in run.stderr.lower():
+        pytest.skip("this triton build has no ptxas")
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 3
+    for row in rows:
+        assert row["cubin"] > 0 and row["wgmma"], row  # Hopper tensor-core dots
 
 
 def _bad(**changes: object) -> dict:

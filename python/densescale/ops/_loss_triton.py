@@ -62,22 +62,28 @@ def _kernels():
     return contrastive_loss
 
 
-def default_configs(dtype: torch.dtype) -> tuple[TileConfig, TileConfig, TileConfig]:
+def default_configs(
+    dtype: torch.dtype, in_batch: bool = True
+) -> tuple[TileConfig, TileConfig, TileConfig]:
     """(forward, backward dq, backward dc) tiles for ``dtype``.
 
-    GPU (H100-class): 128 x 128 score tiles with 64-wide D chunks, bf16/fp16 tensor-core dots,
-    8 warps and 3 stages in the forward; the backward keeps a dS tile live while it walks D, so
-    its tiles are 128 x 64 (rows x columns for dq, the transpose for dc). fp32 halves the D chunk
-    to keep the shared-memory footprint of the pipeline within bounds. The interpreter runs numpy
-    per tile, so small fixed tiles are fastest there.
+    Chosen by compiling every kernel variant for sm_90 and reading ptxas's register and spill
+    report (no H100 at hand to time them): bf16/fp16 forward 128 x 128 score tiles, 64-wide D
+    chunks, 8 warps, 3 stages (no spills; 128 x 64 without in-batch negatives, whose extra
+    group mask otherwise spills); the backward keeps a dS tile live while it walks D, so its
+    tiles are 128 x 64 (rows x columns) for dq and 64 x 128 for dc, 2 stages. fp32 inputs run
+    IEEE FMA dots unless torch allows TF32, and only 64 x 32 tiles avoid spilling there. The
+    interpreter runs numpy per tile, so small fixed tiles are fastest there.
     """
     if interpreter_active():
         small = TileConfig(32, 32, 32)
         return small, small, small
-    bk = 32 if dtype == torch.float32 else 64
-    fwd = TileConfig(128, 128, bk, num_warps=8, num_stages=3)
-    bwd_dq = TileConfig(128, 64, bk, num_warps=8, num_stages=2)
-    bwd_dc = TileConfig(64, 128, bk, num_warps=8, num_stages=2)
+    if dtype == torch.float32:
+        f32 = TileConfig(64, 32, 32, num_warps=4, num_stages=2)
+        return f32, f32, f32
+    fwd = TileConfig(128, 128 if in_batch else 64, 64, num_warps=8, num_stages=3 if in_batch else 2)
+    bwd_dq = TileConfig(128, 64, 64, num_warps=8, num_stages=2)
+    bwd_dc = TileConfig(64, 128, 64, num_warps=8, num_stages=2)
     return fwd, bwd_dq, bwd_dc
 
 
@@ -217,7 +223,7 @@ def loss_forward(
     _check_inputs(q, p, negatives, doc_ids, scale, opts)
     kern = _kernels()
     q, p, negatives, ids, flags = _common(q, p, negatives, doc_ids)
-    cfg = _override(default_configs(q.dtype)[0], block_m, block_n, block_k)
+    cfg = _override(default_configs(q.dtype, opts.in_batch)[0], block_m, block_n, block_k)
     B, D = q.shape
     NP = p.shape[0]
     K = 0 if negatives is None else negatives.shape[0]
@@ -299,7 +305,7 @@ def loss_backward(
         )
     kern = _kernels()
     q, p, negatives, ids, flags = _common(q, p, negatives, doc_ids)
-    _, cfg_dq, cfg_dc = default_configs(q.dtype)
+    _, cfg_dq, cfg_dc = default_configs(q.dtype, opts.in_batch)
     cfg_dq = _override(cfg_dq, block_m, block_n, block_k)
     cfg_dc = _override(cfg_dc, block_m, block_n, block_k)
     D = q.shape[1]
