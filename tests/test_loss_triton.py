@@ -104,11 +104,23 @@ def _check(
     return loss
 
 
-@pytest.mark.parametrize("B", [5, 64])
-def test_in_batch_pairs_default_tiles(B: int) -> None:
-    # B = 5 is smaller than one tile; B = 64 spans two row blocks and two column tiles.
-    q, p, _ = _inputs(B, 1, 0, 48)
+@pytest.mark.parametrize(("B", "D"), [(5, 8), (64, 48)])
+def test_in_batch_pairs_default_tiles(B: int, D: int) -> None:
+    # (5, 8) is smaller than one tile in every dimension, D included (masked D chunk);
+    # B = 64 spans two row blocks and two column tiles.
+    q, p, _ = _inputs(B, 1, 0, D)
     _check(q, p, None, None, 1.5, LossOptions())
+
+
+def test_empty_pool_behaves_like_none() -> None:
+    q, p, _ = _inputs(6, 2, 0, 16)
+    empty = torch.empty(0, 16, device=DEVICE)
+    opts = LossOptions(group_size=2)
+    loss, saved = backend.loss_forward(q, p, empty, None, 2.0, opts, True)
+    ref, _ = backend.loss_forward(q, p, None, None, 2.0, opts, True)
+    torch.testing.assert_close(loss, ref)
+    _, _, dneg, _ = backend.loss_backward(q, p, empty, None, 2.0, opts, saved, torch.ones(6), True)
+    assert dneg is not None and dneg.shape == (0, 16)
 
 
 def test_odd_shapes_tiny_tiles() -> None:

@@ -304,6 +304,7 @@ def loss_backward(
             f"{getattr(weights, 'shape', type(weights).__name__)}"
         )
     kern = _kernels()
+    empty_pool = negatives is not None and negatives.shape[0] == 0
     q, p, negatives, ids, flags = _common(q, p, negatives, doc_ids)
     _, cfg_dq, cfg_dc = default_configs(q.dtype, opts.in_batch)
     cfg_dq = _override(cfg_dq, block_m, block_n, block_k)
@@ -383,7 +384,8 @@ def loss_backward(
     dq.mul_(grad_mult)
     dc.mul_(grad_mult)
     dscale = dscale_part.sum() * w_max
-    dneg = dc[NP:] if negatives is not None else None
+    # An empty (0, D) pool still gets its (0, D) gradient, so callers can zip inputs and grads.
+    dneg = dc[NP:] if negatives is not None or empty_pool else None
     return dq, dc[:NP], dneg, dscale
 
 
