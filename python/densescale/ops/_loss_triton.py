@@ -16,6 +16,7 @@ what the tests use without a GPU). Triton is imported lazily so the package impo
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
@@ -169,6 +170,11 @@ def _check_inputs(
         raise TypeError(f"scale must be a finite Python float, got {scale!r}")
 
 
+def _on_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    # Triton launches on the current CUDA device; make it the inputs' device (cuda:1 etc.).
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 def _precision(dtype: torch.dtype) -> str:
     # fp32 inputs follow torch's own matmul setting; half types ignore it (tensor cores anyway).
     if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
@@ -233,33 +239,34 @@ def loss_forward(
     loss = torch.empty(B, **f32)
     n_row_blocks = triton_cdiv(B, cfg.block_m)
     colstat = torch.empty((n_row_blocks, B), **f32) if opts.symmetric else lse
-    kern._infonce_fwd_kernel[(n_row_blocks,)](
-        q,
-        p,
-        negatives if negatives is not None else p,
-        ids,
-        lse,
-        tgt,
-        loss,
-        colstat,
-        B,
-        NP,
-        K,
-        D,
-        opts.group_size,
-        opts.row_offset,
-        float(scale),
-        IN_BATCH=opts.in_batch,
-        HAS_NEG=negatives is not None,
-        HAS_IDS=doc_ids is not None,
-        SYMMETRIC=opts.symmetric,
-        BLOCK_M=cfg.block_m,
-        BLOCK_N=cfg.block_n,
-        BLOCK_K=cfg.block_k,
-        num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages,
-        **flags,
-    )
+    with _on_device(q):
+        kern._infonce_fwd_kernel[(n_row_blocks,)](
+            q,
+            p,
+            negatives if negatives is not None else p,
+            ids,
+            lse,
+            tgt,
+            loss,
+            colstat,
+            B,
+            NP,
+            K,
+            D,
+            opts.group_size,
+            opts.row_offset,
+            float(scale),
+            IN_BATCH=opts.in_batch,
+            HAS_NEG=negatives is not None,
+            HAS_IDS=doc_ids is not None,
+            SYMMETRIC=opts.symmetric,
+            BLOCK_M=cfg.block_m,
+            BLOCK_N=cfg.block_n,
+            BLOCK_K=cfg.block_k,
+            num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages,
+            **flags,
+        )
     col_lse = None
     if opts.symmetric:
         # Merge the per-row-block partial column statistics: O(B^2 / BLOCK_M) work.
@@ -324,62 +331,64 @@ def loss_backward(
     dq = torch.zeros((B, D), **f32)
     n_row_blocks = triton_cdiv(B, cfg_dq.block_m)
     dscale_part = torch.empty(n_row_blocks, **f32)
-    kern._infonce_bwd_dq_kernel[(n_row_blocks,)](
-        q,
-        p,
-        negatives if negatives is not None else p,
-        ids,
-        saved.lse,
-        clse,
-        w_norm,
-        dq,
-        dscale_part,
-        B,
-        NP,
-        K,
-        D,
-        opts.group_size,
-        opts.row_offset,
-        float(scale),
-        HAS_NEG=negatives is not None,
-        SYMMETRIC=opts.symmetric,
-        BLOCK_M=cfg_dq.block_m,
-        BLOCK_N=cfg_dq.block_n,
-        BLOCK_K=cfg_dq.block_k,
-        num_warps=cfg_dq.num_warps,
-        num_stages=cfg_dq.num_stages,
-        **common,
-    )
+    with _on_device(q):
+        kern._infonce_bwd_dq_kernel[(n_row_blocks,)](
+            q,
+            p,
+            negatives if negatives is not None else p,
+            ids,
+            saved.lse,
+            clse,
+            w_norm,
+            dq,
+            dscale_part,
+            B,
+            NP,
+            K,
+            D,
+            opts.group_size,
+            opts.row_offset,
+            float(scale),
+            HAS_NEG=negatives is not None,
+            SYMMETRIC=opts.symmetric,
+            BLOCK_M=cfg_dq.block_m,
+            BLOCK_N=cfg_dq.block_n,
+            BLOCK_K=cfg_dq.block_k,
+            num_warps=cfg_dq.num_warps,
+            num_stages=cfg_dq.num_stages,
+            **common,
+        )
 
     dc = torch.zeros((NP + K, D), **f32)
     regions = [(p, dc[:NP], NP, 0, True, opts.symmetric)]
     if negatives is not None:
         regions.append((negatives, dc[NP:], K, NP, False, False))
     for cands, dcands, n_cols, col_start, is_p, sym in regions:
-        kern._infonce_bwd_dc_kernel[(triton_cdiv(n_cols, cfg_dc.block_n),)](
-            q,
-            cands,
-            ids,
-            saved.lse,
-            clse,
-            w_norm,
-            dcands,
-            B,
-            n_cols,
-            col_start,
-            D,
-            opts.group_size,
-            opts.row_offset,
-            float(scale),
-            IS_P=is_p,
-            SYMMETRIC=sym,
-            BLOCK_M=cfg_dc.block_m,
-            BLOCK_N=cfg_dc.block_n,
-            BLOCK_K=cfg_dc.block_k,
-            num_warps=cfg_dc.num_warps,
-            num_stages=cfg_dc.num_stages,
-            **common,
-        )
+        with _on_device(q):
+            kern._infonce_bwd_dc_kernel[(triton_cdiv(n_cols, cfg_dc.block_n),)](
+                q,
+                cands,
+                ids,
+                saved.lse,
+                clse,
+                w_norm,
+                dcands,
+                B,
+                n_cols,
+                col_start,
+                D,
+                opts.group_size,
+                opts.row_offset,
+                float(scale),
+                IS_P=is_p,
+                SYMMETRIC=sym,
+                BLOCK_M=cfg_dc.block_m,
+                BLOCK_N=cfg_dc.block_n,
+                BLOCK_K=cfg_dc.block_k,
+                num_warps=cfg_dc.num_warps,
+                num_stages=cfg_dc.num_stages,
+                **common,
+            )
     grad_mult = w_max * float(scale)
     dq.mul_(grad_mult)
     dc.mul_(grad_mult)
