@@ -1,0 +1,672 @@
+"""Triton bodies of the fused contrastive (InfoNCE) loss; launchers in densescale.ops._loss_triton.
+
+Notation as in ``densescale.ops._loss_spec``: queries q (B, D); candidate columns c = [p; negatives]
+with p (NP = B_total*G, D) and the shared pool (K, D); a_ij = q_i . c_j, S_ij = s * a_ij; the target
+of local row i is column t_i = (row_offset + i) * G. Masked entries (other groups when
+``in_batch=False``, duplicates of the positive's doc id) are -inf. Scores are kept in base 2 inside
+the kernels (S2 = S * log2 e) so exp2/log2 map to the hardware instructions.
+
+Forward (one program per BLOCK_M rows, FlashAttention-style online max / sum-exp over column tiles)::
+
+    lse_i = logsumexp_j S_ij,   tgt_i = S_{i, t_i},   loss_i = lse_i - tgt_i
+
+With ``SYMMETRIC`` the same score tiles also give, for every positive column t_k, the partial
+log-sum-exp over this program's rows; they are written to a (row blocks, B) buffer that the
+launcher reduces (logsumexp over row blocks) into col_lse_k. Symmetric mode always has in_batch,
+row_offset = 0, B_total = B, so the column mask equals the row mask restricted to positives.
+
+Backward recomputes every score tile. With weights w (already divided by max|w| by the launcher so
+that low-precision dS tiles stay in range)::
+
+    dS_ij = h * w_i * (exp(S_ij - lse_i) - [j = t_i])
+            + [SYMMETRIC and j = t_k] * 0.5 * w_k * (exp(S_ij - col_lse_k) - [i = k])
+
+with h = 1/2 when symmetric, else 1. Then dq = s * dS @ c (row-block kernel), dc = s * dS^T @ q
+(column-block kernel) and dscale = sum_ij dS_ij * a_ij (per-program partial sums). The (BLOCK, D)
+gradient rows do not fit in registers for D = 768, so each program owns its output rows exclusively
+and accumulates them chunk by chunk (BLOCK_K columns at a time) in an fp32 buffer: no atomics,
+and no B x N buffer anywhere.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+# Compiled kernels may only read module globals that are tl.constexpr (the interpreter reads any).
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
+# Finite "minus infinity" for the running max so exp2(m_old - m_new) never sees inf - inf.
+NEG_BIG = tl.constexpr(-1.0e30)
+
+
+@triton.jit
+def _score_tile(
+    q_ptr,
+    c_ptr,
+    rows,
+    cols,
+    n_rows,
+    n_cols,
+    D,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_F32: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """a = q[rows] @ c[cols]^T, (BLOCK_M, BLOCK_N) fp32, accumulated over D in BLOCK_K chunks."""
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    row_ok = rows < n_rows
+    col_ok = cols < n_cols
+    offs_k = tl.arange(0, BLOCK_K)
+    for k0 in range(0, D, BLOCK_K):
+        kk = k0 + offs_k
+        k_ok = kk < D
+        a = tl.load(
+            q_ptr + rows[:, None] * D + kk[None, :],
+            mask=row_ok[:, None] & k_ok[None, :],
+            other=0.0,
+        )
+        b = tl.load(
+            c_ptr + cols[None, :] * D + kk[:, None],
+            mask=k_ok[:, None] & col_ok[None, :],
+            other=0.0,
+        )
+        if DOT_F32:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
+def _valid_tile(
+    ids_ptr,
+    rows,
+    cols,
+    tcol,
+    pos_ids,
+    B,
+    n_cols,
+    col_start,
+    G,
+    row_offset,
+    IS_P: tl.constexpr,
+    IN_BATCH: tl.constexpr,
+    HAS_IDS: tl.constexpr,
+):
+    """Which (row, column) pairs take part: in range, own group when not in_batch, no duplicates.
+
+    ``cols`` index the region (p or pool) starting at global column ``col_start``.
+    """
+    col_ok = cols < n_cols
+    valid = (rows < B)[:, None] & col_ok[None, :]
+    if IS_P and not IN_BATCH:
+        valid = valid & ((cols // G)[None, :] == (rows + row_offset)[:, None])
+    if HAS_IDS:
+        cid = tl.load(ids_ptr + col_start + cols, mask=col_ok, other=0)
+        dup = cid[None, :] == pos_ids[:, None]
+        if IS_P:
+            dup = dup & (cols[None, :] != tcol[:, None])
+        valid = valid & (dup == 0)
+    return valid
+
+
+@triton.jit
+def _fwd_region(
+    q_ptr,
+    c_ptr,
+    ids_ptr,
+    colstat_ptr,
+    pid,
+    rows,
+    tcol,
+    pos_ids,
+    m_i,
+    l_i,
+    tgt_i,
+    col_lo,
+    col_hi,
+    n_cols,
+    col_start,
+    B,
+    D,
+    G,
+    row_offset,
+    scale,
+    IS_P: tl.constexpr,
+    IN_BATCH: tl.constexpr,
+    HAS_IDS: tl.constexpr,
+    SYMMETRIC: tl.constexpr,
+    DOT_F32: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Online max / sum-exp of rows over columns [col_lo, col_hi) of one region (p or pool)."""
+    for n0 in range(col_lo, col_hi, BLOCK_N):
+        cols = (n0 + tl.arange(0, BLOCK_N)).to(tl.int64)
+        a = _score_tile(
+            q_ptr, c_ptr, rows, cols, B, n_cols, D, BLOCK_M, BLOCK_N, BLOCK_K, DOT_F32, PRECISION
+        )
+        valid = _valid_tile(
+            ids_ptr,
+            rows,
+            cols,
+            tcol,
+            pos_ids,
+            B,
+            n_cols,
+            col_start,
+            G,
+            row_offset,
+            IS_P,
+            IN_BATCH,
+            HAS_IDS,
+        )
+        s2 = tl.where(valid, a * (scale * LOG2E), float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s2, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(tl.exp2(s2 - m_new[:, None]), axis=1)
+        m_i = m_new
+        if IS_P:
+            is_t = cols[None, :] == tcol[:, None]
+            tgt_i += tl.sum(tl.where(is_t, a * scale, 0.0), axis=1)
+            if SYMMETRIC:
+                # Partial column log-sum-exp over this block's rows, for positive columns only.
+                cm = tl.max(s2, axis=0)
+                cm_safe = tl.where(cm > NEG_BIG, cm, 0.0)
+                cs = tl.sum(tl.exp2(s2 - cm_safe[None, :]), axis=0)
+                part = tl.where(
+                    cs > 0.0, (cm_safe + tl.log2(tl.where(cs > 0.0, cs, 1.0))) * LN2, float("-inf")
+                )
+                is_pos = ((cols % G) == 0) & (cols < n_cols)
+                tl.store(colstat_ptr + pid * B + cols // G, part, mask=is_pos)
+    return m_i, l_i, tgt_i
+
+
+@triton.jit
+def _infonce_fwd_kernel(
+    q_ptr,
+    p_ptr,
+    neg_ptr,
+    ids_ptr,
+    lse_ptr,
+    tgt_ptr,
+    loss_ptr,
+    colstat_ptr,
+    B,
+    NP,
+    K,
+    D,
+    G,
+    row_offset,
+    scale,
+    IN_BATCH: tl.constexpr,
+    HAS_NEG: tl.constexpr,
+    HAS_IDS: tl.constexpr,
+    SYMMETRIC: tl.constexpr,
+    DOT_F32: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Row log-sum-exp, target score and loss of BLOCK_M queries: lse (B,), tgt (B,), loss (B,)."""
+    pid = tl.program_id(0).to(tl.int64)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < B
+    tcol = (rows + row_offset) * G
+    if HAS_IDS:
+        pos_ids = tl.load(ids_ptr + tcol, mask=row_ok, other=0)
+    else:
+        pos_ids = tcol
+    m_i = tl.full((BLOCK_M,), NEG_BIG, dtype=tl.float32)
+    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    tgt_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    if IN_BATCH:
+        col_lo = 0
+        col_hi = NP
+    else:
+        # Without in-batch negatives this block only sees its own groups' columns.
+        col_lo = (pid * BLOCK_M + row_offset) * G
+        col_hi = tl.minimum((pid * BLOCK_M + BLOCK_M + row_offset) * G, NP)
+    m_i, l_i, tgt_i = _fwd_region(
+        q_ptr,
+        p_ptr,
+        ids_ptr,
+        colstat_ptr,
+        pid,
+        rows,
+        tcol,
+        pos_ids,
+        m_i,
+        l_i,
+        tgt_i,
+        col_lo,
+        col_hi,
+        NP,
+        0,
+        B,
+        D,
+        G,
+        row_offset,
+        scale,
+        True,
+        IN_BATCH,
+        HAS_IDS,
+        SYMMETRIC,
+        DOT_F32,
+        PRECISION,
+        BLOCK_M,
+        BLOCK_N,
+        BLOCK_K,
+    )
+    if HAS_NEG:
+        m_i, l_i, tgt_i = _fwd_region(
+            q_ptr,
+            neg_ptr,
+            ids_ptr,
+            colstat_ptr,
+            pid,
+            rows,
+            tcol,
+            pos_ids,
+            m_i,
+            l_i,
+            tgt_i,
+            0,
+            K,
+            K,
+            NP,
+            B,
+            D,
+            G,
+            row_offset,
+            scale,
+            False,
+            IN_BATCH,
+            HAS_IDS,
+            False,
+            DOT_F32,
+            PRECISION,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_K,
+        )
+    # The target column is always valid, so l_i >= its own term > 0 for every real row.
+    lse = (m_i + tl.log2(tl.where(row_ok, l_i, 1.0))) * LN2
+    tl.store(lse_ptr + rows, lse, mask=row_ok)
+    tl.store(tgt_ptr + rows, tgt_i, mask=row_ok)
+    tl.store(loss_ptr + rows, lse - tgt_i, mask=row_ok)
+
+
+@triton.jit
+def _ds_tile(
+    q_ptr,
+    c_ptr,
+    ids_ptr,
+    clse_ptr,
+    w_ptr,
+    rows,
+    cols,
+    tcol,
+    pos_ids,
+    lse2_i,
+    w_i,
+    n_cols,
+    col_start,
+    B,
+    D,
+    G,
+    row_offset,
+    scale,
+    IS_P: tl.constexpr,
+    IN_BATCH: tl.constexpr,
+    HAS_IDS: tl.constexpr,
+    SYMMETRIC: tl.constexpr,
+    DOT_F32: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Recomputed raw scores a and dL/dS of one tile, both (BLOCK_M, BLOCK_N) fp32."""
+    a = _score_tile(
+        q_ptr, c_ptr, rows, cols, B, n_cols, D, BLOCK_M, BLOCK_N, BLOCK_K, DOT_F32, PRECISION
+    )
+    valid = _valid_tile(
+        ids_ptr,
+        rows,
+        cols,
+        tcol,
+        pos_ids,
+        B,
+        n_cols,
+        col_start,
+        G,
+        row_offset,
+        IS_P,
+        IN_BATCH,
+        HAS_IDS,
+    )
+    s2 = tl.where(valid, a * (scale * LOG2E), float("-inf"))
+    prob = tl.exp2(s2 - lse2_i[:, None])
+    if IS_P:
+        prob = prob - tl.where(cols[None, :] == tcol[:, None], 1.0, 0.0)
+    if SYMMETRIC:
+        ds = (0.5 * w_i)[:, None] * prob
+        # Column direction: positive column t_k = k*G of query k (symmetric implies r = 0).
+        is_pos = ((cols % G) == 0) & (cols < n_cols)
+        k = cols // G
+        clse2 = tl.load(clse_ptr + k, mask=is_pos, other=0.0) * LOG2E
+        w_k = tl.load(w_ptr + k, mask=is_pos, other=0.0)
+        pc = tl.exp2(s2 - clse2[None, :]) - tl.where(k[None, :] == rows[:, None], 1.0, 0.0)
+        ds += tl.where(is_pos[None, :], (0.5 * w_k)[None, :] * pc, 0.0)
+    else:
+        ds = w_i[:, None] * prob
+    return a, ds
+
+
+@triton.jit
+def _bwd_dq_region(
+    q_ptr,
+    c_ptr,
+    ids_ptr,
+    clse_ptr,
+    w_ptr,
+    dq_ptr,
+    rows,
+    tcol,
+    pos_ids,
+    lse2_i,
+    w_i,
+    dsc,
+    col_lo,
+    col_hi,
+    n_cols,
+    col_start,
+    B,
+    D,
+    G,
+    row_offset,
+    scale,
+    IS_P: tl.constexpr,
+    IN_BATCH: tl.constexpr,
+    HAS_IDS: tl.constexpr,
+    SYMMETRIC: tl.constexpr,
+    DOT_F32: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """dq[rows] += dS @ c[cols] over columns [col_lo, col_hi) of one region; dsc += dS * a."""
+    row_ok = rows < B
+    offs_k = tl.arange(0, BLOCK_K)
+    for n0 in range(col_lo, col_hi, BLOCK_N):
+        cols = (n0 + tl.arange(0, BLOCK_N)).to(tl.int64)
+        col_ok = cols < n_cols
+        a, ds = _ds_tile(
+            q_ptr,
+            c_ptr,
+            ids_ptr,
+            clse_ptr,
+            w_ptr,
+            rows,
+            cols,
+            tcol,
+            pos_ids,
+            lse2_i,
+            w_i,
+            n_cols,
+            col_start,
+            B,
+            D,
+            G,
+            row_offset,
+            scale,
+            IS_P,
+            IN_BATCH,
+            HAS_IDS,
+            SYMMETRIC,
+            DOT_F32,
+            PRECISION,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_K,
+        )
+        dsc += tl.sum(ds * a, axis=1)
+        # Round dS to the input dtype like FlashAttention does, so the second GEMM is a
+        # tensor-core one on GPU (fp32 interpreter copy only where the interpreter needs it).
+        ds_lo = ds.to(c_ptr.dtype.element_ty)
+        if DOT_F32:
+            ds_lo = ds_lo.to(tl.float32)
+        for k0 in range(0, D, BLOCK_K):
+            kk = k0 + offs_k
+            k_ok = kk < D
+            cb = tl.load(
+                c_ptr + cols[:, None] * D + kk[None, :],
+                mask=col_ok[:, None] & k_ok[None, :],
+                other=0.0,
+            )
+            if DOT_F32:
+                cb = cb.to(tl.float32)
+            out = dq_ptr + rows[:, None] * D + kk[None, :]
+            o_mask = row_ok[:, None] & k_ok[None, :]
+            acc = tl.load(out, mask=o_mask, other=0.0)
+            acc = tl.dot(ds_lo, cb, acc, input_precision=PRECISION)
+            tl.store(out, acc, mask=o_mask)
+    return dsc
+
+
+@triton.jit
+def _infonce_bwd_dq_kernel(
+    q_ptr,
+    p_ptr,
+    neg_ptr,
+    ids_ptr,
+    lse_ptr,
+    clse_ptr,
+    w_ptr,
+    dq_ptr,
+    dscale_ptr,
+    B,
+    NP,
+    K,
+    D,
+    G,
+    row_offset,
+    scale,
+    IN_BATCH: tl.constexpr,
+    HAS_NEG: tl.constexpr,
+    HAS_IDS: tl.constexpr,
+    SYMMETRIC: tl.constexpr,
+    DOT_F32: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Row-block backward: dq (B, D) fp32 += dS @ c (unscaled), dscale partial (row blocks,)."""
+    pid = tl.program_id(0).to(tl.int64)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < B
+    tcol = (rows + row_offset) * G
+    if HAS_IDS:
+        pos_ids = tl.load(ids_ptr + tcol, mask=row_ok, other=0)
+    else:
+        pos_ids = tcol
+    lse2_i = tl.load(lse_ptr + rows, mask=row_ok, other=0.0) * LOG2E
+    w_i = tl.load(w_ptr + rows, mask=row_ok, other=0.0)
+    dsc = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    if IN_BATCH:
+        col_lo = 0
+        col_hi = NP
+    else:
+        col_lo = (pid * BLOCK_M + row_offset) * G
+        col_hi = tl.minimum((pid * BLOCK_M + BLOCK_M + row_offset) * G, NP)
+    dsc = _bwd_dq_region(
+        q_ptr,
+        p_ptr,
+        ids_ptr,
+        clse_ptr,
+        w_ptr,
+        dq_ptr,
+        rows,
+        tcol,
+        pos_ids,
+        lse2_i,
+        w_i,
+        dsc,
+        col_lo,
+        col_hi,
+        NP,
+        0,
+        B,
+        D,
+        G,
+        row_offset,
+        scale,
+        True,
+        IN_BATCH,
+        HAS_IDS,
+        SYMMETRIC,
+        DOT_F32,
+        PRECISION,
+        BLOCK_M,
+        BLOCK_N,
+        BLOCK_K,
+    )
+    if HAS_NEG:
+        dsc = _bwd_dq_region(
+            q_ptr,
+            neg_ptr,
+            ids_ptr,
+            clse_ptr,
+            w_ptr,
+            dq_ptr,
+            rows,
+            tcol,
+            pos_ids,
+            lse2_i,
+            w_i,
+            dsc,
+            0,
+            K,
+            K,
+            NP,
+            B,
+            D,
+            G,
+            row_offset,
+            scale,
+            False,
+            IN_BATCH,
+            HAS_IDS,
+            False,
+            DOT_F32,
+            PRECISION,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_K,
+        )
+    tl.store(dscale_ptr + pid, tl.sum(dsc, axis=0))
+
+
+@triton.jit
+def _infonce_bwd_dc_kernel(
+    q_ptr,
+    c_ptr,
+    ids_ptr,
+    lse_ptr,
+    clse_ptr,
+    w_ptr,
+    dc_ptr,
+    B,
+    n_cols,
+    col_start,
+    D,
+    G,
+    row_offset,
+    scale,
+    IS_P: tl.constexpr,
+    IN_BATCH: tl.constexpr,
+    HAS_IDS: tl.constexpr,
+    SYMMETRIC: tl.constexpr,
+    DOT_F32: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Column-block backward over one region (p or pool): dc (n_cols, D) fp32 += dS^T @ q."""
+    pid = tl.program_id(0).to(tl.int64)
+    cols = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = cols < n_cols
+    offs_k = tl.arange(0, BLOCK_K)
+    row_lo = 0
+    row_hi = B
+    if IS_P and not IN_BATCH:
+        # Only the queries whose group lies in these columns score them.
+        row_lo = tl.maximum(pid * BLOCK_N // G - row_offset, 0)
+        row_hi = tl.minimum((pid * BLOCK_N + BLOCK_N - 1) // G - row_offset + 1, B)
+    for m0 in range(row_lo, row_hi, BLOCK_M):
+        rows = (m0 + tl.arange(0, BLOCK_M)).to(tl.int64)
+        row_ok = rows < B
+        tcol = (rows + row_offset) * G
+        if HAS_IDS:
+            pos_ids = tl.load(ids_ptr + tcol, mask=row_ok, other=0)
+        else:
+            pos_ids = tcol
+        lse2_i = tl.load(lse_ptr + rows, mask=row_ok, other=0.0) * LOG2E
+        w_i = tl.load(w_ptr + rows, mask=row_ok, other=0.0)
+        _, ds = _ds_tile(
+            q_ptr,
+            c_ptr,
+            ids_ptr,
+            clse_ptr,
+            w_ptr,
+            rows,
+            cols,
+            tcol,
+            pos_ids,
+            lse2_i,
+            w_i,
+            n_cols,
+            col_start,
+            B,
+            D,
+            G,
+            row_offset,
+            scale,
+            IS_P,
+            IN_BATCH,
+            HAS_IDS,
+            SYMMETRIC,
+            DOT_F32,
+            PRECISION,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_K,
+        )
+        ds_t = tl.trans(ds.to(q_ptr.dtype.element_ty))
+        if DOT_F32:
+            ds_t = ds_t.to(tl.float32)
+        for k0 in range(0, D, BLOCK_K):
+            kk = k0 + offs_k
+            k_ok = kk < D
+            qb = tl.load(
+                q_ptr + rows[:, None] * D + kk[None, :],
+                mask=row_ok[:, None] & k_ok[None, :],
+                other=0.0,
+            )
+            if DOT_F32:
+                qb = qb.to(tl.float32)
+            out = dc_ptr + cols[:, None] * D + kk[None, :]
+            o_mask = col_ok[:, None] & k_ok[None, :]
+            acc = tl.load(out, mask=o_mask, other=0.0)
+            acc = tl.dot(ds_t, qb, acc, input_precision=PRECISION)
+            tl.store(out, acc, mask=o_mask)
