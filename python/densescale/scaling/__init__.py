@@ -5,6 +5,7 @@ Pure numpy/scipy/matplotlib: importing this package never imports torch.
 
 from __future__ import annotations
 
+from .budget import Allocation, CostModel, CostSplit, optimal_allocation, plot_budget
 from .fitting import (
     ExtrapolationCheck,
     FitError,
@@ -16,7 +17,10 @@ from .fitting import (
 from .laws import ChinchillaLaw, DataSizeLaw, FitInfo, JointLaw, ModelSizeLaw
 
 __all__ = [
+    "Allocation",
     "ChinchillaLaw",
+    "CostModel",
+    "CostSplit",
     "DataSizeLaw",
     "ExtrapolationCheck",
     "FitError",
@@ -27,4 +31,6 @@ __all__ = [
     "fit_data_law",
     "fit_joint_law",
     "fit_model_law",
+    "optimal_allocation",
+    "plot_budget",
 ]

@@ -318,6 +318,17 @@ def plot_budget(
     )
     ax.clabel(cc, fmt=lambda v: f"${v:,.0f}", fontsize=7)
     ax.contour(NN, DD, dollars, levels=[budget], colors="crimson", linewidths=1.6)
+    if include_inference:
+        no_inference = cost.cost(NN, DD, include_inference=False)
+        ax.contour(
+            NN,
+            DD,
+            no_inference,
+            levels=[budget],
+            colors="black",
+            linewidths=1.0,
+            linestyles="dotted",
+        )
     markers = [("*", "crimson", "optimum" + (" (with inference)" if include_inference else ""))]
     if include_inference:
         markers.append(("o", "black", "optimum (training + annotation only)"))
@@ -332,7 +343,12 @@ def plot_budget(
         Line2D([], [], color=cs.cmap(0.5), label="iso-loss (CE, nats)"),
         Line2D([], [], color="0.45", linestyle="dashed", label="iso-cost ($)"),
         Line2D([], [], color="crimson", label=f"budget ${budget:,.0f}"),
-    ] + [
+    ]
+    if include_inference:
+        handles.append(
+            Line2D([], [], color="black", linestyle="dotted", label="budget without inference")
+        )
+    handles += [
         Line2D(
             [],
             [],
