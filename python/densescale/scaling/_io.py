@@ -29,12 +29,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def save_figure(fig, path: str | os.PathLike, *, dpi: int = 150) -> Path:
-    """Render a ``matplotlib.figure.Figure`` to PNG bytes (Agg canvas) and write them atomically."""
+    """Render a ``matplotlib.figure.Figure`` to PNG bytes (Agg canvas) and write them atomically.
+
+    No ``bbox_inches="tight"``: it renders every figure twice; the figures set their margins.
+    """
     import io
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi)
     return atomic_write_bytes(path, buf.getvalue())

@@ -307,6 +307,7 @@ def plot_budget(
     dollars = cost.cost(NN, DD, include_inference=include_inference)
 
     fig = Figure(figsize=(6.4, 4.8))
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.11, top=0.92)
     ax = fig.add_subplot(1, 1, 1)
     lq = np.quantile(loss, [0.02, 0.98])
     levels = np.unique(np.geomspace(lq[0], lq[1], 9))  # losses span decades: log-spaced levels
