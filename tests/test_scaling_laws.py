@@ -39,7 +39,11 @@ PAPER_JOINT = JointLaw(A=3.6e4, B=7.1e3, alpha=0.56, beta=1.31, delta=0.03)
 
 
 def test_import_does_not_pull_torch():
-    code = "import sys, densescale.scaling; assert 'torch' not in sys.modules, 'torch imported'"
+    code = (
+        "import sys, densescale.scaling\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "assert 'matplotlib' not in sys.modules, 'matplotlib imported before any plot'"
+    )
     env = {**os.environ, "PYTHONPATH": str(PYTHON_DIR)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
 

@@ -53,7 +53,11 @@ def make_records(seed: int = 0) -> list[dict]:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "study"
-    path = write_report(make_records(), out, oracle_ce={"human": 0.03}, n_boot=12, seed=0)
+    records = make_records()
+    fits = fit_study(records, n_boot=12, seed=0)  # fitted once, printed, then reported
+    text = fits["human"].describe()
+    assert "joint: L(N, D) = [(" in text and "budget $" in text
+    path = write_report(records, out, oracle_ce={"human": 0.03}, n_boot=12, seed=0, fits=fits)
     return out, path, path.read_text()
 
 
@@ -162,6 +166,8 @@ def test_bad_options(tmp_path):
         write_report(records, tmp_path / "r", oracle_ce=-1.0)
     with pytest.raises(TypeError, match="cost"):
         fit_study(records, cost={"dollars_per_annotation": 1})
+    with pytest.raises(ValueError, match="fits covers sources"):
+        write_report(records, tmp_path / "r", fits={})
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="out_dir"):
         write_report(records, tmp_path / "file")

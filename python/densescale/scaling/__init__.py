@@ -1,6 +1,7 @@
 """densescale.scaling: scaling laws of dense retrieval, their fits, budget allocation and reports.
 
-Pure numpy/scipy/matplotlib: importing this package never imports torch.
+Pure numpy/scipy (matplotlib only when a plot is drawn): importing this package never imports
+torch.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .fitting import (
     fit_model_law,
 )
 from .laws import ChinchillaLaw, DataSizeLaw, FitInfo, JointLaw, ModelSizeLaw
+from .report import FitOutcome, SourceFits, fit_study, write_report
 
 __all__ = [
     "Allocation",
@@ -25,12 +27,16 @@ __all__ = [
     "ExtrapolationCheck",
     "FitError",
     "FitInfo",
+    "FitOutcome",
     "JointLaw",
     "ModelSizeLaw",
+    "SourceFits",
     "extrapolation_check",
     "fit_data_law",
     "fit_joint_law",
     "fit_model_law",
+    "fit_study",
     "optimal_allocation",
     "plot_budget",
+    "write_report",
 ]

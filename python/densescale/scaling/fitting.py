@@ -101,7 +101,7 @@ def _minimize(problem: _Problem, start: np.ndarray):
         jac=True,
         method="L-BFGS-B",
         bounds=problem.bounds,
-        options={"maxiter": 1000, "ftol": 1e-13, "gtol": 1e-9},
+        options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-9},
     )
     return res
 
@@ -303,7 +303,7 @@ def _single_law(law_cls, x_name, x, L, n_boot, seed, huber_delta, ci_level, boot
         seed=seed,
         ci_level=ci_level,
         bootstrap=bootstrap,
-        n_polish=4,
+        n_polish=3,
     )
 
 
@@ -425,7 +425,7 @@ def fit_joint_law(
         seed=seed,
         ci_level=ci_level,
         bootstrap=bootstrap,
-        n_polish=6,
+        n_polish=4,
     )
 
 

@@ -104,6 +104,30 @@ class SourceFits:
     budget_note: str = ""
     search_box: dict = field(default_factory=dict)
 
+    def describe(self) -> str:
+        """A few lines for a terminal: the joint law, the model-size law at the largest D, the
+        data-size law at the largest N, and the budget answer (what fitted of those)."""
+        lines = [f"[{self.source}] {len(self.ce)} cells"]
+        for label, o in (("joint", self.joint), ("additive joint", self.chinchilla)):
+            lines.append(f"  {label}: {o.law.describe() if o.law is not None else o.error}")
+        for label, outcomes, key in (
+            ("model-size", self.model_fits, "D"),
+            ("data-size", self.data_fits, "N"),
+        ):
+            fitted = [o for o in outcomes if o.law is not None]
+            if fitted:
+                o = max(fitted, key=lambda o: o.fixed[key])
+                lines.append(f"  {label} at {key} = {o.fixed[key]:,}: {o.law.describe()}")
+            else:
+                lines.append(f"  {label}: no fit")
+        a = self.allocation
+        if a is not None:
+            lines.append(
+                f"  budget ${a.budget:,.0f}: N = {a.N:.3g}, D = {a.D:.3g}, predicted CE "
+                f"{a.loss:.4f} (with inference cost)"
+            )
+        return "\n".join(lines)
+
     @property
     def budget_law(self) -> JointLaw | ChinchillaLaw | None:
         """The joint law the budget answer uses: the paper's form, else the additive one."""
@@ -462,8 +486,14 @@ def _plot_residuals(fits: SourceFits, path: Path) -> None:
     save_figure(fig, path)
 
 
-def _plot_sources(all_fits: dict[str, SourceFits], path: Path) -> int:
-    """Each source at its largest D measured by every source; returns that D."""
+def _plot_sources(all_fits: dict[str, SourceFits], path: Path) -> int | None:
+    """Each source at the largest D measured by every source; returns that D (or None).
+
+    Sources with a fitted joint law are compared (they have curves); the rest only when no source
+    has one.
+    """
+    with_law = {k: f for k, f in all_fits.items() if f.joint.law is not None}
+    all_fits = with_law if with_law else all_fits
     # the largest D at which every source with a curve (>= 2 model sizes) was measured
     curves = [{int(d) for d in np.unique(f.D) if np.sum(f.D == d) >= 2} for f in all_fits.values()]
     curves = [c for c in curves if c]
@@ -701,6 +731,7 @@ def write_report(
     budget: float | None = None,
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
+    fits: Mapping[str, SourceFits] | None = None,
 ) -> Path:
     """Fit every law of ``records`` and write a report folder; returns the path of summary.md.
 
@@ -718,6 +749,8 @@ def write_report(
         cost: cost model of the budget answer (default ``CostModel()``).
         budget: dollars (default: the cost of the largest measured cell).
         n_boot, seed: bootstrap refits per fit and their seed.
+        fits: the result of ``fit_study(records, cost=cost, budget=budget, n_boot=n_boot,
+            seed=seed)`` when already computed (e.g. to print it first); fitted here otherwise.
     """
     recs = _check_records(records)
     out = Path(out_dir)
@@ -726,29 +759,41 @@ def write_report(
     sources = sorted({r["source"] for r in recs})
     oracle = _check_oracle(oracle_ce, sources)
     cost = cost if cost is not None else CostModel()
-    all_fits = fit_study(recs, cost=cost, budget=budget, n_boot=n_boot, seed=seed)
+    if fits is None:
+        all_fits = fit_study(recs, cost=cost, budget=budget, n_boot=n_boot, seed=seed)
+    else:
+        if not isinstance(fits, Mapping) or not all(
+            isinstance(v, SourceFits) for v in fits.values()
+        ):
+            raise TypeError("fits must be the dict returned by fit_study")
+        if set(fits) != set(sources):
+            raise ValueError(
+                f"fits covers sources {sorted(fits)} but records have {sources}; "
+                "pass the fit_study result of these records"
+            )
+        all_fits = dict(fits)
     out.mkdir(parents=True, exist_ok=True)
 
     files_by_source = {}
-    for s, fits in all_fits.items():
+    for s, source_fits in all_fits.items():
         slug = _slug(s)
         files = {
             "loss_vs_N": f"loss_vs_N_{slug}.png",
             "loss_vs_D": f"loss_vs_D_{slug}.png",
             "residuals": f"residuals_{slug}.png",
         }
-        _plot_loss_vs_n(fits, out / files["loss_vs_N"])
-        _plot_loss_vs_d(fits, out / files["loss_vs_D"])
-        _plot_residuals(fits, out / files["residuals"])
-        if fits.allocation is not None:
+        _plot_loss_vs_n(source_fits, out / files["loss_vs_N"])
+        _plot_loss_vs_d(source_fits, out / files["loss_vs_D"])
+        _plot_residuals(source_fits, out / files["residuals"])
+        if source_fits.allocation is not None:
             files["budget"] = f"budget_{slug}.png"
             plot_budget(
-                fits.budget_law,
+                source_fits.budget_law,
                 cost,
-                fits.budget,
+                source_fits.budget,
                 out / files["budget"],
-                title=f"Budget ${fits.budget:,.0f} ({s} annotations): predicted CE (nats)",
-                **fits.search_box,
+                title=f"Budget ${source_fits.budget:,.0f} ({s} annotations): predicted CE (nats)",
+                **source_fits.search_box,
             )
         files_by_source[s] = files
     sources_png = None
