@@ -258,6 +258,12 @@ def test_fit_error_when_the_floor_vanishes():
     assert info.value.law.r2 > 0.99  # the best fit is still reported
 
 
+def test_fit_error_when_the_loss_does_not_fall_with_size():
+    n = np.geomspace(1e5, 1e8, 6)
+    with pytest.raises(FitError, match="no scaling"):
+        fit_model_law(n, [0.5, 0.52, 0.55, 0.6, 0.61, 0.7], n_boot=0)
+
+
 def test_fit_error_when_the_optimiser_does_not_converge(monkeypatch):
     real = fitting_module._minimize
 

@@ -31,6 +31,8 @@ DEFAULT_N_BOOT = 100
 # the irreducible term may not shrink below this fraction of the smallest loss: below it the fit
 # has no floor at all (a pure power law) and delta is not identified
 _MIN_DELTA_FRACTION = 1e-4
+# below this share of the predicted loss everywhere, the power-law part is not seen in the data
+_MIN_REDUCIBLE_FRACTION = 1e-3
 _EXPONENT_BOUNDS = (1e-3, 10.0)
 _BOUND_TOL = 1e-4
 
@@ -192,6 +194,15 @@ def _run(
     hits = _bound_violations(problem, theta)
     if hits:
         raise FitError(f"{law_cls.__name__} fit sits on a bound: " + "; ".join(hits), law)
+    reducible = 1.0 - law.delta / pred
+    if reducible.max() < _MIN_REDUCIBLE_FRACTION:
+        # the power-law terms vanish over the data: a constant fit, their constants unidentified
+        raise FitError(
+            f"{law_cls.__name__} fit shows no scaling: the power-law part is below "
+            f"{_MIN_REDUCIBLE_FRACTION:.0e} of the loss at every point (the loss does not fall "
+            "with size here)",
+            law,
+        )
     if n_boot == 0:
         return law
 
