@@ -386,7 +386,7 @@ def fit_study(
 
 # ----------------------------------------------------------------------------- plots
 
-_CE_LABEL = "contrastive entropy (nats, lower is better)"
+_CE_LABEL = "contrastive entropy (nats)"
 _N_LABEL = "model size N (non-embedding parameters)"
 _D_LABEL = "annotations D (query-passage pairs)"
 
@@ -395,7 +395,7 @@ def _figure():
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 4.6))
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.92)
+    fig.subplots_adjust(left=0.15, right=0.97, bottom=0.12, top=0.92)
     return fig, fig.add_subplot(1, 1, 1)
 
 
