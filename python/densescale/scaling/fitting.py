@@ -143,7 +143,10 @@ def _bound_violations(problem: _Problem, theta: np.ndarray) -> list[str]:
         span = hi - lo
         label = f"log {name}" if name in ("A", "B", "delta") else name
         if v - lo < _BOUND_TOL * span:
-            out.append(f"{label} = {v:.4g} at its lower bound {lo:.4g}")
+            hint = (
+                " (no irreducible loss visible: a pure power law fits)" if name == "delta" else ""
+            )
+            out.append(f"{label} = {v:.4g} at its lower bound {lo:.4g}{hint}")
         elif hi - v < _BOUND_TOL * span:
             out.append(f"{label} = {v:.4g} at its upper bound {hi:.4g}")
     return out

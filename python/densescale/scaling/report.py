@@ -206,8 +206,10 @@ def _try_fit(kind: str, fixed: dict, n_points: int, fit, check) -> FitOutcome:
         return FitOutcome(kind, fixed, n_points, error=f"not fitted: {exc}")
     try:
         extrapolation, note = check(), ""
-    except (FitError, ValueError) as exc:
-        extrapolation, note = None, str(exc)
+    except ValueError:
+        extrapolation, note = None, "too few points to hold the largest size out"
+    except FitError as exc:
+        extrapolation, note = None, f"fit without the largest size failed: {exc}"
     return FitOutcome(kind, fixed, n_points, law, "", extrapolation, note)
 
 
@@ -576,7 +578,8 @@ def _source_section(fits: SourceFits, oracle: float | None, files: dict, n_boot:
             f"| {c['model']} | {c['N']:,} | {c['D']:,} | {c['runs']} | {c['ce']:.4f} |{extra}"
         )
     intervals = (
-        f"Values in brackets are 95% bootstrap intervals ({n_boot} residual-bootstrap refits)"
+        f"Values in brackets are 95% bootstrap intervals ({n_boot} residual-bootstrap refits; "
+        "none where a fit has no more points than parameters)"
         if n_boot
         else "No bootstrap intervals (n_boot = 0)"
     )
