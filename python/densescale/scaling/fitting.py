@@ -443,7 +443,7 @@ def fit_joint_law(
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: identity equality
 class ExtrapolationCheck:
     """A law fitted without the largest model (or data) sizes, scored on them.
 

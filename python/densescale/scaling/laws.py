@@ -21,7 +21,7 @@ import numpy as np
 from ._checks import positive_values
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: identity equality
 class FitInfo:
     """How well a law fits the points it was fitted on.
 

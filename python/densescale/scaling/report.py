@@ -50,7 +50,7 @@ _SEARCH_DECADES_BELOW = 1.0
 _SEARCH_DECADES_ABOVE = 3.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: identity equality
 class FitOutcome:
     """One attempted fit.
 
@@ -73,7 +73,7 @@ class FitOutcome:
     extrapolation_note: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: identity equality
 class SourceFits:
     """Everything fitted for one annotation source.
 
