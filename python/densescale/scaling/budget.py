@@ -1,0 +1,366 @@
+"""What to train with a budget: an explicit cost model and ``min L(N, D) s.t. cost(N, D) <= budget``.
+
+Cost model (SPEC 1.6; the paper's own constants are not public, so every number is a parameter)::
+
+    annotation  = dollars_per_annotation * D
+    training    = dollars_per_flop * 6 * N * train_tokens(D)
+                  train_tokens(D) = train_tokens_per_example * (epochs * D   or   train_examples)
+    inference   = dollars_per_flop * 2 * N * (corpus_size * tokens_per_passage
+                                              + queries_served * tokens_per_query)
+    dollars_per_flop = accelerator_dollars_per_hour / (3600 * achieved_flops)
+
+N is the non-embedding parameter count (SPEC 1.2); ``6 N`` FLOPs per token for a forward and
+backward pass and ``2 N`` for a forward pass are the usual dense-transformer estimates (attention
+and embedding lookups ignored).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from ._checks import positive_number, positive_values
+from ._io import save_figure
+from .laws import ChinchillaLaw, JointLaw
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Dollar cost of annotating D pairs, training an N-parameter encoder on them, and serving it.
+
+    Defaults are documented assumptions, not the paper's (unpublished) constants: crowd-sourced
+    relevance labels at $0.50 a pair; a cloud accelerator at $2/hour achieving 1e14 FLOP/s
+    (about a third of an A100's bf16 peak); the paper's training protocol (query 25 + passage 180
+    tokens per example, plus 256 shared negatives of 180 tokens per batch of 128 = 360 tokens per
+    example) for 10 epochs; an MS MARCO-sized corpus (8.8M passages, ~80 tokens each) encoded once,
+    and 1e9 queries of ~10 tokens served over the model's life.
+
+    Attributes:
+        dollars_per_annotation: $ per annotated (query, positive passage) pair.
+        accelerator_dollars_per_hour: $ per accelerator hour.
+        achieved_flops: sustained FLOP/s of one accelerator on this workload.
+        train_tokens_per_example: tokens processed per training example (incl. its negatives).
+        epochs: passes over the D annotations (used when ``train_examples`` is None).
+        train_examples: if set, a fixed number of examples seen (steps x batch), whatever D is.
+        corpus_size: passages encoded for the index.
+        tokens_per_passage: mean tokens per passage.
+        queries_served: queries encoded in deployment.
+        tokens_per_query: mean tokens per query.
+    """
+
+    dollars_per_annotation: float = 0.5
+    accelerator_dollars_per_hour: float = 2.0
+    achieved_flops: float = 1e14
+    train_tokens_per_example: float = 565.0
+    epochs: float = 10.0
+    train_examples: float | None = None
+    corpus_size: float = 8.8e6
+    tokens_per_passage: float = 80.0
+    queries_served: float = 1e9
+    tokens_per_query: float = 10.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "train_examples" and v is None:
+                continue
+            positive_number(f.name, v, allow_zero=f.name not in ("achieved_flops",))
+
+    @property
+    def dollars_per_flop(self) -> float:
+        return self.accelerator_dollars_per_hour / (3600.0 * self.achieved_flops)
+
+    def train_tokens(self, D) -> np.ndarray:
+        """Tokens seen in training with D annotations."""
+        d = np.asarray(D, dtype=float)
+        examples = self.epochs * d if self.train_examples is None else self.train_examples + 0 * d
+        return self.train_tokens_per_example * examples
+
+    @property
+    def inference_tokens(self) -> float:
+        """Tokens encoded in deployment: the corpus once plus every served query."""
+        return (
+            self.corpus_size * self.tokens_per_passage + self.queries_served * self.tokens_per_query
+        )
+
+    def split(self, N, D, *, include_inference: bool = True) -> CostSplit:
+        """Cost per item (arrays broadcast over N and D, or floats)."""
+        n, d = np.broadcast_arrays(positive_values("N", N), positive_values("D", D))
+        annotation = self.dollars_per_annotation * d
+        training = self.dollars_per_flop * 6.0 * n * self.train_tokens(d)
+        inference = (
+            self.dollars_per_flop * 2.0 * n * self.inference_tokens
+            if include_inference
+            else np.zeros_like(n)
+        )
+        return CostSplit(
+            annotation=_out(annotation), training=_out(training), inference=_out(inference)
+        )
+
+    def cost(self, N, D, *, include_inference: bool = True) -> float | np.ndarray:
+        """Total dollars of (N, D): annotation + training (+ inference)."""
+        return self.split(N, D, include_inference=include_inference).total
+
+
+def _out(x: np.ndarray) -> float | np.ndarray:
+    return float(x) if np.ndim(x) == 0 else x
+
+
+@dataclass(frozen=True)
+class CostSplit:
+    """Dollars per item; ``total`` is their sum."""
+
+    annotation: float | np.ndarray
+    training: float | np.ndarray
+    inference: float | np.ndarray
+
+    @property
+    def total(self) -> float | np.ndarray:
+        return self.annotation + self.training + self.inference
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """The budget answer: train an N-parameter model on D annotations.
+
+    Attributes:
+        N, D: the optimum (floats; round as you need).
+        loss: the law's predicted loss there.
+        cost: its cost split (``cost.total <= budget``).
+        budget: the budget asked.
+        include_inference: whether inference cost counted.
+        at_bound: "" or which search bound the optimum sits on (e.g. "N upper bound"): the law
+            would take the allocation beyond the range searched.
+    """
+
+    N: float
+    D: float
+    loss: float
+    cost: CostSplit
+    budget: float
+    include_inference: bool
+    at_bound: str = ""
+
+
+def _check_law(law) -> None:
+    if not isinstance(law, (JointLaw, ChinchillaLaw)):
+        raise TypeError(
+            f"law must be a JointLaw or ChinchillaLaw (a law of N and D), got {type(law).__name__}"
+        )
+
+
+def _check_bounds(name: str, bounds) -> tuple[float, float]:
+    try:
+        lo, hi = (float(b) for b in bounds)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a pair (low, high), got {bounds!r}") from exc
+    if not (0 < lo < hi and np.isfinite(hi)):
+        raise ValueError(f"{name} must satisfy 0 < low < high < inf, got {bounds!r}")
+    return lo, hi
+
+
+def _max_d(cost: CostModel, budget: float, n: np.ndarray, include_inference: bool) -> np.ndarray:
+    """The largest D affordable at model size n (cost is affine in D at fixed N); may be <= 0."""
+    c1 = cost.cost(n, 1.0, include_inference=include_inference)
+    c2 = cost.cost(n, 2.0, include_inference=include_inference)
+    per_d = c2 - c1
+    fixed = c1 - per_d
+    with np.errstate(divide="ignore"):
+        return np.where(per_d > 0, (budget - fixed) / per_d, np.where(fixed <= budget, np.inf, 0))
+
+
+def optimal_allocation(
+    law: JointLaw | ChinchillaLaw,
+    cost: CostModel,
+    budget: float,
+    *,
+    include_inference: bool = True,
+    N_bounds: tuple[float, float] = (1e5, 1e11),
+    D_bounds: tuple[float, float] = (1e2, 1e9),
+) -> Allocation:
+    """Solve ``min_{N, D} L(N, D)  s.t.  cost(N, D) <= budget`` within the given bounds.
+
+    The loss falls with D, so the optimum spends the whole budget: for each N the best D is the
+    largest affordable one, ``D*(N)``. A dense 1-D search over log N of ``L(N, D*(N))`` finds the
+    basin, and a bounded scalar minimisation polishes it.
+
+    Args:
+        law: a fitted joint law (``predict(N, D)``).
+        cost: the :class:`CostModel`.
+        budget: dollars, > 0.
+        include_inference: count the inference cost (favours smaller N).
+        N_bounds, D_bounds: the search box (laws are fitted over a finite range; the result says
+            when the optimum sits on this box).
+
+    Raises:
+        TypeError / ValueError: bad arguments, or a budget below the cheapest point of the box
+            (the message gives that cost).
+    """
+    _check_law(law)
+    if not isinstance(cost, CostModel):
+        raise TypeError(f"cost must be a CostModel, got {type(cost).__name__}")
+    budget = positive_number("budget", budget)
+    n_lo, n_hi = _check_bounds("N_bounds", N_bounds)
+    d_lo, d_hi = _check_bounds("D_bounds", D_bounds)
+    cheapest = float(cost.cost(n_lo, d_lo, include_inference=include_inference))
+    if cheapest > budget:
+        raise ValueError(
+            f"budget ${budget:,.2f} is infeasible: the cheapest allocation in the search box "
+            f"(N = {n_lo:.3g}, D = {d_lo:.3g}) already costs ${cheapest:,.2f}"
+        )
+
+    def d_star(log_n: np.ndarray) -> np.ndarray:
+        return np.minimum(_max_d(cost, budget, np.exp(log_n), include_inference), d_hi)
+
+    def objective(log_n: np.ndarray) -> np.ndarray:
+        d = d_star(log_n)
+        ok = d >= d_lo
+        loss = np.full(np.shape(log_n), np.inf)
+        if np.any(ok):
+            loss[ok] = law.predict(np.exp(log_n[ok]), d[ok])
+        return loss
+
+    grid = np.linspace(np.log(n_lo), np.log(n_hi), 801)
+    values = objective(grid)
+    i = int(np.argmin(values))
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    best_log_n, best = grid[i], values[i]
+    if hi > lo:
+        res = minimize_scalar(
+            lambda x: float(objective(np.array([x]))[0]),
+            bounds=(lo, hi),
+            method="bounded",
+            options={"xatol": 1e-8},
+        )
+        if res.success and res.fun <= best:
+            best_log_n, best = float(res.x), float(res.fun)
+    n = float(np.exp(best_log_n))
+    d = float(d_star(np.array([best_log_n]))[0])
+    at_bound = []
+    if best_log_n <= grid[0] + 1e-6:
+        at_bound.append("N lower bound")
+    if best_log_n >= grid[-1] - 1e-6:
+        at_bound.append("N upper bound")
+    if d >= d_hi * (1 - 1e-9):
+        at_bound.append("D upper bound")
+    if d <= d_lo * (1 + 1e-9):
+        at_bound.append("D lower bound")
+    return Allocation(
+        N=n,
+        D=d,
+        loss=float(best),
+        cost=cost.split(n, d, include_inference=include_inference),
+        budget=budget,
+        include_inference=include_inference,
+        at_bound=", ".join(at_bound),
+    )
+
+
+def plot_budget(
+    law: JointLaw | ChinchillaLaw,
+    cost: CostModel,
+    budget: float,
+    path: str | os.PathLike,
+    *,
+    include_inference: bool = True,
+    N_bounds: tuple[float, float] = (1e5, 1e11),
+    D_bounds: tuple[float, float] = (1e2, 1e9),
+    title: str | None = None,
+):
+    """Iso-loss and iso-cost curves over (N, D) with the optimum marked; writes a PNG atomically.
+
+    The optimum with inference cost (when ``include_inference``) and without it are both marked,
+    so the shift to smaller models shows. Returns the :class:`Allocation` plotted first.
+    """
+    _check_law(law)
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    answers = [
+        optimal_allocation(
+            law,
+            cost,
+            budget,
+            include_inference=include_inference,
+            N_bounds=N_bounds,
+            D_bounds=D_bounds,
+        )
+    ]
+    if include_inference:
+        answers.append(
+            optimal_allocation(
+                law, cost, budget, include_inference=False, N_bounds=N_bounds, D_bounds=D_bounds
+            )
+        )
+    ns = [a.N for a in answers]
+    ds = [a.D for a in answers]
+    # frame the optimum: two decades either side, inside the search box
+    n_lo, n_hi = max(N_bounds[0], min(ns) / 100), min(N_bounds[1], max(ns) * 100)
+    d_lo, d_hi = max(D_bounds[0], min(ds) / 100), min(D_bounds[1], max(ds) * 100)
+    n_grid = np.geomspace(n_lo, n_hi, 200)
+    d_grid = np.geomspace(d_lo, d_hi, 200)
+    NN, DD = np.meshgrid(n_grid, d_grid)
+    loss = law.predict(NN, DD)
+    dollars = cost.cost(NN, DD, include_inference=include_inference)
+
+    fig = Figure(figsize=(6.4, 4.8))
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.11, top=0.92)
+    ax = fig.add_subplot(1, 1, 1)
+    lq = np.quantile(loss, [0.02, 0.98])
+    levels = np.unique(np.geomspace(lq[0], lq[1], 9))  # losses span decades: log-spaced levels
+    cs = ax.contour(NN, DD, loss, levels=levels, cmap="viridis")
+    ax.clabel(cs, fmt="%.3g", fontsize=7)
+    cost_levels = budget * np.array([0.25, 0.5, 2.0, 4.0])
+    cc = ax.contour(
+        NN, DD, dollars, levels=cost_levels, colors="0.45", linestyles="dashed", linewidths=0.9
+    )
+    ax.clabel(cc, fmt=lambda v: f"${v:,.0f}", fontsize=7)
+    ax.contour(NN, DD, dollars, levels=[budget], colors="crimson", linewidths=1.6)
+    if include_inference:
+        no_inference = cost.cost(NN, DD, include_inference=False)
+        ax.contour(
+            NN,
+            DD,
+            no_inference,
+            levels=[budget],
+            colors="black",
+            linewidths=1.0,
+            linestyles="dotted",
+        )
+    markers = [("*", "crimson", "optimum" + (" (with inference)" if include_inference else ""))]
+    if include_inference:
+        markers.append(("o", "black", "optimum (training + annotation only)"))
+    for a, (m, c, _) in zip(answers, markers):
+        ax.plot([a.N], [a.D], marker=m, color=c, markersize=13 if m == "*" else 8, linestyle="none")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("model size N (non-embedding parameters)")
+    ax.set_ylabel("annotations D (query-passage pairs)")
+    ax.set_title(title or f"Budget ${budget:,.0f}: predicted contrastive entropy (nats)")
+    handles = [
+        Line2D([], [], color=cs.cmap(0.5), label="iso-loss (CE, nats)"),
+        Line2D([], [], color="0.45", linestyle="dashed", label="iso-cost ($)"),
+        Line2D([], [], color="crimson", label=f"budget ${budget:,.0f}"),
+    ]
+    if include_inference:
+        handles.append(
+            Line2D([], [], color="black", linestyle="dotted", label="budget without inference")
+        )
+    handles += [
+        Line2D(
+            [],
+            [],
+            marker=m,
+            color=c,
+            linestyle="none",
+            label=f"{label}: N={a.N:.3g}, D={a.D:.3g}, CE={a.loss:.3f}",
+        )
+        for a, (m, c, label) in zip(answers, markers)
+    ]
+    ax.legend(handles=handles, fontsize=7, loc="upper right")
+    ax.grid(True, which="major", alpha=0.3)
+    save_figure(fig, path)
+    return answers[0]

@@ -1,0 +1,364 @@
+"""Scaling laws of dense retrieval (Fang et al., SIGIR 2024, eqs. 3-5) as frozen dataclasses.
+
+Each law holds its constants, predicts the loss (contrastive entropy, nats), and derives the model
+size or data size needed for a target loss. A fitted law also carries its :class:`FitInfo`
+(R^2, residuals, bootstrap confidence intervals), exposed as ``.r2``, ``.ci`` and ``.residuals``.
+
+Predictions are computed in log space with log-sum-exp, e.g. for the model-size law
+``log L = logaddexp(alpha * (log A - log N), log delta)``, so they stay finite over many orders of
+magnitude. The same functions (with their Jacobians in the log-space parameters) drive the fits in
+:mod:`densescale.scaling.fitting`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
+
+import numpy as np
+
+from ._checks import positive_values
+
+
+@dataclass(frozen=True, eq=False)  # holds arrays: identity equality
+class FitInfo:
+    """How well a law fits the points it was fitted on.
+
+    Attributes:
+        r2: coefficient of determination on L (not log L): ``1 - sum (L - L_hat)^2 / sum (L - mean L)^2``.
+        residuals: ``L - L_hat``, shape (n,), in the order of the input points.
+        log_residuals: ``log L - log L_hat``, shape (n,) (what the Huber loss saw).
+        ci: parameter name -> (lo, hi), percentile bootstrap interval at ``ci_level``; empty when
+            the fit ran without bootstrap.
+        ci_level: e.g. 0.95.
+        n_points: number of points fitted.
+        n_boot: number of bootstrap refits that succeeded (0 when none ran).
+        objective: mean Huber loss at the optimum.
+        huber_delta: the Huber threshold on log-L residuals.
+        bootstrap: (n_boot, n_params) bootstrap estimates of the parameters in ``params`` order,
+            or None.
+    """
+
+    r2: float
+    residuals: np.ndarray
+    log_residuals: np.ndarray
+    ci: Mapping[str, tuple[float, float]]
+    ci_level: float
+    n_points: int
+    n_boot: int
+    objective: float
+    huber_delta: float
+    bootstrap: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class _Law:
+    """Shared behaviour: ``params``, fit diagnostics, log-space parameter vector."""
+
+    param_names: ClassVar[tuple[str, ...]] = ()
+    formula: ClassVar[str] = ""
+    fit: FitInfo | None = field(default=None, kw_only=True, compare=False, repr=False)
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The constants by name (as in the paper's table)."""
+        return {k: float(getattr(self, k)) for k in self.param_names}
+
+    @property
+    def r2(self) -> float | None:
+        return None if self.fit is None else self.fit.r2
+
+    @property
+    def ci(self) -> dict[str, tuple[float, float]]:
+        return {} if self.fit is None else dict(self.fit.ci)
+
+    @property
+    def residuals(self) -> np.ndarray | None:
+        return None if self.fit is None else self.fit.residuals
+
+    def with_fit(self, fit: FitInfo | None):
+        return replace(self, fit=fit)
+
+    def __post_init__(self) -> None:
+        for k in self.param_names:
+            v = getattr(self, k)
+            if not np.isfinite(v) or v <= 0:
+                raise ValueError(f"{type(self).__name__}.{k} must be finite and > 0, got {v!r}")
+
+    def describe(self) -> str:
+        """One line: the formula with the constants filled in, and R^2 when fitted."""
+        text = self._filled_formula()
+        if self.fit is not None:
+            text += f"  (R^2 = {self.fit.r2:.4f}, {self.fit.n_points} points)"
+        return text
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def _filled_formula(self) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+def _out(x: np.ndarray) -> float | np.ndarray:
+    return float(x) if np.ndim(x) == 0 else x
+
+
+def _lse(*terms: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """log(sum exp(terms)) and the softmax weights of each term (the derivative of the result)."""
+    m = np.maximum.reduce(terms)
+    exps = [np.exp(t - m) for t in terms]
+    total = np.sum(exps, axis=0)
+    return m + np.log(total), [e / total for e in exps]
+
+
+def _power_plus_floor(log_c: float, exponent: float, log_delta: float, log_x: np.ndarray):
+    """log[(C/x)^e + delta] and its Jacobian w.r.t. (log C, e, log delta); shapes (n,), (n, 3)."""
+    u = exponent * (log_c - log_x)
+    out, (w_u, w_d) = _lse(u, np.full_like(u, log_delta))
+    jac = np.stack([w_u * exponent, w_u * (log_c - log_x), w_d], axis=-1)
+    return out, jac
+
+
+@dataclass(frozen=True)
+class ModelSizeLaw(_Law):
+    """Model-size law ``L(N) = (A / N)^alpha + delta``.
+
+    N: non-embedding parameters (SPEC 1.2); L: contrastive entropy (nats); ``delta`` is the
+    irreducible loss (the loss of an infinitely large model trained on this data).
+    MS MARCO (paper): A = 3.22e4, alpha = 0.53, delta = 0.04.
+    """
+
+    A: float
+    alpha: float
+    delta: float
+
+    param_names: ClassVar[tuple[str, ...]] = ("A", "alpha", "delta")
+    formula: ClassVar[str] = "L(N) = (A/N)^alpha + delta"
+
+    def predict(self, N) -> float | np.ndarray:
+        """Predicted loss at model size(s) ``N`` (any shape, > 0)."""
+        n = positive_values("N", N)
+        return _out(np.exp(self._log_predict(self._theta(), np.log(n))[0]))
+
+    def reducible(self, N) -> float | np.ndarray:
+        """The part of the loss that more parameters can remove: ``(A/N)^alpha``."""
+        n = positive_values("N", N)
+        return _out(np.exp(self.alpha * (np.log(self.A) - np.log(n))))
+
+    def N_for_loss(self, target) -> float | np.ndarray:
+        """Model size needed to reach ``target``: ``N = A * (target - delta)^(-1/alpha)``.
+
+        ``inf`` where ``target <= delta`` (out of reach at any size).
+        """
+        t = positive_values("target", target)
+        gap = t - self.delta
+        with np.errstate(divide="ignore", invalid="ignore"):
+            n = np.where(gap > 0, self.A * np.abs(gap) ** (-1.0 / self.alpha), np.inf)
+        return _out(n)
+
+    def _theta(self) -> np.ndarray:
+        return np.array([np.log(self.A), self.alpha, np.log(self.delta)])
+
+    @classmethod
+    def _from_theta(cls, theta: np.ndarray) -> ModelSizeLaw:
+        return cls(A=float(np.exp(theta[0])), alpha=float(theta[1]), delta=float(np.exp(theta[2])))
+
+    @staticmethod
+    def _log_predict(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray | None = None):
+        return _power_plus_floor(theta[0], theta[1], theta[2], log_n)
+
+    def _filled_formula(self) -> str:
+        return f"L(N) = ({self.A:.4g}/N)^{self.alpha:.4g} + {self.delta:.4g}"
+
+
+@dataclass(frozen=True)
+class DataSizeLaw(_Law):
+    """Data-size law ``L(D) = (B / D)^beta + delta``.
+
+    D: annotated (query, positive passage) pairs; L: contrastive entropy (nats).
+    MS MARCO (paper): B = 3.49e3, beta = 1.05.
+    """
+
+    B: float
+    beta: float
+    delta: float
+
+    param_names: ClassVar[tuple[str, ...]] = ("B", "beta", "delta")
+    formula: ClassVar[str] = "L(D) = (B/D)^beta + delta"
+
+    def predict(self, D) -> float | np.ndarray:
+        """Predicted loss at data size(s) ``D`` (any shape, > 0)."""
+        d = positive_values("D", D)
+        return _out(np.exp(self._log_predict(self._theta(), None, np.log(d))[0]))
+
+    def D_for_loss(self, target) -> float | np.ndarray:
+        """Annotations needed to reach ``target``: ``D = B * (target - delta)^(-1/beta)``; inf if
+        ``target <= delta``."""
+        t = positive_values("target", target)
+        gap = t - self.delta
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = np.where(gap > 0, self.B * np.abs(gap) ** (-1.0 / self.beta), np.inf)
+        return _out(d)
+
+    def _theta(self) -> np.ndarray:
+        return np.array([np.log(self.B), self.beta, np.log(self.delta)])
+
+    @classmethod
+    def _from_theta(cls, theta: np.ndarray) -> DataSizeLaw:
+        return cls(B=float(np.exp(theta[0])), beta=float(theta[1]), delta=float(np.exp(theta[2])))
+
+    @staticmethod
+    def _log_predict(theta: np.ndarray, log_n: np.ndarray | None, log_d: np.ndarray):
+        return _power_plus_floor(theta[0], theta[1], theta[2], log_d)
+
+    def _filled_formula(self) -> str:
+        return f"L(D) = ({self.B:.4g}/D)^{self.beta:.4g} + {self.delta:.4g}"
+
+
+@dataclass(frozen=True)
+class JointLaw(_Law):
+    """Joint law (the paper's form) ``L(N, D) = [(A/N)^(alpha/beta) + B/D]^beta + delta``.
+
+    With D -> inf it reduces to the model-size law ``(A/N)^alpha + delta``; with N -> inf to the
+    data-size law ``(B/D)^beta + delta``. MS MARCO (paper): A = 3.6e4, B = 7.1e3, alpha = 0.56,
+    beta = 1.31, delta = 0.03.
+    """
+
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    delta: float
+
+    param_names: ClassVar[tuple[str, ...]] = ("A", "B", "alpha", "beta", "delta")
+    formula: ClassVar[str] = "L(N, D) = [(A/N)^(alpha/beta) + B/D]^beta + delta"
+
+    def predict(self, N, D) -> float | np.ndarray:
+        """Predicted loss; ``N`` and ``D`` broadcast against each other (any shapes, > 0)."""
+        n, d = np.broadcast_arrays(positive_values("N", N), positive_values("D", D))
+        return _out(np.exp(self._log_predict(self._theta(), np.log(n), np.log(d))[0]))
+
+    def at_infinite_data(self) -> ModelSizeLaw:
+        """The model-size law this joint law tends to as D -> inf."""
+        return ModelSizeLaw(A=self.A, alpha=self.alpha, delta=self.delta)
+
+    def at_infinite_model(self) -> DataSizeLaw:
+        """The data-size law this joint law tends to as N -> inf."""
+        return DataSizeLaw(B=self.B, beta=self.beta, delta=self.delta)
+
+    def D_for_loss(self, target, N) -> float | np.ndarray:
+        """Annotations needed at model size ``N``:
+        ``D = B / ((target - delta)^(1/beta) - (A/N)^(alpha/beta))``; inf when unreachable."""
+        t, n = np.broadcast_arrays(positive_values("target", target), positive_values("N", N))
+        gap = np.clip(t - self.delta, 0.0, None) ** (1.0 / self.beta)
+        rest = gap - (self.A / n) ** (self.alpha / self.beta)
+        with np.errstate(divide="ignore"):
+            return _out(np.where(rest > 0, self.B / np.where(rest > 0, rest, 1.0), np.inf))
+
+    def N_for_loss(self, target, D) -> float | np.ndarray:
+        """Model size needed with ``D`` annotations:
+        ``N = A * ((target - delta)^(1/beta) - B/D)^(-beta/alpha)``; inf when unreachable."""
+        t, d = np.broadcast_arrays(positive_values("target", target), positive_values("D", D))
+        gap = np.clip(t - self.delta, 0.0, None) ** (1.0 / self.beta)
+        rest = gap - self.B / d
+        safe = np.where(rest > 0, rest, 1.0)
+        return _out(np.where(rest > 0, self.A * safe ** (-self.beta / self.alpha), np.inf))
+
+    def _theta(self) -> np.ndarray:
+        return np.array([np.log(self.A), np.log(self.B), self.alpha, self.beta, np.log(self.delta)])
+
+    @classmethod
+    def _from_theta(cls, theta: np.ndarray) -> JointLaw:
+        a, b, alpha, beta, e = (float(v) for v in theta)
+        return cls(A=np.exp(a), B=np.exp(b), alpha=alpha, beta=beta, delta=np.exp(e))
+
+    @staticmethod
+    def _log_predict(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray):
+        a, b, alpha, beta, e = theta
+        # s = log[(A/N)^(alpha/beta) + B/D];  log L = logaddexp(beta * s, log delta)
+        s, (p1, p2) = _lse((alpha / beta) * (a - log_n), b - log_d)
+        t = beta * s
+        out, (w_t, w_e) = _lse(t, np.full_like(t, e))
+        jac = np.stack(
+            [
+                w_t * p1 * alpha,
+                w_t * p2 * beta,
+                w_t * p1 * (a - log_n),
+                w_t * (s - p1 * (alpha / beta) * (a - log_n)),
+                w_e,
+            ],
+            axis=-1,
+        )
+        return out, jac
+
+    def _filled_formula(self) -> str:
+        return (
+            f"L(N, D) = [({self.A:.4g}/N)^({self.alpha:.4g}/{self.beta:.4g}) + {self.B:.4g}/D]"
+            f"^{self.beta:.4g} + {self.delta:.4g}"
+        )
+
+
+@dataclass(frozen=True)
+class ChinchillaLaw(_Law):
+    """Additive joint law (Hoffmann et al. 2022) ``L(N, D) = delta + A/N^alpha + B/D^beta``.
+
+    ``delta`` plays the role of Chinchilla's ``E`` (also available as ``.E``). Note that A and B
+    here are coefficients, not the scales of the paper's form.
+    """
+
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    delta: float
+
+    param_names: ClassVar[tuple[str, ...]] = ("A", "B", "alpha", "beta", "delta")
+    formula: ClassVar[str] = "L(N, D) = delta + A/N^alpha + B/D^beta"
+
+    @property
+    def E(self) -> float:
+        return self.delta
+
+    def predict(self, N, D) -> float | np.ndarray:
+        """Predicted loss; ``N`` and ``D`` broadcast against each other (any shapes, > 0)."""
+        n, d = np.broadcast_arrays(positive_values("N", N), positive_values("D", D))
+        return _out(np.exp(self._log_predict(self._theta(), np.log(n), np.log(d))[0]))
+
+    def D_for_loss(self, target, N) -> float | np.ndarray:
+        """``D = (B / (target - delta - A/N^alpha))^(1/beta)``; inf when unreachable."""
+        t, n = np.broadcast_arrays(positive_values("target", target), positive_values("N", N))
+        rest = t - self.delta - self.A / n**self.alpha
+        safe = np.where(rest > 0, rest, 1.0)
+        return _out(np.where(rest > 0, (self.B / safe) ** (1.0 / self.beta), np.inf))
+
+    def N_for_loss(self, target, D) -> float | np.ndarray:
+        """``N = (A / (target - delta - B/D^beta))^(1/alpha)``; inf when unreachable."""
+        t, d = np.broadcast_arrays(positive_values("target", target), positive_values("D", D))
+        rest = t - self.delta - self.B / d**self.beta
+        safe = np.where(rest > 0, rest, 1.0)
+        return _out(np.where(rest > 0, (self.A / safe) ** (1.0 / self.alpha), np.inf))
+
+    def _theta(self) -> np.ndarray:
+        return np.array([np.log(self.A), np.log(self.B), self.alpha, self.beta, np.log(self.delta)])
+
+    @classmethod
+    def _from_theta(cls, theta: np.ndarray) -> ChinchillaLaw:
+        a, b, alpha, beta, e = (float(v) for v in theta)
+        return cls(A=np.exp(a), B=np.exp(b), alpha=alpha, beta=beta, delta=np.exp(e))
+
+    @staticmethod
+    def _log_predict(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray):
+        a, b, alpha, beta, e = theta
+        out, (w1, w2, w3) = _lse(a - alpha * log_n, b - beta * log_d, np.full_like(log_n, e))
+        jac = np.stack([w1, w2, -w1 * log_n, -w2 * log_d, w3], axis=-1)
+        return out, jac
+
+    def _filled_formula(self) -> str:
+        return (
+            f"L(N, D) = {self.delta:.4g} + {self.A:.4g}/N^{self.alpha:.4g}"
+            f" + {self.B:.4g}/D^{self.beta:.4g}"
+        )
+
+
+Law = ModelSizeLaw | DataSizeLaw | JointLaw | ChinchillaLaw
