@@ -208,37 +208,47 @@ def cmd_study(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from densescale.scaling import write_report
+    from densescale.scaling import fit_study, write_report
     from densescale.study.store import ResultsStore
 
     records = ResultsStore(args.results).records()
     if not records:
         raise SystemExit(f"error: {args.results} holds no results")
     out = Path(args.out) if args.out else Path(args.results).parent / "report"
-    path = write_report(records, out, oracle_ce=args.oracle_ce)
+    fits = fit_study(records, n_boot=args.n_boot, seed=0)
+    for f in fits.values():
+        print(f.describe())
+    path = write_report(records, out, oracle_ce=args.oracle_ce, n_boot=args.n_boot, seed=0, fits=fits)
     print(f"report: {path}")
     return 0
 
 
 def cmd_budget(args) -> int:
-    from densescale import scaling
+    from dataclasses import fields
 
-    if args.results:
-        from densescale.study.store import ResultsStore
+    from densescale.scaling import CostModel, JointLaw, optimal_allocation, plot_budget
 
-        recs = [r for r in ResultsStore(args.results).records() if r.get("source", "human") == args.source]
-        law = scaling.fit_joint_law([r["N"] for r in recs], [r["D"] for r in recs], [r["ce"] for r in recs])
+    if args.fits:
+        sources = json.loads(Path(args.fits).read_text())["sources"]
+        source = args.source or next(iter(sources))
+        if source not in sources:
+            raise SystemExit(f"error: --source {source!r} not in {sorted(sources)}")
+        joint = sources[source].get("joint") or {}
+        if "params" not in joint:
+            raise SystemExit(f"error: the joint law of source {source!r} was not fitted in {args.fits}")
+        law = JointLaw(**joint["params"])
     else:
-        law = scaling.PAPER_MSMARCO_JOINT
-    cost = scaling.CostModel(dollars_per_annotation=args.dollars_per_annotation,
-                             gpu_dollars_per_hour=args.gpu_dollars_per_hour,
-                             achieved_flops=args.achieved_flops,
-                             corpus_size=args.corpus_size, queries_served=args.queries_served)
+        law = JointLaw(A=3.6e4, B=7.1e3, alpha=0.56, beta=1.31, delta=0.03)  # SPEC 1.4, MS MARCO
+    cost = CostModel(**{f.name: getattr(args, f.name) for f in fields(CostModel)
+                        if getattr(args, f.name, None) is not None})
+    print(f"law: {law.describe() if hasattr(law, 'describe') else law}")
     for include in (False, True):
-        alloc = scaling.optimal_allocation(law, cost, args.budget, include_inference=include)
-        print(f"{'with' if include else 'without'} inference cost: {alloc}")
+        a = optimal_allocation(law, cost, args.budget, include_inference=include)
+        print(f"{'with' if include else 'without'} inference cost: N={a.N:.3g} D={a.D:.3g} "
+              f"predicted CE={a.loss:.4f}  annotation=${a.cost.annotation:,.0f} "
+              f"training=${a.cost.training:,.0f} inference=${a.cost.inference:,.0f}")
     if args.plot:
-        scaling.plot_budget(law, cost, args.budget, args.plot)
+        plot_budget(law, cost, args.budget, args.plot, include_inference=not args.no_inference)
         print(f"plot: {args.plot}")
     return 0
 
@@ -306,21 +316,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="fit the laws on a results store and write the report")
     p.add_argument("results", help="results.jsonl of a study")
-    p.add_argument("--out", default=None)
-    p.add_argument("--oracle-ce", type=float, default=None)
+    p.add_argument("--out", default=None, help="report folder (default: next to the results)")
+    p.add_argument("--oracle-ce", type=float, default=None, help="known floor to compare delta with")
+    p.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples for the intervals")
     p.set_defaults(func=cmd_report)
 
+    from dataclasses import fields
+
+    from densescale.scaling.budget import CostModel
+
     p = sub.add_parser("budget", help="best (N, D) for a budget under an explicit cost model")
-    p.add_argument("--budget", type=float, required=True, help="dollars")
-    p.add_argument("--results", default=None, help="fit the joint law on this results store "
-                   "(default: the paper's MS MARCO joint law)")
-    p.add_argument("--source", default="human")
-    p.add_argument("--dollars-per-annotation", type=float, default=0.6)
-    p.add_argument("--gpu-dollars-per-hour", type=float, default=2.5)
-    p.add_argument("--achieved-flops", type=float, default=4e14)
-    p.add_argument("--corpus-size", type=float, default=8.8e6)
-    p.add_argument("--queries-served", type=float, default=1e9)
+    p.add_argument("budget", type=float, help="total budget in dollars")
+    p.add_argument("--fits", default=None, help="fits.json of a study report (default: the paper's "
+                   "MS MARCO joint law)")
+    p.add_argument("--source", default=None, help="annotation source in fits.json")
+    p.add_argument("--no-inference", action="store_true", help="plot without inference cost")
     p.add_argument("--plot", default=None, help="PNG path for iso-loss / iso-cost curves")
+    for f in fields(CostModel):
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=float, default=None,
+                       help=f"cost model: {f.name} (default {f.default})")
     p.set_defaults(func=cmd_budget)
     return parser
 
