@@ -205,34 +205,50 @@ def _topk_tiles_kernel(
 @triton.jit
 def _topk_merge_kernel(
     keys_ptr,
+    out_keys_ptr,
     scores_ptr,
     ids_ptr,
     M,
     k,
-    num_splits,
+    num_lists,
+    group,
     BLOCK_M: tl.constexpr,
     K_PAD: tl.constexpr,
+    WRITE_KEYS: tl.constexpr,
 ):
-    """Merge the per-split sorted key lists keys[s, m, :K_PAD] (s < num_splits) into the final top-k.
+    """One round of a tree merge of per-split sorted key lists keys[s, m, :K_PAD].
 
-    scores[m, j], ids[m, j] (j < k) = the j-th largest key over all splits, unpacked.
+    Program (i, g) merges lists s in [g * group, min((g + 1) * group, num_lists)) for BLOCK_M rows.
+    WRITE_KEYS: store the merged sorted list to out_keys[g, m, :]; otherwise (last round, one
+    group) store the first k (score, id) pairs to scores[m, :k], ids[m, :k].
     """
-    pid = tl.program_id(0).to(tl.int64)
-    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
+    pid_m = tl.program_id(0).to(tl.int64)
+    pid_g = tl.program_id(1).to(tl.int64)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
     row_ok = rows < M
     offs_k = tl.arange(0, K_PAD).to(tl.int64)
-    ptrs = keys_ptr + rows[:, None] * K_PAD + offs_k[None, :]
-    best = tl.load(ptrs, mask=row_ok[:, None], other=EMPTY_KEY)
+    first = pid_g * group
+    last = tl.minimum(first + group, num_lists)
+    list_stride = tl.cast(M, tl.int64) * K_PAD
+    best = tl.load(
+        keys_ptr + first * list_stride + rows[:, None] * K_PAD + offs_k[None, :],
+        mask=row_ok[:, None],
+        other=EMPTY_KEY,
+    )
     # Later lists are read back to front (ascending), the order _merge_sorted takes.
     rev = keys_ptr + rows[:, None] * K_PAD + (K_PAD - 1 - offs_k)[None, :]
-    for s in range(1, num_splits):
-        part = tl.load(rev + tl.cast(s, tl.int64) * M * K_PAD, mask=row_ok[:, None], other=EMPTY_KEY)
+    for s in range(first + 1, last):
+        part = tl.load(rev + s * list_stride, mask=row_ok[:, None], other=EMPTY_KEY)
         best = _merge_sorted(best, part)
-    scores, ids = _unpack_keys(best)
-    out = rows[:, None] * k + offs_k[None, :]
-    mask = row_ok[:, None] & (offs_k[None, :] < k)
-    tl.store(scores_ptr + out, scores, mask=mask)
-    tl.store(ids_ptr + out, ids, mask=mask)
+    if WRITE_KEYS:
+        out = out_keys_ptr + pid_g * list_stride + rows[:, None] * K_PAD + offs_k[None, :]
+        tl.store(out, best, mask=row_ok[:, None])
+    else:
+        scores, ids = _unpack_keys(best)
+        out = rows[:, None] * k + offs_k[None, :]
+        mask = row_ok[:, None] & (offs_k[None, :] < k)
+        tl.store(scores_ptr + out, scores, mask=mask)
+        tl.store(ids_ptr + out, ids, mask=mask)
 
 
 @triton.jit

@@ -21,6 +21,7 @@ import torch
 MAX_KERNEL_K = 256  # largest k (padded to a power of two) kept in registers by the fused kernel
 MAX_CORPUS_ROWS = 2**32 - 1  # ids share a 64-bit key with the score: 32 bits each
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MERGE_GROUP = 16  # sorted lists merged by one program in one round of the split merge
 _FALLBACK_ELEMENTS = 2**25  # score elements per fallback chunk (fp32 scores + int64 keys ~ 400 MB)
 
 
@@ -48,13 +49,19 @@ def _check_pair(queries: torch.Tensor, corpus: torch.Tensor) -> None:
         if t.numel() == 0:
             raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)}")
     if queries.dtype != corpus.dtype:
-        raise TypeError(f"corpus has dtype {corpus.dtype} but queries have {queries.dtype}; they must match")
+        raise TypeError(
+            f"corpus has dtype {corpus.dtype} but queries have {queries.dtype}; they must match"
+        )
     if queries.device != corpus.device:
         raise ValueError(f"corpus is on {corpus.device} but queries are on {queries.device}")
     if queries.shape[1] != corpus.shape[1]:
-        raise ValueError(f"corpus must have D = {queries.shape[1]} columns like queries, got {corpus.shape[1]}")
+        raise ValueError(
+            f"corpus must have D = {queries.shape[1]} columns like queries, got {corpus.shape[1]}"
+        )
     if queries.device.type != "cuda" and not _interpreting():
-        raise ValueError(f"the triton backend needs CUDA tensors (or TRITON_INTERPRET=1), got {queries.device}")
+        raise ValueError(
+            f"the triton backend needs CUDA tensors (or TRITON_INTERPRET=1), got {queries.device}"
+        )
 
 
 def _pack_keys_torch(scores: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -114,6 +121,36 @@ def _num_sms(device: torch.device) -> int:
     return 4  # interpreter: a few splits so the merge step runs
 
 
+def _merge_splits(
+    keys: torch.Tensor,
+    scores: torch.Tensor,
+    ids: torch.Tensor,
+    k: int,
+    k_pad: int,
+    group: int = MERGE_GROUP,
+) -> None:
+    """Tree-merge keys (S, M, k_pad) of sorted per-split lists into scores / ids (M, k), ``group``
+    lists per program per round, so hundreds of splits (few queries) still merge in parallel."""
+    from densescale.kernels.search import _topk_merge_kernel
+
+    num_lists, M = keys.shape[0], keys.shape[1]
+    block_m = max(1, min(16, 4096 // k_pad))
+    while True:
+        groups = _cdiv(num_lists, group)
+        out = (
+            torch.empty((groups, M, k_pad), dtype=torch.int64, device=keys.device)
+            if groups > 1
+            else keys
+        )
+        _topk_merge_kernel[(_cdiv(M, block_m), groups)](
+            keys, out, scores, ids, M, k, num_lists, group,
+            BLOCK_M=block_m, K_PAD=k_pad, WRITE_KEYS=groups > 1, num_warps=4,
+        )  # fmt: skip
+        if groups == 1:
+            return
+        keys, num_lists = out, groups
+
+
 def topk(
     queries: torch.Tensor,
     corpus: torch.Tensor,
@@ -143,12 +180,14 @@ def topk(
     if not 1 <= k <= N:
         raise ValueError(f"k must be in [1, corpus rows = {N}], got {k}")
     if N > MAX_CORPUS_ROWS:
-        raise ValueError(f"corpus must have fewer than 2**32 - 1 rows for the triton backend, got {N}")
+        raise ValueError(
+            f"corpus must have fewer than 2**32 - 1 rows for the triton backend, got {N}"
+        )
     k_pad = _next_pow2(k)
     if k_pad > MAX_KERNEL_K:
         return topk_chunked(queries, corpus, k)
 
-    from densescale.kernels.search import _topk_merge_kernel, _topk_tiles_kernel
+    from densescale.kernels.search import _topk_tiles_kernel
 
     small = queries.element_size() == 2
     if block_n is None:
@@ -157,7 +196,8 @@ def topk(
         block_m = 64 if k_pad <= 32 else 32 if k_pad <= 128 else 16
         block_m = min(block_m, max(16, _next_pow2(M)))
     if block_d is None:
-        block_d = min(64 if small else 32, max(16, _next_pow2(D)))
+        # Narrower D steps at k_pad 256 keep the (16, 256) key tile and the running list in registers.
+        block_d = min(64 if small and k_pad < 256 else 32, max(16, _next_pow2(D)))
     _check_pow2("block_m", block_m, 16)
     _check_pow2("block_n", block_n, max(16, k_pad))
     _check_pow2("block_d", block_d, 16)
@@ -179,7 +219,7 @@ def topk(
     keys = torch.empty((splits, M, k_pad), dtype=torch.int64, device=device) if splits > 1 else ids
     # fp32 inputs: tf32x3 keeps ~fp32 accuracy on tensor cores (plain tf32 would reorder near-ties).
     precision = "tf32x3" if queries.dtype == torch.float32 else "ieee"
-    num_warps = 8 if block_m * max(block_n, k_pad) >= 4096 else 4
+    num_warps = 8 if block_m * block_n >= 2048 else 4  # 4 warps spill at 32 x 64 (ptxas, sm_90)
     _topk_tiles_kernel[(grid_m, splits)](
         queries,
         corpus,
@@ -205,10 +245,7 @@ def topk(
         num_warps=num_warps,
     )
     if splits > 1:
-        merge_m = max(1, min(16, 4096 // k_pad))
-        _topk_merge_kernel[(_cdiv(M, merge_m),)](
-            keys, scores, ids, M, k, splits, BLOCK_M=merge_m, K_PAD=k_pad, num_warps=4
-        )
+        _merge_splits(keys, scores, ids, k, k_pad)
     return scores, ids
 
 
@@ -233,9 +270,13 @@ def score_candidates(
         raise TypeError(f"candidate_ids must be int64, got {candidate_ids.dtype}")
     M, D = queries.shape
     if candidate_ids.dim() != 2 or candidate_ids.shape[0] != M:
-        raise ValueError(f"candidate_ids must have shape ({M}, C), got {tuple(candidate_ids.shape)}")
+        raise ValueError(
+            f"candidate_ids must have shape ({M}, C), got {tuple(candidate_ids.shape)}"
+        )
     if candidate_ids.device != queries.device:
-        raise ValueError(f"candidate_ids is on {candidate_ids.device} but queries are on {queries.device}")
+        raise ValueError(
+            f"candidate_ids is on {candidate_ids.device} but queries are on {queries.device}"
+        )
     C = candidate_ids.shape[1]
     out = torch.empty((M, C), dtype=torch.float32, device=queries.device)
     if C == 0:
