@@ -108,6 +108,17 @@ def _topk_rows(x, K: tl.constexpr, DESCENDING: tl.constexpr):
 
 
 @triton.jit
+def _pad_front(asc, K: tl.constexpr):
+    """(R, F) rows sorted ascending -> (R, K) rows sorted ascending, EMPTY_KEY in the first K - F."""
+    R: tl.constexpr = asc.shape[0]
+    F: tl.constexpr = asc.shape[1]
+    x = tl.broadcast_to(tl.reshape(asc, [R, 1, F]), [R, K // F, F])
+    group = tl.arange(0, K // F)[None, :, None]
+    x = tl.where(group == K // F - 1, x, EMPTY_KEY)
+    return tl.reshape(x, [R, K])
+
+
+@triton.jit
 def _merge_sorted(desc, asc):
     """Top K of the union of (R, K) rows sorted descending and (R, K) rows sorted ascending,
     sorted descending: max(desc, asc) is bitonic and holds the top K; one merge sorts it."""
@@ -139,6 +150,7 @@ def _topk_tiles_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
     K_PAD: tl.constexpr,
+    FEW: tl.constexpr,
     WRITE_KEYS: tl.constexpr,
     UPCAST: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -147,6 +159,7 @@ def _topk_tiles_kernel(
 
     Program (i, s) scans corpus rows [s * tiles_per_split * BLOCK_N, ...) of at most tiles_per_split
     tiles. S[m, n] = sum_d Q[m, d] C[n, d], accumulated in fp32 by ``tl.dot`` over BLOCK_D chunks.
+    FEW (power of two <= K_PAD): size of the cheap selection used when few keys of a tile qualify.
     WRITE_KEYS: store the K_PAD sorted keys to keys[s, m, :] for a later merge across splits;
     otherwise store the first k (score, id) pairs to scores[m, :k], ids[m, :k].
     UPCAST: bf16 operands go through fp32 (the Triton 3.9 interpreter mis-computes bf16 dots).
@@ -184,11 +197,20 @@ def _topk_tiles_kernel(
             acc = tl.dot(q, tl.trans(c), acc, input_precision=PRECISION)
         keys = _pack_keys(acc, cols[None, :])
         keys = tl.where(col_ok[None, :], keys, EMPTY_KEY)
-        # Threshold test: merge only when some row of the tile has a key above its current k-th.
+        # Threshold test: merge only when some row of the tile has a key above its current k-th,
+        # and select just FEW per row when no row has more than FEW such keys (the usual case
+        # once the lists have filled); only those can enter the row's top K_PAD.
         kth = tl.min(best, axis=1)
-        beats = (tl.max(keys, axis=1) > kth).to(tl.int32)
-        if tl.sum(beats, axis=0) > 0:
-            best = _merge_sorted(best, _topk_rows(keys, K_PAD, 0))
+        n_above = tl.max(tl.sum((keys > kth[:, None]).to(tl.int32), axis=1), axis=0)
+        if n_above > 0:
+            if FEW < K_PAD:
+                if n_above <= FEW:
+                    cand = _pad_front(_topk_rows(keys, FEW, 0), K_PAD)
+                else:
+                    cand = _topk_rows(keys, K_PAD, 0)
+            else:
+                cand = _topk_rows(keys, K_PAD, 0)
+            best = _merge_sorted(best, cand)
 
     offs_k = tl.arange(0, K_PAD).to(tl.int64)
     if WRITE_KEYS:

@@ -81,8 +81,9 @@ CASES = [
     (19, 100, 24, 7, {}),
     (5, 130, 32, 100, {}),
     (3, 40, 16, 40, {}),
-    (17, 300, 16, 5, {"block_n": 16, "splits": 19}),  # 19 splits: two merge rounds
+    (17, 200, 16, 5, {"block_n": 16, "splits": 5}),
     (2, 520, 16, 3, {}),
+    (9, 700, 16, 40, {"block_n": 64}),  # k pads to 64: later tiles take the select-few path
 ]
 
 
@@ -126,7 +127,7 @@ def _tied_data(m: int, n: int, d: int, dtype: torch.dtype) -> tuple[torch.Tensor
         (1, {}),
         (5, {"block_n": 16, "splits": 9}),
         (37, {"splits": 3}),
-        (150, {"block_n": 256}),
+        (150, {"block_n": 256, "few": 4}),
         (300, {}),
     ],
     ids=["k1", "k5-splits", "k37-splits", "k150", "k300-fallback"],
@@ -148,6 +149,25 @@ def test_zero_scores_tie_by_id() -> None:
     scores, ids = st.topk(q, c, 4, splits=2, block_n=16)
     assert ids.cpu().tolist() == [[0, 1, 2, 3], [5, 0, 1, 2]]
     assert scores.cpu().tolist() == [[0.0] * 4, [1.0, 0.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize("k_pad", [1, 8])
+def test_tree_merge_of_many_splits(k_pad: int) -> None:
+    """9 sorted lists merged 2 per program per round (9 -> 5 -> 3 -> 2 -> 1) equal one global sort."""
+    g = torch.Generator().manual_seed(5)
+    num_lists, m, k = 9, 3, min(k_pad, 5)
+    raw = torch.randint(-3, 4, (num_lists, m, k_pad), generator=g).float()  # many equal scores
+    ids = torch.randperm(num_lists * m * k_pad, generator=g).view(num_lists, m, k_pad)
+    keys = torch.sort(st._pack_keys_torch(raw, ids), dim=2, descending=True).values
+    expected = torch.sort(keys.permute(1, 0, 2).reshape(m, -1), dim=1, descending=True).values[
+        :, :k
+    ]
+    exp_scores, exp_ids = st._unpack_keys_torch(expected)
+    scores = torch.empty(m, k, device=DEVICE)
+    out_ids = torch.empty(m, k, dtype=torch.int64, device=DEVICE)
+    st._merge_splits(keys.to(DEVICE), scores, out_ids, k, k_pad, group=2)
+    assert torch.equal(out_ids.cpu(), exp_ids)
+    assert torch.equal(scores.cpu(), exp_scores)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
@@ -262,11 +282,14 @@ tiles_sig = dict(
     M="i32", N="i32", D="i32", k="i32", tiles_per_split="i32",
     stride_qm="i64", stride_qd="i64", stride_cn="i64", stride_cd="i64",
 )
-tiles = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=64, K_PAD=8, WRITE_KEYS=True, UPCAST=False, PRECISION="ieee")
-build(ks._topk_tiles_kernel, tiles_sig, tiles, 8)
+# Small blocks keep the compile short; every branch (skip, select-few, full merge) is present.
+tiles = dict(
+    BLOCK_M=16, BLOCK_N=32, BLOCK_D=16, K_PAD=32, FEW=8, WRITE_KEYS=True, UPCAST=False, PRECISION="ieee"
+)
+build(ks._topk_tiles_kernel, tiles_sig, tiles, 4)
 # The JIT turns integer arguments equal to 1 into constants: one query, k = 1, one tile per split.
 ones = dict(M=1, k=1, tiles_per_split=1)
-build(ks._topk_tiles_kernel, tiles_sig, {**tiles, **ones, "K_PAD": 1, "BLOCK_M": 16}, 4)
+build(ks._topk_tiles_kernel, tiles_sig, {**tiles, **ones, "K_PAD": 1, "FEW": 1}, 4)
 merge_sig = dict(
     keys_ptr="*i64", out_keys_ptr="*i64", scores_ptr="*fp32", ids_ptr="*i64",
     M="i32", k="i32", num_lists="i32", group="i32",
@@ -284,7 +307,7 @@ build(ks._score_candidates_kernel, cand_sig, dict(BLOCK_C=32, BLOCK_D=128, C=1),
 
 
 def test_kernels_compile_for_h100() -> None:
-    """The bodies lower to an sm_90 cubin at the launcher's usual block sizes, without a GPU.
+    """The bodies lower to an sm_90 cubin (dot tiles, reshapes, branches), without a GPU.
 
     Runs in a subprocess: under TRITON_INTERPRET=1 the kernels are interpreter objects, not JIT ones.
     """

@@ -160,6 +160,7 @@ def topk(
     block_n: int | None = None,
     block_d: int | None = None,
     splits: int | None = None,
+    few: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-k inner products: queries (M, D), corpus (N, D) -> scores (M, k) fp32, ids (M, k) int64.
 
@@ -170,7 +171,9 @@ def topk(
     The corpus is cut into ``splits`` contiguous ranges, each scanned by its own programs (grid =
     query blocks x splits) so that few queries still fill the GPU; the per-split sorted lists are
     then merged by a second small kernel. k > MAX_KERNEL_K goes to ``topk_chunked``.
-    The block/split keywords override the heuristics (tests force tiny tiles and many splits).
+    Once a row's list has filled, a tile rarely holds more than a handful of keys above the row's
+    k-th, so such tiles select only ``few`` per row (a much shallower sorting network than K_PAD).
+    The block/split/few keywords override the heuristics (tests force tiny tiles and many splits).
     """
     _check_pair(queries, corpus)
     M, D = queries.shape
@@ -192,12 +195,20 @@ def topk(
     small = queries.element_size() == 2
     if block_n is None:
         block_n = max(64 if small else 32, k_pad)
+    # Defaults checked with ptxas for sm_90 (tests/test_search_triton.py compiles a small variant):
+    # no register spills at 8 warps for (block_m, block_n) = (64, 64) up to k_pad 64, (16, 128) at
+    # 128 and (16, 256) at 256, where the select-few branch is left out (it would spill).
     if block_m is None:
-        block_m = 64 if k_pad <= 32 else 32 if k_pad <= 128 else 16
+        block_m = 64 if k_pad <= 64 else 16
         block_m = min(block_m, max(16, _next_pow2(M)))
     if block_d is None:
         # Narrower D steps at k_pad 256 keep the (16, 256) key tile and the running list in registers.
         block_d = min(64 if small and k_pad < 256 else 32, max(16, _next_pow2(D)))
+    if few is None:
+        few = min(16, k_pad // 4) if 32 <= k_pad <= 128 else k_pad
+    _check_pow2("few", few, 1)
+    if few > k_pad:
+        raise ValueError(f"few must be <= the padded k ({k_pad}), got {few}")
     _check_pow2("block_m", block_m, 16)
     _check_pow2("block_n", block_n, max(16, k_pad))
     _check_pow2("block_d", block_d, 16)
@@ -205,8 +216,10 @@ def topk(
     grid_m = _cdiv(M, block_m)
     n_tiles = _cdiv(N, block_n)
     if splits is None:
-        # Enough programs for ~2 waves over the SMs, but at least 4 tiles per split so the merge is cheap.
-        want = _cdiv(2 * _num_sms(queries.device), grid_m)
+        # About 2 programs per SM (4 when M <= 128: bandwidth-bound, more loads in flight), but at
+        # least 4 tiles per split: each split pays to fill its own list.
+        waves = 4 if M <= 128 else 2
+        want = _cdiv(waves * _num_sms(queries.device), grid_m)
         splits = max(1, min(want, n_tiles // 4))
     if splits < 1:
         raise ValueError(f"splits must be >= 1, got {splits}")
@@ -239,6 +252,7 @@ def topk(
         BLOCK_N=block_n,
         BLOCK_D=block_d,
         K_PAD=k_pad,
+        FEW=few,
         WRITE_KEYS=splits > 1,
         UPCAST=_interpreting() and queries.dtype == torch.bfloat16,
         PRECISION=precision,
