@@ -9,11 +9,17 @@ where ``ordered`` maps fp32 bits to an int32 that is monotone in the float value
 all bits but the sign flipped) and -0.0 is first folded into +0.0. Ids must be below 2**32 - 1.
 ``EMPTY_KEY`` (int64 min) is below every real key, so unfilled slots lose every comparison.
 
-Running top-k. Each program keeps, per query row, the best ``K_PAD`` keys seen so far sorted
-descending in registers. A new score tile is merged only when some key in it beats the row's current
-k-th key; the merge is ``tl.topk`` of the tile to K_PAD sorted keys, then the bitonic merge of two
-sorted lists: max(a, flip(b)) is a bitonic sequence holding the top K_PAD of a U b, and one bitonic
-merge sorts it.
+Running top-k. Each program keeps, per query row, the best ``K_PAD`` keys seen so far, sorted
+descending, in registers. A score tile is merged only when some row has a key above its current
+k-th (threshold test). The tile is reduced to its per-row top K_PAD (or only top FEW, when no row
+has more than FEW qualifying keys) sorted ascending by a bitonic top-k network, then merged:
+max(desc, asc) is a bitonic sequence holding the top K_PAD of the union, and one bitonic merge sorts
+it. The network's compare-and-swap layers are min/max reductions over size-2 axes of the tile
+reshaped to a 2 x ... x 2 cube (the approach of ``tl.sort``/``tl.topk``; min/max keep the Triton
+interpreter vectorised, where ``tl.sort``'s xor reductions run element by element).
+
+Corpus splits. With few queries, programs also split the corpus; each writes its sorted list and a
+tree merge (``_topk_merge_kernel``, a group of lists per program per round) combines them.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ caller's business (normalise first); NaN/Inf and id ranges are validated by the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -115,6 +116,11 @@ def topk_chunked(
     return scores_out, ids_out
 
 
+def _on(device: torch.device) -> contextlib.AbstractContextManager:
+    """Triton launches on the current CUDA device: make it the inputs' one (cuda:1 etc.)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def _num_sms(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
@@ -190,8 +196,6 @@ def topk(
     if k_pad > MAX_KERNEL_K:
         return topk_chunked(queries, corpus, k)
 
-    from densescale.kernels.search import _topk_tiles_kernel
-
     small = queries.element_size() == 2
     if block_n is None:
         block_n = max(64 if small else 32, k_pad)
@@ -230,6 +234,35 @@ def topk(
     scores = torch.empty((M, k), dtype=torch.float32, device=device)
     ids = torch.empty((M, k), dtype=torch.int64, device=device)
     keys = torch.empty((splits, M, k_pad), dtype=torch.int64, device=device) if splits > 1 else ids
+    with _on(device):
+        _launch_topk(
+            queries, corpus, keys, scores, ids, k, k_pad, tiles_per_split, grid_m, splits,
+            block_m=block_m, block_n=block_n, block_d=block_d, few=few,
+        )  # fmt: skip
+    return scores, ids
+
+
+def _launch_topk(
+    queries: torch.Tensor,
+    corpus: torch.Tensor,
+    keys: torch.Tensor,
+    scores: torch.Tensor,
+    ids: torch.Tensor,
+    k: int,
+    k_pad: int,
+    tiles_per_split: int,
+    grid_m: int,
+    splits: int,
+    *,
+    block_m: int,
+    block_n: int,
+    block_d: int,
+    few: int,
+) -> None:
+    from densescale.kernels.search import _topk_tiles_kernel
+
+    M, D = queries.shape
+    N = corpus.shape[0]
     # fp32 inputs: tf32x3 keeps ~fp32 accuracy on tensor cores (plain tf32 would reorder near-ties).
     precision = "tf32x3" if queries.dtype == torch.float32 else "ieee"
     num_warps = 8 if block_m * block_n >= 2048 else 4  # 4 warps spill at 32 x 64 (ptxas, sm_90)
@@ -260,7 +293,6 @@ def topk(
     )
     if splits > 1:
         _merge_splits(keys, scores, ids, k, k_pad)
-    return scores, ids
 
 
 def score_candidates(
@@ -304,23 +336,24 @@ def score_candidates(
         block_d = min(256 if queries.element_size() == 2 else 128, max(16, _next_pow2(D)))
     _check_pow2("block_c", block_c, 1)
     _check_pow2("block_d", block_d, 1)
-    _score_candidates_kernel[(M, _cdiv(C, block_c))](
-        queries,
-        corpus,
-        candidate_ids,
-        out,
-        C,
-        D,
-        queries.stride(0),
-        queries.stride(1),
-        corpus.stride(0),
-        corpus.stride(1),
-        candidate_ids.stride(0),
-        candidate_ids.stride(1),
-        BLOCK_C=block_c,
-        BLOCK_D=block_d,
-        num_warps=4,
-    )
+    with _on(queries.device):
+        _score_candidates_kernel[(M, _cdiv(C, block_c))](
+            queries,
+            corpus,
+            candidate_ids,
+            out,
+            C,
+            D,
+            queries.stride(0),
+            queries.stride(1),
+            corpus.stride(0),
+            corpus.stride(1),
+            candidate_ids.stride(0),
+            candidate_ids.stride(1),
+            BLOCK_C=block_c,
+            BLOCK_D=block_d,
+            num_warps=4,
+        )
     return out
 
 
