@@ -263,6 +263,8 @@ def test_bad_input() -> None:
         st.topk(q, c, 31)
     with pytest.raises(TypeError, match="k must be an int"):
         st.topk(q, c, 2.0)
+    with pytest.raises(TypeError, match="k must be an int"):
+        st.topk(q, c, True)
     with pytest.raises(TypeError, match="corpus has dtype"):
         st.topk(q, c.half(), 3)
     with pytest.raises(ValueError, match="D = 16"):

@@ -15,9 +15,12 @@ caller's business (normalise first); NaN/Inf and id ranges are validated by the 
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 
 import torch
+
+__all__ = ["MAX_KERNEL_K", "score_candidates", "topk", "topk_chunked"]
 
 MAX_KERNEL_K = 256  # largest k (padded to a power of two) kept in registers by the fused kernel
 MAX_CORPUS_ROWS = 2**32 - 1  # ids share a 64-bit key with the score: 32 bits each
@@ -184,8 +187,12 @@ def topk(
     _check_pair(queries, corpus)
     M, D = queries.shape
     N = corpus.shape[0]
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    if isinstance(k, bool):
+        raise TypeError("k must be an int, got bool")
+    try:
+        k = operator.index(k)  # ints and numpy / torch integer scalars
+    except TypeError:
+        raise TypeError(f"k must be an int, got {type(k).__name__}") from None
     if not 1 <= k <= N:
         raise ValueError(f"k must be in [1, corpus rows = {N}], got {k}")
     if N > MAX_CORPUS_ROWS:
