@@ -11,10 +11,9 @@ from __future__ import annotations
 import types
 from dataclasses import dataclass
 
+import densescale.ops.contrastive_loss as cl
 import pytest
 import torch
-
-import densescale.ops.contrastive_loss as cl
 from densescale.ops._loss_spec import LossOptions, reference_loss_per_query
 
 # Names of the backends the tests parametrize over; "protocol" is the reference backend below,
@@ -63,7 +62,9 @@ def make_reference_backend() -> types.ModuleType:
     return mod
 
 
-def select_backend(name: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, types.ModuleType | None]:
+def select_backend(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, types.ModuleType | None]:
     """Return the ``backend=`` value that runs ``name`` (skipping when it is not importable) and,
     for "protocol", the reference backend module that now stands behind backend="cpp"."""
     if name == "protocol":
@@ -91,13 +92,13 @@ class Case:
     symmetric: bool
 
     def kwargs(self) -> dict:
-        return dict(
-            negatives=self.negatives,
-            doc_ids=self.doc_ids,
-            scale=self.scale,
-            in_batch=self.in_batch,
-            symmetric=self.symmetric,
-        )
+        return {
+            "negatives": self.negatives,
+            "doc_ids": self.doc_ids,
+            "scale": self.scale,
+            "in_batch": self.in_batch,
+            "symmetric": self.symmetric,
+        }
 
     def leaves(self) -> list[torch.Tensor]:
         out = [self.q, self.p] + ([self.negatives] if self.negatives is not None else [])
@@ -214,14 +215,18 @@ def assert_no_worse_than_eager(
     err = (got.double() - ref).abs().max().item()
     bar = (eager.double() - ref).abs().max().item()
     tol = bar + _EPS[dtype] * max(ref.abs().max().item(), 1e-3)
-    assert err <= tol, f"{what}: max error {err:.3e} > eager {dtype} error {bar:.3e} + eps ({tol:.3e})"
+    assert err <= tol, (
+        f"{what}: max error {err:.3e} > eager {dtype} error {bar:.3e} + eps ({tol:.3e})"
+    )
 
 
 def run(case: Case, backend: str, reduction: str, grad_out: torch.Tensor | None = None):
     """Loss and gradients of every leaf for one call (grad_out defaults to random weights)."""
     for t in case.leaves():
         t.grad = None
-    loss = cl.contrastive_loss(case.q, case.p, reduction=reduction, backend=backend, **case.kwargs())
+    loss = cl.contrastive_loss(
+        case.q, case.p, reduction=reduction, backend=backend, **case.kwargs()
+    )
     if grad_out is None:
         grad_out = torch.rand(loss.shape, generator=torch.Generator().manual_seed(1)) + 0.5
     loss.backward(grad_out.to(loss.dtype))

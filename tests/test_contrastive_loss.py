@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import densescale
+import densescale.ops.contrastive_loss as cl
 import pytest
 import torch
 from _loss_helpers import (
@@ -16,9 +18,6 @@ from _loss_helpers import (
     run,
     select_backend,
 )
-
-import densescale
-import densescale.ops.contrastive_loss as cl
 from densescale.ops._loss_spec import LossOptions, reference_loss_per_query
 
 
@@ -40,8 +39,14 @@ def check_against_reference(case, backend, reduction="none", dtype=torch.float32
     if grad_out is None:
         B = case.q.shape[0]
         shape = (B,) if reduction == "none" else ()
-        grad_out = torch.rand(shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64) + 0.5
-    got_case, eager_case, ref_case = case.cast(dtype), case.cast(dtype), case.cast(dtype).cast(torch.float64)
+        grad_out = (
+            torch.rand(shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64) + 0.5
+        )
+    got_case, eager_case, ref_case = (
+        case.cast(dtype),
+        case.cast(dtype),
+        case.cast(dtype).cast(torch.float64),
+    )
     got, got_grads = run(got_case, backend, reduction, grad_out)
     ref, ref_grads = run(ref_case, "torch", reduction, grad_out)
     eag, eag_grads = run_eager(eager_case, reduction, grad_out)
@@ -49,7 +54,9 @@ def check_against_reference(case, backend, reduction="none", dtype=torch.float32
     assert_no_worse_than_eager(got, ref, eag, dtype, "loss")
     names = ["dq", "dp"] + (["dneg"] if case.negatives is not None else []) + ["dscale"]
     for name, g, r, e, leaf in zip(names, got_grads, ref_grads, eag_grads, got_case.leaves()):
-        assert g is not None and g.dtype == leaf.dtype, f"{name}: dtype {None if g is None else g.dtype}"
+        assert g is not None and g.dtype == leaf.dtype, (
+            f"{name}: dtype {None if g is None else g.dtype}"
+        )
         assert_no_worse_than_eager(g, r, e, dtype, name)
 
 
@@ -88,7 +95,9 @@ def test_reductions(backend, reduction):
     case = make_case(29, 2, 7, 33, doc_ids="short")
     grad_out = None if reduction == "none" else torch.tensor(0.7, dtype=torch.float64)
     check_against_reference(case, backend, reduction=reduction, grad_out=grad_out)
-    loss = densescale.contrastive_loss(case.q, case.p, reduction=reduction, backend=backend, **case.kwargs())
+    loss = densescale.contrastive_loss(
+        case.q, case.p, reduction=reduction, backend=backend, **case.kwargs()
+    )
     assert loss.shape == ((29,) if reduction == "none" else ())
 
 
@@ -104,9 +113,16 @@ def test_half_precision_no_worse_than_eager(backend, dtype, layout):
 def test_scale_100_does_not_overflow(backend, normalize):
     # Unnormalised rows at D=64 give |scores| of several hundred times 100: exp() would overflow.
     case = make_case(17, 2, 5, 64, scale=100.0, normalize=normalize)
-    check_against_reference(case, backend, reduction="mean", grad_out=torch.tensor(1.0, dtype=torch.float64))
-    check_against_reference(case, backend, reduction="mean", dtype=torch.bfloat16,
-                            grad_out=torch.tensor(1.0, dtype=torch.float64))
+    check_against_reference(
+        case, backend, reduction="mean", grad_out=torch.tensor(1.0, dtype=torch.float64)
+    )
+    check_against_reference(
+        case,
+        backend,
+        reduction="mean",
+        dtype=torch.bfloat16,
+        grad_out=torch.tensor(1.0, dtype=torch.float64),
+    )
 
 
 def test_masks_leaving_only_the_positive_give_zero_loss(backend):
@@ -133,11 +149,18 @@ def _with(case, **changes):
 def test_float_scale_and_scale_tensor_without_grad(backend):
     case = make_case(11, 2, 3, 20)
     ref = reference_loss_per_query(
-        case.q.double(), case.p.double(), case.negatives.double(), None, 20.0, LossOptions(group_size=2)
+        case.q.double(),
+        case.p.double(),
+        case.negatives.double(),
+        None,
+        20.0,
+        LossOptions(group_size=2),
     ).mean()
     for scale in (20.0, 20, torch.tensor(20.0), torch.tensor([20.0])):
         c = _with(case)
-        loss = densescale.contrastive_loss(c.q, c.p, negatives=c.negatives, scale=scale, backend=backend)
+        loss = densescale.contrastive_loss(
+            c.q, c.p, negatives=c.negatives, scale=scale, backend=backend
+        )
         loss.backward()
         assert abs(loss.item() - ref.item()) < 1e-4
         assert c.q.grad is not None and c.negatives.grad is not None
@@ -147,9 +170,13 @@ def test_one_element_scale_tensor_gets_gradient_of_its_shape(backend):
     case = make_case(11, 2, 3, 20)
     s1 = torch.tensor([20.0], requires_grad=True)
     s0 = torch.tensor(20.0, requires_grad=True)
-    densescale.contrastive_loss(case.q, case.p, negatives=case.negatives, scale=s1, backend=backend).backward()
+    densescale.contrastive_loss(
+        case.q, case.p, negatives=case.negatives, scale=s1, backend=backend
+    ).backward()
     c = _with(case)
-    densescale.contrastive_loss(c.q, c.p, negatives=c.negatives, scale=s0, backend="torch").backward()
+    densescale.contrastive_loss(
+        c.q, c.p, negatives=c.negatives, scale=s0, backend="torch"
+    ).backward()
     assert s1.grad.shape == (1,)
     assert torch.allclose(s1.grad[0], s0.grad, rtol=1e-4, atol=1e-6)
 
@@ -160,7 +187,9 @@ def test_non_contiguous_inputs_are_accepted(backend):
     p_big = torch.zeros(40, 24, dtype=torch.float32)
     p_big[::2] = case.p.detach()
     p_big.requires_grad_()
-    loss = densescale.contrastive_loss(q_t.T, p_big[::2], negatives=case.negatives, scale=20.0, backend=backend)
+    loss = densescale.contrastive_loss(
+        q_t.T, p_big[::2], negatives=case.negatives, scale=20.0, backend=backend
+    )
     loss.backward()
     c = _with(case)
     ref = densescale.contrastive_loss(c.q, c.p, negatives=c.negatives, scale=20.0, backend="torch")
@@ -174,8 +203,12 @@ def test_non_contiguous_inputs_are_accepted(backend):
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_learnable_scale_module(backend, symmetric):
     case = make_case(15, 1 if symmetric else 2, 0 if symmetric else 5, 32)
-    mod = densescale.ContrastiveLoss(10.0, learnable_scale=True, symmetric=symmetric, backend=backend)
-    ref_mod = densescale.ContrastiveLoss(10.0, learnable_scale=True, symmetric=symmetric, backend="torch").double()
+    mod = densescale.ContrastiveLoss(
+        10.0, learnable_scale=True, symmetric=symmetric, backend=backend
+    )
+    ref_mod = densescale.ContrastiveLoss(
+        10.0, learnable_scale=True, symmetric=symmetric, backend="torch"
+    ).double()
     loss = mod(case.q, case.p, case.negatives)
     loss.backward()
     c64 = case.cast(torch.float64)
@@ -197,7 +230,9 @@ def test_learnable_scale_is_clamped_like_clip():
     loss.backward()
     assert mod.scale == pytest.approx(50.0)
     assert mod.log_scale.grad.item() == 0.0
-    expect = densescale.contrastive_loss(case.q.detach(), case.p.detach(), scale=50.0, backend="torch")
+    expect = densescale.contrastive_loss(
+        case.q.detach(), case.p.detach(), scale=50.0, backend="torch"
+    )
     assert torch.allclose(loss.detach(), expect)
 
 
@@ -205,8 +240,16 @@ def test_module_options_are_forwarded():
     case = make_case(8, 2, 3, 16, doc_ids="full")
     mod = densescale.ContrastiveLoss(5.0, in_batch=False, reduction="none", backend="torch")
     got = mod(case.q, case.p, case.negatives, doc_ids=case.doc_ids)
-    want = densescale.contrastive_loss(case.q, case.p, negatives=case.negatives, doc_ids=case.doc_ids,
-                                       scale=5.0, in_batch=False, reduction="none", backend="torch")
+    want = densescale.contrastive_loss(
+        case.q,
+        case.p,
+        negatives=case.negatives,
+        doc_ids=case.doc_ids,
+        scale=5.0,
+        in_batch=False,
+        reduction="none",
+        backend="torch",
+    )
     assert torch.equal(got, want)
     assert "learnable" not in repr(mod) and list(mod.parameters()) == []
 
@@ -214,12 +257,12 @@ def test_module_options_are_forwarded():
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [
-        (dict(scale=20.0, learnable_scale=True, max_scale=10.0), ValueError, "max_scale"),
-        (dict(scale=-1.0, learnable_scale=True), ValueError, "positive"),
-        (dict(scale="20"), TypeError, "scale"),
-        (dict(reduction="avg"), ValueError, "reduction"),
-        (dict(backend="gpu"), ValueError, "backend"),
-        (dict(symmetric=True, in_batch=False), ValueError, "symmetric"),
+        ({"scale": 20.0, "learnable_scale": True, "max_scale": 10.0}, ValueError, "max_scale"),
+        ({"scale": -1.0, "learnable_scale": True}, ValueError, "positive"),
+        ({"scale": "20"}, TypeError, "scale"),
+        ({"reduction": "avg"}, ValueError, "reduction"),
+        ({"backend": "gpu"}, ValueError, "backend"),
+        ({"symmetric": True, "in_batch": False}, ValueError, "symmetric"),
     ],
 )
 def test_module_rejects_bad_options(kwargs, exc, match):
@@ -236,12 +279,18 @@ def test_module_rejects_bad_options(kwargs, exc, match):
 def test_function_passes_weights_and_uniform_flag(monkeypatch, reduction, uniform):
     name, ref = select_backend("protocol", monkeypatch)
     case = make_case(7, 1, 2, 8)
-    loss = densescale.contrastive_loss(case.q, case.p, negatives=case.negatives, reduction=reduction, backend=name)
+    loss = densescale.contrastive_loss(
+        case.q, case.p, negatives=case.negatives, reduction=reduction, backend=name
+    )
     grad_out = torch.full(loss.shape, 0.5) if reduction != "none" else torch.arange(7.0)
     loss.backward(grad_out)
     fwd, bwd = ref.calls
     assert fwd["need_grad"] is True and bwd["uniform"] is uniform
-    want = {"mean": torch.full((7,), 0.5 / 7), "sum": torch.full((7,), 0.5), "none": torch.arange(7.0)}
+    want = {
+        "mean": torch.full((7,), 0.5 / 7),
+        "sum": torch.full((7,), 0.5),
+        "none": torch.arange(7.0),
+    }
     assert torch.allclose(bwd["weights"], want[reduction])
 
 
@@ -253,14 +302,18 @@ def test_function_need_grad_false_without_grad(monkeypatch):
     densescale.contrastive_loss(case.q.detach(), case.p.detach(), scale=3.0, backend=name)
     assert [c["need_grad"] for c in ref.calls] == [False, False]
     # Only the scale requires grad: the backend still has to produce gradients.
-    densescale.contrastive_loss(case.q.detach(), case.p.detach(), scale=case.scale, backend=name).backward()
+    densescale.contrastive_loss(
+        case.q.detach(), case.p.detach(), scale=case.scale, backend=name
+    ).backward()
     assert ref.calls[2]["need_grad"] is True and case.scale.grad is not None
 
 
 def test_function_casts_gradients_to_input_dtypes(monkeypatch):
     name, _ = select_backend("protocol", monkeypatch)
     case = make_case(6, 2, 3, 8).cast(torch.bfloat16)
-    loss = densescale.contrastive_loss(case.q, case.p, negatives=case.negatives, scale=case.scale, backend=name)
+    loss = densescale.contrastive_loss(
+        case.q, case.p, negatives=case.negatives, scale=case.scale, backend=name
+    )
     loss.backward()
     assert loss.dtype == torch.float32
     assert case.q.grad.dtype == case.p.grad.dtype == case.negatives.grad.dtype == torch.bfloat16
@@ -280,9 +333,12 @@ def test_protocol_backend_receives_padded_doc_ids_and_options(monkeypatch):
     name, ref = select_backend("protocol", monkeypatch)
     case = make_case(4, 3, 5, 8, in_batch=False)
     ids = torch.arange(12, dtype=torch.int64) + 10
-    densescale.contrastive_loss(case.q, case.p, negatives=case.negatives, doc_ids=ids, in_batch=False,
-                                backend=name)
-    assert ref.calls[0]["opts"] == LossOptions(group_size=3, in_batch=False, symmetric=False, row_offset=0)
+    densescale.contrastive_loss(
+        case.q, case.p, negatives=case.negatives, doc_ids=ids, in_batch=False, backend=name
+    )
+    assert ref.calls[0]["opts"] == LossOptions(
+        group_size=3, in_batch=False, symmetric=False, row_offset=0
+    )
 
 
 def test_doc_id_padding_never_matches():
@@ -384,19 +440,20 @@ def test_cpp_backend_needs_native_extension(monkeypatch):
 
 def _good():
     g = torch.Generator().manual_seed(0)
-    return dict(
-        q=torch.randn(4, 8, generator=g),
-        p=torch.randn(8, 8, generator=g),
-        negatives=torch.randn(3, 8, generator=g),
-        doc_ids=torch.arange(8),
-        scale=2.0,
-    )
+    return {
+        "q": torch.randn(4, 8, generator=g),
+        "p": torch.randn(8, 8, generator=g),
+        "negatives": torch.randn(3, 8, generator=g),
+        "doc_ids": torch.arange(8),
+        "scale": 2.0,
+    }
 
 
 def _nan_at(name, value=float("nan")):
     def change(a):
         a[name] = a[name].clone()
         a[name][1, 2] = value
+
     return change
 
 
@@ -405,41 +462,112 @@ BAD = {
     "q_1d": (lambda a: a.update(q=torch.randn(8)), ValueError, "q must have 2 dimensions"),
     "p_3d": (lambda a: a.update(p=torch.randn(8, 8, 1)), ValueError, "p must have 2 dimensions"),
     "mismatched_D_p": (lambda a: a.update(p=torch.randn(8, 7)), ValueError, "p must have D=8"),
-    "mismatched_D_negatives": (lambda a: a.update(negatives=torch.randn(3, 9)), ValueError, "negatives must have D=8"),
-    "wrong_group_size": (lambda a: a.update(p=torch.randn(6, 8)), ValueError, "positive multiple of B=4"),
-    "fewer_p_than_q": (lambda a: a.update(p=torch.randn(3, 8), doc_ids=None), ValueError, "positive multiple"),
+    "mismatched_D_negatives": (
+        lambda a: a.update(negatives=torch.randn(3, 9)),
+        ValueError,
+        "negatives must have D=8",
+    ),
+    "wrong_group_size": (
+        lambda a: a.update(p=torch.randn(6, 8)),
+        ValueError,
+        "positive multiple of B=4",
+    ),
+    "fewer_p_than_q": (
+        lambda a: a.update(p=torch.randn(3, 8), doc_ids=None),
+        ValueError,
+        "positive multiple",
+    ),
     "empty_batch": (lambda a: a.update(q=torch.randn(0, 8)), ValueError, "q must not be empty"),
     "empty_D": (lambda a: a.update(q=torch.randn(4, 0)), ValueError, "q must not be empty"),
-    "empty_negatives": (lambda a: a.update(negatives=torch.randn(0, 8)), ValueError, "negatives must not be empty"),
-    "int_q": (lambda a: a.update(q=torch.ones(4, 8, dtype=torch.int64)), TypeError, "q must have dtype"),
-    "int_p": (lambda a: a.update(p=torch.ones(8, 8, dtype=torch.int32)), TypeError, "p must have dtype"),
-    "bool_negatives": (lambda a: a.update(negatives=torch.ones(3, 8, dtype=torch.bool)), TypeError, "negatives"),
+    "empty_negatives": (
+        lambda a: a.update(negatives=torch.randn(0, 8)),
+        ValueError,
+        "negatives must not be empty",
+    ),
+    "int_q": (
+        lambda a: a.update(q=torch.ones(4, 8, dtype=torch.int64)),
+        TypeError,
+        "q must have dtype",
+    ),
+    "int_p": (
+        lambda a: a.update(p=torch.ones(8, 8, dtype=torch.int32)),
+        TypeError,
+        "p must have dtype",
+    ),
+    "bool_negatives": (
+        lambda a: a.update(negatives=torch.ones(3, 8, dtype=torch.bool)),
+        TypeError,
+        "negatives",
+    ),
     "mixed_dtypes": (lambda a: a.update(p=a["p"].half()), TypeError, "share one dtype"),
-    "different_devices": (lambda a: a.update(p=torch.empty(8, 8, device="meta")), ValueError, "share one device"),
+    "different_devices": (
+        lambda a: a.update(p=torch.empty(8, 8, device="meta")),
+        ValueError,
+        "share one device",
+    ),
     "nan_q": (_nan_at("q"), ValueError, "q contains NaN or Inf"),
     "inf_p": (_nan_at("p", float("inf")), ValueError, "p contains NaN or Inf"),
     "nan_negatives": (_nan_at("negatives"), ValueError, "negatives contains NaN or Inf"),
-    "doc_ids_float": (lambda a: a.update(doc_ids=torch.arange(8.0)), TypeError, "doc_ids must have dtype int64"),
-    "doc_ids_int32": (lambda a: a.update(doc_ids=torch.arange(8, dtype=torch.int32)), TypeError, "int64"),
-    "doc_ids_list": (lambda a: a.update(doc_ids=list(range(8))), TypeError, "doc_ids must be a torch.Tensor"),
-    "doc_ids_length": (lambda a: a.update(doc_ids=torch.arange(9)), ValueError, "doc_ids must be 1-D with 8 or 11"),
-    "doc_ids_2d": (lambda a: a.update(doc_ids=torch.arange(8)[None]), ValueError, "doc_ids must be 1-D"),
-    "doc_ids_device": (lambda a: a.update(doc_ids=torch.empty(8, dtype=torch.int64, device="meta")),
-                       ValueError, "doc_ids is on meta"),
-    "doc_ids_no_free_pad": (lambda a: a.update(doc_ids=torch.tensor([-(2**63), 2**63 - 1] * 4)),
-                            ValueError, "whole int64 range"),
+    "doc_ids_float": (
+        lambda a: a.update(doc_ids=torch.arange(8.0)),
+        TypeError,
+        "doc_ids must have dtype int64",
+    ),
+    "doc_ids_int32": (
+        lambda a: a.update(doc_ids=torch.arange(8, dtype=torch.int32)),
+        TypeError,
+        "int64",
+    ),
+    "doc_ids_list": (
+        lambda a: a.update(doc_ids=list(range(8))),
+        TypeError,
+        "doc_ids must be a torch.Tensor",
+    ),
+    "doc_ids_length": (
+        lambda a: a.update(doc_ids=torch.arange(9)),
+        ValueError,
+        "doc_ids must be 1-D with 8 or 11",
+    ),
+    "doc_ids_2d": (
+        lambda a: a.update(doc_ids=torch.arange(8)[None]),
+        ValueError,
+        "doc_ids must be 1-D",
+    ),
+    "doc_ids_device": (
+        lambda a: a.update(doc_ids=torch.empty(8, dtype=torch.int64, device="meta")),
+        ValueError,
+        "doc_ids is on meta",
+    ),
+    "doc_ids_no_free_pad": (
+        lambda a: a.update(doc_ids=torch.tensor([-(2**63), 2**63 - 1] * 4)),
+        ValueError,
+        "whole int64 range",
+    ),
     "scale_nan": (lambda a: a.update(scale=float("nan")), ValueError, "scale must be finite"),
-    "scale_inf_tensor": (lambda a: a.update(scale=torch.tensor(float("inf"))), ValueError, "scale must be finite"),
+    "scale_inf_tensor": (
+        lambda a: a.update(scale=torch.tensor(float("inf"))),
+        ValueError,
+        "scale must be finite",
+    ),
     "scale_str": (lambda a: a.update(scale="20"), TypeError, "scale must be a float"),
     "scale_bool": (lambda a: a.update(scale=True), TypeError, "scale must be a float"),
     "scale_int_tensor": (lambda a: a.update(scale=torch.tensor(2)), TypeError, "floating tensor"),
     "scale_vector": (lambda a: a.update(scale=torch.ones(2)), ValueError, "scale must be a 0-d"),
     "reduction": (lambda a: a.update(reduction="avg"), ValueError, "reduction must be one of"),
     "backend": (lambda a: a.update(backend="cuda"), ValueError, "backend must be one of"),
-    "symmetric_without_in_batch": (lambda a: a.update(symmetric=True, in_batch=False), ValueError, "symmetric=True needs in_batch=True"),
+    "symmetric_without_in_batch": (
+        lambda a: a.update(symmetric=True, in_batch=False),
+        ValueError,
+        "symmetric=True needs in_batch=True",
+    ),
     "in_batch_not_bool": (lambda a: a.update(in_batch="yes"), TypeError, "in_batch must be a bool"),
-    "float64_on_cpp": (lambda a: a.update(q=a["q"].double(), p=a["p"].double(), negatives=a["negatives"].double(),
-                                          backend="cpp"), TypeError, "float64 runs on backend='torch' only"),
+    "float64_on_cpp": (
+        lambda a: a.update(
+            q=a["q"].double(), p=a["p"].double(), negatives=a["negatives"].double(), backend="cpp"
+        ),
+        TypeError,
+        "float64 runs on backend='torch' only",
+    ),
 }
 
 
@@ -469,12 +597,16 @@ def test_good_input_of_bad_input_tests_is_accepted():
 def test_float64_reference_is_exact_cross_entropy():
     """The torch backend in float64 equals F.cross_entropy on the materialised, masked scores."""
     case = make_case(6, 2, 3, 10, doc_ids="full").cast(torch.float64)
-    loss = densescale.contrastive_loss(case.q, case.p, reduction="sum", backend="torch", **case.kwargs())
+    loss = densescale.contrastive_loss(
+        case.q, case.p, reduction="sum", backend="torch", **case.kwargs()
+    )
     cands = torch.cat([case.p, case.negatives])
     scores = case.q @ cands.T * case.scale.double()
     ids = case.doc_ids
     target = torch.arange(6) * 2
-    dup = (ids[None, :] == ids[target][:, None])
+    dup = ids[None, :] == ids[target][:, None]
     dup[torch.arange(6), target] = False
-    want = torch.nn.functional.cross_entropy(scores.masked_fill(dup, float("-inf")), target, reduction="sum")
+    want = torch.nn.functional.cross_entropy(
+        scores.masked_fill(dup, float("-inf")), target, reduction="sum"
+    )
     assert torch.allclose(loss, want, rtol=1e-12)

@@ -9,10 +9,9 @@ from _loss_helpers import BACKENDS, select_backend
 from torch import nn
 
 st = pytest.importorskip("sentence_transformers")
-from sentence_transformers import SentenceTransformer, util  # noqa: E402
-from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss  # noqa: E402
-
-from densescale.losses import FusedMultipleNegativesRankingLoss  # noqa: E402
+from densescale.losses import FusedMultipleNegativesRankingLoss
+from sentence_transformers import SentenceTransformer, util
+from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
 VOCAB = 60
 
@@ -44,7 +43,12 @@ def _features(columns: int, batch: int = 6, seed: int = 1) -> list[dict[str, tor
         length = 5 + c  # columns of different widths, like queries vs passages
         mask = torch.ones(batch, length, dtype=torch.long)
         mask[::2, -2:] = 0  # some padding
-        out.append({"input_ids": torch.randint(1, VOCAB, (batch, length), generator=g), "attention_mask": mask})
+        out.append(
+            {
+                "input_ids": torch.randint(1, VOCAB, (batch, length), generator=g),
+                "attention_mask": mask,
+            }
+        )
     return out
 
 
@@ -65,15 +69,24 @@ def _loss_and_grads(loss_fn, model, columns):
         ("cos", 20.0, ("query_to_doc", "doc_to_query")),
     ],
 )
-def test_equals_sentence_transformers_mnrl(monkeypatch, backend_name, hard_negatives, similarity, scale, directions):
+def test_equals_sentence_transformers_mnrl(
+    monkeypatch, backend_name, hard_negatives, similarity, scale, directions
+):
     backend, _ = select_backend(backend_name, monkeypatch)
     fct = util.cos_sim if similarity == "cos" else util.dot_score
     mode = "per_direction" if len(directions) > 1 else "joint"
     model = _st_model()
-    theirs = MultipleNegativesRankingLoss(model, scale=scale, similarity_fct=fct, directions=directions,
-                                          partition_mode=mode)
-    ours = FusedMultipleNegativesRankingLoss(model, scale=scale, similarity_fct=fct, directions=directions,
-                                             partition_mode=mode, backend=backend)
+    theirs = MultipleNegativesRankingLoss(
+        model, scale=scale, similarity_fct=fct, directions=directions, partition_mode=mode
+    )
+    ours = FusedMultipleNegativesRankingLoss(
+        model,
+        scale=scale,
+        similarity_fct=fct,
+        directions=directions,
+        partition_mode=mode,
+        backend=backend,
+    )
     want, want_grads = _loss_and_grads(theirs, model, 2 + hard_negatives)
     got, got_grads = _loss_and_grads(ours, model, 2 + hard_negatives)
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), (got, want)
@@ -85,16 +98,21 @@ def test_contract_config_and_citation():
     model = _st_model()
     loss = FusedMultipleNegativesRankingLoss(model)
     assert loss.get_config_dict() == {
-        "scale": 20.0, "similarity_fct": "cos_sim", "gather_across_devices": False,
-        "directions": ("query_to_doc",), "partition_mode": "joint", "backend": "auto",
+        "scale": 20.0,
+        "similarity_fct": "cos_sim",
+        "gather_across_devices": False,
+        "directions": ("query_to_doc",),
+        "partition_mode": "joint",
+        "backend": "auto",
     }
     assert loss.temperature == pytest.approx(0.05)
     assert "1807.03748" in loss.citation
     assert loss.model is model
     # model.similarity resolves through the model's similarity_fn_name.
     dot_model = SentenceTransformer(modules=[TinyEncoder()], device="cpu", similarity_fn_name="dot")
-    dot = FusedMultipleNegativesRankingLoss(dot_model, scale=1.0, similarity_fct=dot_model.similarity,
-                                            backend="torch")
+    dot = FusedMultipleNegativesRankingLoss(
+        dot_model, scale=1.0, similarity_fct=dot_model.similarity, backend="torch"
+    )
     theirs = MultipleNegativesRankingLoss(dot_model, scale=1.0, similarity_fct=dot_model.similarity)
     assert torch.allclose(dot(_features(3), None), theirs(_features(3), None), rtol=1e-5)
 
@@ -102,12 +120,16 @@ def test_contract_config_and_citation():
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [
-        (dict(scale=0.0), ValueError, "scale must be a positive"),
-        (dict(similarity_fct=util.manhattan_sim), ValueError, "similarity_fct must be cosine"),
-        (dict(directions=("query_to_doc", "query_to_query")), ValueError, "directions must be"),
-        (dict(directions=("query_to_doc", "doc_to_query"), partition_mode="joint"), ValueError, "per_direction"),
-        (dict(partition_mode="both"), ValueError, "partition_mode"),
-        (dict(backend="fast"), ValueError, "backend"),
+        ({"scale": 0.0}, ValueError, "scale must be a positive"),
+        ({"similarity_fct": util.manhattan_sim}, ValueError, "similarity_fct must be cosine"),
+        ({"directions": ("query_to_doc", "query_to_query")}, ValueError, "directions must be"),
+        (
+            {"directions": ("query_to_doc", "doc_to_query"), "partition_mode": "joint"},
+            ValueError,
+            "per_direction",
+        ),
+        ({"partition_mode": "both"}, ValueError, "partition_mode"),
+        ({"backend": "fast"}, ValueError, "backend"),
     ],
 )
 def test_rejects_what_it_cannot_fuse(kwargs, exc, match):
@@ -140,8 +162,14 @@ def _tiny_bert(vocab_size):
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     return BertModel(cfg)
 
 
@@ -151,16 +179,17 @@ def _rows(n, negatives, seed=0):
     def text(k):
         return " ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (k,), generator=g).tolist())
 
-    return [{"query": text(4), "positive": text(9), "negatives": [text(9) for _ in range(negatives)]}
-            for _ in range(n)]
+    return [
+        {"query": text(4), "positive": text(9), "negatives": [text(9) for _ in range(negatives)]}
+        for _ in range(n)
+    ]
 
 
 def test_hf_trainer_recipe_trains_with_densescale_loss(tmp_path):
     pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate")
-    from transformers import TrainingArguments
-
     import densescale
     from densescale.losses import ContrastiveDataCollator, ContrastiveTrainer
+    from transformers import TrainingArguments
 
     class RecordingLoss(densescale.ContrastiveLoss):
         def forward(self, q, p, negatives=None, doc_ids=None):
@@ -174,12 +203,27 @@ def test_hf_trainer_recipe_trains_with_densescale_loss(tmp_path):
     loss = RecordingLoss(scale=20.0)
     loss.seen = []
     args = TrainingArguments(
-        output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=4, learning_rate=1e-3,
-        logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, remove_unused_columns=False,
-        dataloader_num_workers=0, seed=0,
+        output_dir=str(tmp_path / "out"),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        seed=0,
     )
-    trainer = ContrastiveTrainer(model=model, args=args, train_dataset=_rows(12, negatives=1),
-                                 processing_class=tok, loss=loss, pooling="mean", normalize=True)
+    trainer = ContrastiveTrainer(
+        model=model,
+        args=args,
+        train_dataset=_rows(12, negatives=1),
+        processing_class=tok,
+        loss=loss,
+        pooling="mean",
+        normalize=True,
+    )
     assert isinstance(trainer.data_collator, ContrastiveDataCollator)
     trainer.train()
 
@@ -196,8 +240,12 @@ def test_hf_trainer_recipe_trains_with_densescale_loss(tmp_path):
     model.eval()
     with torch.no_grad():
         got = trainer.compute_loss(model, batch)
-        out_q = model(input_ids=batch["query_input_ids"], attention_mask=batch["query_attention_mask"])
-        out_p = model(input_ids=batch["passage_input_ids"], attention_mask=batch["passage_attention_mask"])
+        out_q = model(
+            input_ids=batch["query_input_ids"], attention_mask=batch["query_attention_mask"]
+        )
+        out_p = model(
+            input_ids=batch["passage_input_ids"], attention_mask=batch["passage_attention_mask"]
+        )
 
         def pool(h, m):
             m = m.unsqueeze(-1).float()
@@ -212,7 +260,9 @@ def test_hf_trainer_recipe_trains_with_densescale_loss(tmp_path):
 def test_collator_checks_rows(tmp_path):
     from densescale.losses import ContrastiveDataCollator
 
-    collate = ContrastiveDataCollator(_tokenizer(tmp_path), query_max_length=8, passage_max_length=16)
+    collate = ContrastiveDataCollator(
+        _tokenizer(tmp_path), query_max_length=8, passage_max_length=16
+    )
     batch = collate(_rows(3, negatives=2))
     assert batch["query_input_ids"].shape[0] == 3 and batch["passage_input_ids"].shape[0] == 9
     assert batch["query_input_ids"].shape[1] <= 8 and batch["passage_input_ids"].shape[1] <= 16

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import functools
 
+import densescale
 import pytest
 import torch
 from _loss_helpers import select_backend
 from torch import nn
-
-import densescale
 
 VOCAB, WIDTH, DIM = 200, 48, 32
 STEPS = 10
@@ -44,7 +43,9 @@ def _batches(B, G, K):
 def _train(backend, *, B, G, K, symmetric, learnable):
     torch.manual_seed(0)
     enc = TinyEncoder()
-    loss_fn = densescale.ContrastiveLoss(10.0, learnable_scale=learnable, symmetric=symmetric, backend=backend)
+    loss_fn = densescale.ContrastiveLoss(
+        10.0, learnable_scale=learnable, symmetric=symmetric, backend=backend
+    )
     opt = torch.optim.AdamW(list(enc.parameters()) + list(loss_fn.parameters()), lr=1e-2)
     losses = []
     for q_tok, p_tok, n_tok in _batches(B, G, K):
@@ -59,16 +60,22 @@ def _train(backend, *, B, G, K, symmetric, learnable):
     return losses, loss_fn.scale
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference(setup: str):
     """The torch-backend run of ``setup``, computed once for all fused backends."""
     return _train("torch", **SETUPS[setup])
 
 
 SETUPS = {
-    "in_batch_pairs": dict(B=16, G=1, K=0, symmetric=False, learnable=False),
-    "grouped_pool_learnable_scale": dict(B=12, G=2, K=8, symmetric=False, learnable=True),
-    "symmetric": dict(B=16, G=1, K=0, symmetric=True, learnable=True),
+    "in_batch_pairs": {"B": 16, "G": 1, "K": 0, "symmetric": False, "learnable": False},
+    "grouped_pool_learnable_scale": {
+        "B": 12,
+        "G": 2,
+        "K": 8,
+        "symmetric": False,
+        "learnable": True,
+    },
+    "symmetric": {"B": 16, "G": 1, "K": 0, "symmetric": True, "learnable": True},
 }
 
 

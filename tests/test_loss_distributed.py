@@ -8,14 +8,13 @@ import math
 import os
 import socket
 
+import densescale
+import densescale.ops.contrastive_loss as cl
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from _loss_helpers import make_reference_backend
-
-import densescale
-import densescale.ops.contrastive_loss as cl
 from densescale.losses.distributed import gathered_contrastive_loss
 
 WORLD = 2
@@ -46,14 +45,18 @@ def _full_batch(G, K, ids, dtype, seed):
     gen = torch.Generator().manual_seed(seed)
     n = WORLD * B
     q = torch.nn.functional.normalize(torch.randn(n, D, generator=gen, dtype=torch.float64), dim=1)
-    p = torch.nn.functional.normalize(torch.randn(n * G, D, generator=gen, dtype=torch.float64), dim=1)
+    p = torch.nn.functional.normalize(
+        torch.randn(n * G, D, generator=gen, dtype=torch.float64), dim=1
+    )
     p[::G] += 0.5 * q
     neg = torch.randn(WORLD * K, D, generator=gen, dtype=torch.float64) if K else None
     # Few distinct ids, so duplicates occur within and across ranks.
     ids_p = torch.randint(0, n * G // 2, (n * G,), generator=gen) if ids else None
-    ids_neg = torch.randint(0, n * G // 2, (WORLD * K,), generator=gen) if ids == "full" and K else None
-    cast = (lambda t: None if t is None else t.to(dtype))
-    return cast(q), cast(p), cast(neg), ids_p, ids_neg
+    ids_neg = (
+        torch.randint(0, n * G // 2, (WORLD * K,), generator=gen) if ids == "full" and K else None
+    )
+    neg = None if neg is None else neg.to(dtype)
+    return q.to(dtype), p.to(dtype), neg, ids_p, ids_neg
 
 
 def _leaf(t):
@@ -75,27 +78,59 @@ def _close(a, b, tol, what):
 def _check_case(rank, backend, dtype, tol, name, reduction):
     G, K, in_batch, symmetric, ids = CASES[name]
     q_all, p_all, neg_all, ids_p, ids_neg = _full_batch(G, K, ids, dtype, seed=len(name))
-    rows, cand_rows, neg_rows = slice(rank * B, (rank + 1) * B), slice(rank * B * G, (rank + 1) * B * G), slice(rank * K, (rank + 1) * K)
+    rows, cand_rows, neg_rows = (
+        slice(rank * B, (rank + 1) * B),
+        slice(rank * B * G, (rank + 1) * B * G),
+        slice(rank * K, (rank + 1) * K),
+    )
 
     # This rank: its own slice of everything.
     q, p = _leaf(q_all[rows]), _leaf(p_all[cand_rows])
     neg = _leaf(neg_all[neg_rows]) if K else None
     local_ids = None
     if ids:
-        local_ids = ids_p[cand_rows] if ids_neg is None else torch.cat([ids_p[cand_rows], ids_neg[neg_rows]])
-    scale = torch.tensor(7.0, dtype=torch.float32 if dtype != torch.float64 else torch.float64, requires_grad=True)
-    loss = gathered_contrastive_loss(q, p, negatives=neg, doc_ids=local_ids, scale=scale, in_batch=in_batch,
-                                     symmetric=symmetric, reduction=reduction, backend=backend)
+        local_ids = (
+            ids_p[cand_rows]
+            if ids_neg is None
+            else torch.cat([ids_p[cand_rows], ids_neg[neg_rows]])
+        )
+    scale = torch.tensor(
+        7.0, dtype=torch.float32 if dtype != torch.float64 else torch.float64, requires_grad=True
+    )
+    loss = gathered_contrastive_loss(
+        q,
+        p,
+        negatives=neg,
+        doc_ids=local_ids,
+        scale=scale,
+        in_batch=in_batch,
+        symmetric=symmetric,
+        reduction=reduction,
+        backend=backend,
+    )
     loss.backward()
 
     # One process on the concatenated batch (plain reference, float64).
-    qf, pf, nf = _leaf(q_all.double()), _leaf(p_all.double()), _leaf(None if neg_all is None else neg_all.double())
+    qf, pf, nf = (
+        _leaf(q_all.double()),
+        _leaf(p_all.double()),
+        _leaf(None if neg_all is None else neg_all.double()),
+    )
     full_ids = None
     if ids:
         full_ids = ids_p if ids_neg is None else torch.cat([ids_p, ids_neg])
     sf = torch.tensor(7.0, dtype=torch.float64, requires_grad=True)
-    single = densescale.contrastive_loss(qf, pf, negatives=nf, doc_ids=full_ids, scale=sf, in_batch=in_batch,
-                                         symmetric=symmetric, reduction=reduction, backend="torch")
+    single = densescale.contrastive_loss(
+        qf,
+        pf,
+        negatives=nf,
+        doc_ids=full_ids,
+        scale=sf,
+        in_batch=in_batch,
+        symmetric=symmetric,
+        reduction=reduction,
+        backend="torch",
+    )
     single.backward()
 
     what = f"[{backend} {name} {reduction} rank {rank}]"
@@ -125,7 +160,12 @@ def _check_module(rank, backend, dtype, tol):
     single = ref_mod(qf, pf)
     single.backward()
     _close(_all_sum(loss) / WORLD, single.detach(), tol, f"[{backend} module] loss")
-    _close(_all_sum(mod.log_scale.grad), WORLD * ref_mod.log_scale.grad, tol, f"[{backend} module] dlog_scale")
+    _close(
+        _all_sum(mod.log_scale.grad),
+        WORLD * ref_mod.log_scale.grad,
+        tol,
+        f"[{backend} module] dlog_scale",
+    )
     _close(p.grad, WORLD * pf.grad[cand_rows], tol, f"[{backend} module] dp")
 
 
@@ -137,17 +177,22 @@ def _check_layout_mismatch(rank):
         gathered_contrastive_loss(q, p, backend="torch")
     k = 2 + rank
     with pytest.raises(ValueError, match=r"same K \(negatives\)"):
-        gathered_contrastive_loss(torch.randn(4, D), torch.randn(4, D), negatives=torch.randn(k, D), backend="torch")
+        gathered_contrastive_loss(
+            torch.randn(4, D), torch.randn(4, D), negatives=torch.randn(k, D), backend="torch"
+        )
 
 
 def _worker(rank: int, port: int, backends: list[str]) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group(
+        "gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60)
+    )
     try:
         for name in backends:
-            if name == "protocol":  # the reference backend behind the fused Function, as backend="cpp"
+            # "protocol": the reference backend behind the fused Function, run as backend="cpp".
+            if name == "protocol":
                 ref = make_reference_backend()
                 cl.load_backend = lambda _n, ref=ref: ref
                 backend = "cpp"

@@ -19,7 +19,14 @@ _LAZY = {
     "all_gather_with_grad": "densescale.losses.distributed",
 }
 
-__all__ = ["ContrastiveLoss", *sorted(_LAZY)]
+__all__ = [
+    "ContrastiveDataCollator",
+    "ContrastiveLoss",
+    "ContrastiveTrainer",
+    "FusedMultipleNegativesRankingLoss",
+    "all_gather_with_grad",
+    "gathered_contrastive_loss",
+]
 
 
 def __getattr__(name: str):

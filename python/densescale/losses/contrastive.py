@@ -53,7 +53,11 @@ class ContrastiveLoss(nn.Module):
         process_group: Any = None,
     ) -> None:
         super().__init__()
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        if (
+            isinstance(scale, bool)
+            or not isinstance(scale, (int, float))
+            or not math.isfinite(scale)
+        ):
             raise TypeError(f"scale must be a finite float, got {scale!r}")
         V.check_choice("reduction", reduction, REDUCTIONS)
         V.check_choice("backend", backend, V.BACKENDS)
@@ -97,21 +101,25 @@ class ContrastiveLoss(nn.Module):
         doc_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Loss of queries q (B, D) against candidates p (B*G, D) (+ negatives (K, D))."""
-        kwargs = dict(
-            negatives=negatives,
-            in_batch=self.in_batch,
-            scale=self.current_scale(),
-            symmetric=self.symmetric,
-            doc_ids=doc_ids,
-            reduction=self.reduction,
-            backend=self.backend,
-        )
+        kwargs = {
+            "negatives": negatives,
+            "in_batch": self.in_batch,
+            "scale": self.current_scale(),
+            "symmetric": self.symmetric,
+            "doc_ids": doc_ids,
+            "reduction": self.reduction,
+            "backend": self.backend,
+        }
         if self.gather and distributed_world_size(self.process_group) > 1:
             return gathered_contrastive_loss(q, p, group=self.process_group, **kwargs)
         return contrastive_loss(q, p, **kwargs)
 
     def extra_repr(self) -> str:
-        scale = f"learnable, init={self.init_scale}, max={self.max_scale}" if self.learnable_scale else self.init_scale
+        scale = (
+            f"learnable, init={self.init_scale}, max={self.max_scale}"
+            if self.learnable_scale
+            else self.init_scale
+        )
         return (
             f"scale={scale}, in_batch={self.in_batch}, symmetric={self.symmetric}, "
             f"reduction={self.reduction!r}, backend={self.backend!r}, gather={self.gather}"

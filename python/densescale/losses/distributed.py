@@ -34,7 +34,7 @@ from densescale.ops.contrastive_loss import (
     doc_id_padding_value,
 )
 
-__all__ = ["all_gather_with_grad", "gathered_contrastive_loss", "distributed_world_size"]
+__all__ = ["all_gather_with_grad", "distributed_world_size", "gathered_contrastive_loss"]
 
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
 
@@ -99,8 +99,15 @@ def _check_same_layout(
         device=q.device,
     )
     rows = _all_gather_plain(meta[None], group).cpu().tolist()
-    names = ("B (queries)", "G (group size)", "K (negatives)", "D", "doc_ids given",
-             "doc_ids covering the negatives", "dtype")
+    names = (
+        "B (queries)",
+        "G (group size)",
+        "K (negatives)",
+        "D",
+        "doc_ids given",
+        "doc_ids covering the negatives",
+        "dtype",
+    )
     for col, name in enumerate(names):
         values = [r[col] for r in rows]
         if len(set(values)) > 1:

@@ -46,7 +46,9 @@ __all__ = ["ContrastiveDataCollator", "ContrastiveTrainer", "pool_hidden_states"
 POOLINGS = ("mean", "cls")
 
 
-def pool_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+def pool_hidden_states(
+    hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str
+) -> torch.Tensor:
     """(B, L, H) token states -> (B, H): mean over non-padding tokens, or the first ([CLS]) token."""
     if pooling == "cls":
         return hidden[:, 0]
@@ -58,7 +60,9 @@ class ContrastiveDataCollator:
     """Tokenise rows ``{"query": str, "positive": str, "negatives": [str, ...]}`` (negatives
     optional, the same number in every row) into the tensors ``ContrastiveTrainer`` reads."""
 
-    def __init__(self, tokenizer: Any, query_max_length: int = 32, passage_max_length: int = 180) -> None:
+    def __init__(
+        self, tokenizer: Any, query_max_length: int = 32, passage_max_length: int = 180
+    ) -> None:
         self.tokenizer = tokenizer
         self.query_max_length = query_max_length
         self.passage_max_length = passage_max_length
@@ -67,15 +71,29 @@ class ContrastiveDataCollator:
         for i, row in enumerate(rows):
             missing = {"query", "positive"} - set(row)
             if missing:
-                raise ValueError(f"row {i} of the batch lacks {sorted(missing)}; rows need 'query' and 'positive'")
+                raise ValueError(
+                    f"row {i} of the batch lacks {sorted(missing)}; rows need 'query' and 'positive'"
+                )
         n_neg = {len(row.get("negatives", ())) for row in rows}
         if len(n_neg) > 1:
-            raise ValueError(f"every row needs the same number of 'negatives', got counts {sorted(n_neg)}")
+            raise ValueError(
+                f"every row needs the same number of 'negatives', got counts {sorted(n_neg)}"
+            )
         passages = [text for row in rows for text in [row["positive"], *row.get("negatives", ())]]
-        q = self.tokenizer([row["query"] for row in rows], padding=True, truncation=True,
-                           max_length=self.query_max_length, return_tensors="pt")
-        p = self.tokenizer(passages, padding=True, truncation=True, max_length=self.passage_max_length,
-                           return_tensors="pt")
+        q = self.tokenizer(
+            [row["query"] for row in rows],
+            padding=True,
+            truncation=True,
+            max_length=self.query_max_length,
+            return_tensors="pt",
+        )
+        p = self.tokenizer(
+            passages,
+            padding=True,
+            truncation=True,
+            max_length=self.passage_max_length,
+            return_tensors="pt",
+        )
         return {
             "query_input_ids": q["input_ids"],
             "query_attention_mask": q["attention_mask"],
@@ -105,7 +123,9 @@ class ContrastiveTrainer(Trainer):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if loss is not None and not isinstance(loss, nn.Module):
-            raise TypeError(f"loss must be a densescale ContrastiveLoss (nn.Module), got {type(loss).__name__}")
+            raise TypeError(
+                f"loss must be a densescale ContrastiveLoss (nn.Module), got {type(loss).__name__}"
+            )
         if kwargs.get("data_collator") is None and kwargs.get("processing_class") is not None:
             kwargs["data_collator"] = ContrastiveDataCollator(kwargs["processing_class"])
         super().__init__(*args, **kwargs)
@@ -114,7 +134,9 @@ class ContrastiveTrainer(Trainer):
         self.pooling = pooling
         self.normalize = normalize
 
-    def encode(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def encode(
+        self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         """(B, L) token ids -> (B, H) embeddings: model's last hidden state, pooled (and normalised)."""
         out = model(input_ids=input_ids, attention_mask=attention_mask)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]

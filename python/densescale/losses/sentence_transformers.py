@@ -39,7 +39,7 @@ _SUPPORTED_DIRECTIONS = {("query_to_doc",): False, ("query_to_doc", "doc_to_quer
 
 
 def _similarity_kind(fct: Callable) -> str:
-    """"cosine" or "dot" for the similarity functions a fused dot-product loss can reproduce."""
+    """Return "cosine" or "dot" for the similarity functions a fused dot-product loss can reproduce."""
     name = getattr(fct, "__name__", type(fct).__name__)
     if name == "similarity" and hasattr(getattr(fct, "__self__", None), "similarity_fn_name"):
         name = str(fct.__self__.similarity_fn_name)  # model.similarity: resolve to its function
@@ -116,21 +116,32 @@ class FusedMultipleNegativesRankingLoss(nn.Module):
             return _embed_columns(self.model, features)
         return [self.model(f)["sentence_embedding"] for f in features]
 
-    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None) -> Tensor:
+    def forward(
+        self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None
+    ) -> Tensor:
         """Mean loss over the anchors of the batch (``labels`` are unused, as in sentence-transformers)."""
         return self.compute_loss_from_embeddings(self.embed(sentence_features), labels)
 
-    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
+    def compute_loss_from_embeddings(
+        self, embeddings: list[Tensor], labels: Tensor | None = None
+    ) -> Tensor:
         """embeddings: [anchors (B, D), positives (B, D), negatives_1 (B, D), ...]."""
         if len(embeddings) < 2:
-            raise ValueError(f"expected at least 2 columns (anchor, positive), got {len(embeddings)}")
+            raise ValueError(
+                f"expected at least 2 columns (anchor, positive), got {len(embeddings)}"
+            )
         q, p = embeddings[0], embeddings[1]
         negatives = torch.cat(embeddings[2:]) if len(embeddings) > 2 else None
         if self._normalize:
             q, p = F.normalize(q, dim=-1), F.normalize(p, dim=-1)
             negatives = None if negatives is None else F.normalize(negatives, dim=-1)
-        kwargs = dict(negatives=negatives, scale=self.scale, symmetric=self.symmetric,
-                      reduction="mean", backend=self.backend)
+        kwargs = {
+            "negatives": negatives,
+            "scale": self.scale,
+            "symmetric": self.symmetric,
+            "reduction": "mean",
+            "backend": self.backend,
+        }
         if self.gather_across_devices and distributed_world_size() > 1:
             return gathered_contrastive_loss(q, p, **kwargs)
         return contrastive_loss(q, p, **kwargs)
@@ -138,7 +149,9 @@ class FusedMultipleNegativesRankingLoss(nn.Module):
     def get_config_dict(self) -> dict[str, Any]:
         return {
             "scale": self.scale,
-            "similarity_fct": getattr(self.similarity_fct, "__name__", type(self.similarity_fct).__name__),
+            "similarity_fct": getattr(
+                self.similarity_fct, "__name__", type(self.similarity_fct).__name__
+            ),
             "gather_across_devices": self.gather_across_devices,
             "directions": self.directions,
             "partition_mode": self.partition_mode,

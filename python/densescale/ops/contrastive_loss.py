@@ -18,8 +18,9 @@ import functools
 import importlib
 import math
 import os
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -28,13 +29,13 @@ from densescale._native import has_native
 from densescale.ops._loss_spec import LossOptions, reference_loss_per_query
 
 __all__ = [
-    "contrastive_loss",
     "check_loss_inputs",
     "compute_loss",
-    "load_backend",
-    "resolve_backend",
-    "pad_doc_ids",
+    "contrastive_loss",
     "doc_id_padding_value",
+    "load_backend",
+    "pad_doc_ids",
+    "resolve_backend",
 ]
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -53,7 +54,7 @@ _INSTALL_HINTS = {
 # ----------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _import_backend(name: str) -> ModuleType | str:
     """The backend module, or the reason it cannot be imported (cached: "auto" asks every call)."""
     if name == "cpp" and not has_native():
@@ -142,19 +143,21 @@ def _check_scale(scale: object) -> float | torch.Tensor:
             raise ValueError(f"scale must be finite, got {scale.detach().item()}")
         return scale
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise TypeError(f"scale must be a float or a 0-d floating tensor, got {type(scale).__name__}")
+        raise TypeError(
+            f"scale must be a float or a 0-d floating tensor, got {type(scale).__name__}"
+        )
     if not math.isfinite(scale):
         raise ValueError(f"scale must be finite, got {scale}")
     return float(scale)
 
 
-def _check_doc_ids(
-    doc_ids: object, n_cands: int, n_neg: int, device: torch.device
-) -> torch.Tensor:
+def _check_doc_ids(doc_ids: object, n_cands: int, n_neg: int, device: torch.device) -> torch.Tensor:
     if not isinstance(doc_ids, torch.Tensor):
         raise TypeError(f"doc_ids must be a torch.Tensor of int64, got {type(doc_ids).__name__}")
     if doc_ids.dtype != torch.int64:
-        raise TypeError(f"doc_ids must have dtype int64, got {str(doc_ids.dtype).replace('torch.', '')}")
+        raise TypeError(
+            f"doc_ids must have dtype int64, got {str(doc_ids.dtype).replace('torch.', '')}"
+        )
     lengths = (n_cands,) if n_neg == 0 else (n_cands, n_cands + n_neg)
     if doc_ids.dim() != 1 or doc_ids.shape[0] not in lengths:
         expected = " or ".join(str(n) for n in lengths)
@@ -163,7 +166,9 @@ def _check_doc_ids(
             f"{', optionally + K negatives' if n_neg else ''}), got shape {tuple(doc_ids.shape)}"
         )
     if doc_ids.device != device:
-        raise ValueError(f"doc_ids is on {doc_ids.device} but q is on {device}; all inputs must share one device")
+        raise ValueError(
+            f"doc_ids is on {doc_ids.device} but q is on {device}; all inputs must share one device"
+        )
     return doc_ids.contiguous()
 
 
@@ -178,7 +183,13 @@ def check_loss_inputs(
     reduction: object,
     backend: object,
 ) -> tuple[
-    torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, float | torch.Tensor, int, str
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor | None,
+    torch.Tensor | None,
+    float | torch.Tensor,
+    int,
+    str,
 ]:
     """Validate every argument of ``contrastive_loss`` and return them ready for a backend.
 
@@ -205,7 +216,9 @@ def check_loss_inputs(
     if p.shape[1] != D:
         raise ValueError(f"p must have D={D} columns like q, got shape {tuple(p.shape)}")
     if negatives is not None and negatives.shape[1] != D:
-        raise ValueError(f"negatives must have D={D} columns like q, got shape {tuple(negatives.shape)}")
+        raise ValueError(
+            f"negatives must have D={D} columns like q, got shape {tuple(negatives.shape)}"
+        )
     if p.shape[0] % B != 0:
         raise ValueError(
             f"p must have a positive multiple of B={B} rows (B*G: each query's positive followed by "
@@ -355,7 +368,11 @@ class _BackendLoss(torch.autograd.Function):
 
 
 def _scale_value(scale: float | torch.Tensor) -> float:
-    return float(scale.detach().reshape(()).item()) if isinstance(scale, torch.Tensor) else float(scale)
+    return (
+        float(scale.detach().reshape(()).item())
+        if isinstance(scale, torch.Tensor)
+        else float(scale)
+    )
 
 
 def compute_loss(
