@@ -11,7 +11,11 @@ from torch import nn
 st = pytest.importorskip("sentence_transformers")
 from densescale.losses import FusedMultipleNegativesRankingLoss
 from sentence_transformers import SentenceTransformer, util
-from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+try:  # sentence-transformers >= 6
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+except ImportError:
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
 
 VOCAB = 60
 
@@ -211,7 +215,6 @@ def test_hf_trainer_recipe_trains_with_densescale_loss(tmp_path):
         save_strategy="no",
         report_to=[],
         use_cpu=True,
-        remove_unused_columns=False,
         dataloader_num_workers=0,
         seed=0,
     )

@@ -12,7 +12,7 @@ with the (shared) model, pool, and return ``densescale.ContrastiveLoss`` on the 
     rows = [{"query": "...", "positive": "...", "negatives": ["...", "..."]}, ...]
     trainer = ContrastiveTrainer(
         model=model,
-        args=TrainingArguments("out", remove_unused_columns=False, report_to=[]),
+        args=TrainingArguments("out", report_to=[]),
         train_dataset=rows,
         processing_class=tok,                         # builds a ContrastiveDataCollator
         loss=ContrastiveLoss(scale=20.0),             # in-batch + hard negatives, fused
