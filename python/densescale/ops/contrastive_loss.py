@@ -230,10 +230,7 @@ def check_loss_inputs(
         doc_ids = _check_doc_ids(doc_ids, B * G, K, device)
     scale = _check_scale(scale)
     resolved = resolve_backend(backend, device, q.dtype)  # type: ignore[arg-type]
-    V.check_finite("q", q)
-    V.check_finite("p", p)
-    if negatives is not None:
-        V.check_finite("negatives", negatives)
+    V.check_all_finite(q=q, p=p, negatives=negatives)
     # Kernels index rows directly; a strided view costs one copy here and keeps gradients flowing.
     q, p = q.contiguous(), p.contiguous()
     if negatives is not None:
