@@ -13,6 +13,7 @@ from _loss_helpers import (
     BACKENDS,
     assert_no_worse_than_eager,
     eager_loss_in_dtype,
+    fp32_noise_scales,
     make_case,
     make_reference_backend,
     run,
@@ -51,13 +52,17 @@ def check_against_reference(case, backend, reduction="none", dtype=torch.float32
     ref, ref_grads = run(ref_case, "torch", reduction, grad_out)
     eag, eag_grads = run_eager(eager_case, reduction, grad_out)
     assert got.dtype == torch.float32
-    assert_no_worse_than_eager(got, ref, eag, dtype, "loss")
+    B = case.q.shape[0]
+    weights = grad_out.expand(B) / (B if reduction == "mean" else 1)
+    rel_noise, dscale_noise = fp32_noise_scales(ref_case, weights)
+    assert_no_worse_than_eager(got, ref, eag, dtype, "loss", rel_noise * ref.abs().max().item())
     names = ["dq", "dp"] + (["dneg"] if case.negatives is not None else []) + ["dscale"]
     for name, g, r, e, leaf in zip(names, got_grads, ref_grads, eag_grads, got_case.leaves()):
         assert g is not None and g.dtype == leaf.dtype, (
             f"{name}: dtype {None if g is None else g.dtype}"
         )
-        assert_no_worse_than_eager(g, r, e, dtype, name)
+        noise = dscale_noise if name == "dscale" else rel_noise * r.abs().max().item()
+        assert_no_worse_than_eager(g, r, e, dtype, name, noise)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -128,15 +133,16 @@ def test_scale_100_does_not_overflow(backend, normalize):
 def test_masks_leaving_only_the_positive_give_zero_loss(backend):
     case = make_case(9, 3, 4, 16, doc_ids=None)
     same_id = torch.zeros(27 + 4, dtype=torch.int64)  # every column duplicates every positive
+    # Exactly 0 up to fp32 rounding of logits of size <= 20 * 1.5 (an unmasked negative would
+    # add O(0.1) to the loss and O(1) to the gradients).
     loss, grads = run(_with(case, doc_ids=same_id), backend, "none")
-    assert torch.allclose(loss, torch.zeros(9), atol=1e-6)
-    for g in grads:
-        assert torch.allclose(g.float(), torch.zeros_like(g.float()), atol=1e-6)
+    assert loss.abs().max().item() < 1e-5
+    assert all(g.abs().max().item() < 1e-4 for g in grads)
     # Own group only, one candidate per query, no pool: the positive alone is left.
     case1 = make_case(9, 1, 0, 16, in_batch=False)
     loss, grads = run(case1, backend, "sum")
-    assert abs(loss.item()) < 1e-6
-    assert all(g.abs().max().item() < 1e-6 for g in grads)
+    assert abs(loss.item()) < 1e-4
+    assert all(g.abs().max().item() < 1e-4 for g in grads)
 
 
 def _with(case, **changes):
