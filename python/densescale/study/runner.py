@@ -133,9 +133,10 @@ def run_cell(study: StudyConfig, cell: Cell, *, threads: int | None = None, prog
         qids = [qids[i] for i in sorted(keep)]
         qrels = {q: qrels[q] for q in qids}
     queries = collection.queries
+    corpus_ids, corpus_texts = _eval_corpus(collection.corpus, qrels, ev.pop("corpus_limit", None))
     record = evaluate(
         model, tokenizer,
-        corpus_ids=collection.corpus.ids, corpus_texts=collection.corpus,
+        corpus_ids=corpus_ids, corpus_texts=corpus_texts,
         query_ids=qids, query_texts=[queries[queries.index(q)] for q in qids], qrels=qrels,
         k=ev.get("k", 100), num_negatives=ev.get("num_negatives", 256), repeats=ev.get("repeats", 10),
         seed=0, pool_size=ev.get("pool_size") or None,
@@ -153,6 +154,25 @@ def run_cell(study: StudyConfig, cell: Cell, *, threads: int | None = None, prog
     })
     store.append(record)
     return record
+
+
+def _eval_corpus(corpus, qrels: dict, limit: int | None):
+    """The corpus a cell is evaluated on: all of it, or (``eval.corpus_limit``, for CPU-sized
+    studies) every judged passage of the split plus a seeded uniform sample of the rest up to
+    ``limit`` passages. Ranking metrics are then over that sub-corpus; the contrastive entropy is
+    unaffected by the cap as long as the pool stays much larger than K."""
+    import numpy as np
+
+    if not limit or limit >= len(corpus):
+        return corpus.ids, corpus
+    judged = {r for rel in qrels.values() for d in rel if (r := corpus.find(d)) >= 0}
+    if len(judged) > limit:
+        raise ValueError(f"eval.corpus_limit={limit} is smaller than the {len(judged)} judged passages")
+    rng = np.random.default_rng(0)
+    others = rng.choice(len(corpus), min(len(corpus), limit + len(judged)), replace=False)
+    rows = sorted(judged) + [int(i) for i in others if int(i) not in judged][: limit - len(judged)]
+    sub = corpus.select(sorted(rows))
+    return sub.ids, sub
 
 
 def _run_cell_job(study: StudyConfig, cell: Cell, threads: int | None) -> dict:
