@@ -7,14 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from densescale.data import Collection, load_beir, load_msmarco, read_jsonl_texts, read_tsv_texts
 
 
-def write_beir(root: Path, corpus: list[dict], queries: list[dict], qrels: dict[str, list[tuple]]) -> Path:
+def write_beir(
+    root: Path, corpus: list[dict], queries: list[dict], qrels: dict[str, list[tuple]]
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus), encoding="utf-8")
-    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries), encoding="utf-8")
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps(d) + "\n" for d in corpus), encoding="utf-8"
+    )
+    (root / "queries.jsonl").write_text(
+        "".join(json.dumps(q) + "\n" for q in queries), encoding="utf-8"
+    )
     (root / "qrels").mkdir(exist_ok=True)
     for split, rows in qrels.items():
         lines = ["query-id\tcorpus-id\tscore\n"] + [f"{q}\t{d}\t{r}\n" for q, d, r in rows]
@@ -29,7 +34,11 @@ def beir(tmp_path: Path) -> Path:
         {"_id": "d2", "title": "", "text": "Dogs bark. Loudly!"},
         {"_id": 3, "text": "Birds sing."},
     ]
-    queries = [{"_id": "q1", "text": "what purrs"}, {"_id": "q2", "text": "who barks"}, {"_id": "q3", "text": "x"}]
+    queries = [
+        {"_id": "q1", "text": "what purrs"},
+        {"_id": "q2", "text": "who barks"},
+        {"_id": "q3", "text": "x"},
+    ]
     qrels = {"train": [("q1", "d1", 1), ("q1", "d2", 0), ("q2", "d2", 2)], "test": [("q3", "3", 1)]}
     return write_beir(tmp_path / "tiny", corpus, queries, qrels)
 
@@ -44,7 +53,7 @@ def test_load_beir(beir: Path):
     assert c.qrels("train") == {"q1": {"d1": 1, "d2": 0}, "q2": {"d2": 2}}
     assert c.qrels("test") == {"q3": {"3": 1}}
     np.testing.assert_array_equal(c.positive_rows("train"), [0, 1])
-    assert list(load_beir(beir, title=False).corpus)[0] == "Cats purr."
+    assert next(iter(load_beir(beir, title=False).corpus)) == "Cats purr."
     with pytest.raises(ValueError, match="split must be one of"):
         c.qrels("dev")
 
@@ -83,7 +92,9 @@ def test_beir_missing_parts(tmp_path: Path, beir: Path):
 
 def test_jsonl_metadata(tmp_path: Path):
     p = tmp_path / "q.jsonl"
-    p.write_text('{"_id": "a", "text": "t", "metadata": {"split": "dev"}}\n{"_id": "b", "text": "u"}\n')
+    p.write_text(
+        '{"_id": "a", "text": "t", "metadata": {"split": "dev"}}\n{"_id": "b", "text": "u"}\n'
+    )
     texts, meta = read_jsonl_texts(p, meta_field="split")
     assert list(texts) == ["t", "u"] and meta == ["dev", ""]
 
@@ -91,8 +102,12 @@ def test_jsonl_metadata(tmp_path: Path):
 def _msmarco(tmp_path: Path) -> tuple[Path, Path, Path, Path, Path]:
     col = tmp_path / "collection.tsv"
     col.write_bytes(
-        "".join(f"{i}\tpassage {i} with ünïcode {'y' * (i % 5)}\r\n" if i % 3 == 0 else f"{i}\tpassage {i}\n"
-                for i in range(40)).encode()
+        "".join(
+            f"{i}\tpassage {i} with ünïcode {'y' * (i % 5)}\r\n"
+            if i % 3 == 0
+            else f"{i}\tpassage {i}\n"
+            for i in range(40)
+        ).encode()
     )
     qtrain = tmp_path / "queries.train.tsv"
     qtrain.write_text("100\tfirst query\n101\tsecond query\n")
@@ -108,7 +123,11 @@ def _msmarco(tmp_path: Path) -> tuple[Path, Path, Path, Path, Path]:
 def test_load_msmarco(tmp_path: Path):
     col, qtrain, qdev, rtrain, rdev = _msmarco(tmp_path)
     c = load_msmarco(col, [qtrain, qdev], {"train": rtrain, "dev": rdev})
-    assert len(c.corpus) == 40 and c.corpus[3] == "passage 3 with ünïcode yyy" and c.corpus[4] == "passage 4"
+    assert (
+        len(c.corpus) == 40
+        and c.corpus[3] == "passage 3 with ünïcode yyy"
+        and c.corpus[4] == "passage 4"
+    )
     assert c.corpus.index("39") == 39
     assert list(c.queries.ids) == ["100", "101", "200"] and c.queries[2] == "dev query"
     assert c.qrels("train") == {"100": {"3": 1}, "101": {"7": 1, "8": 1}}
@@ -122,7 +141,9 @@ def test_load_msmarco(tmp_path: Path):
 def test_tsv_blocks_agree_with_a_plain_parse(tmp_path: Path, block: int):
     col = _msmarco(tmp_path)[0]
     t = read_tsv_texts(col, block_bytes=block)
-    expected = [line.rstrip("\r").split("\t") for line in col.read_text(encoding="utf-8").splitlines()]
+    expected = [
+        line.rstrip("\r").split("\t") for line in col.read_text(encoding="utf-8").splitlines()
+    ]
     assert list(t.ids) == [e[0] for e in expected]
     assert list(t) == [e[1] for e in expected]
 
@@ -160,5 +181,7 @@ def test_tsv_invalid_utf8_names_line(tmp_path: Path):
 def test_msmarco_qrels_unknown_query(tmp_path: Path):
     col, qtrain, _, rtrain, _ = _msmarco(tmp_path)
     rtrain.write_text("100 0 3 1\n999 0 7 1\n")
-    with pytest.raises(ValueError, match=r"qrels\.train\.tsv:2: query id '999' is not in the queries"):
+    with pytest.raises(
+        ValueError, match=r"qrels\.train\.tsv:2: query id '999' is not in the queries"
+    ):
         load_msmarco(col, qtrain, rtrain).qrels("train")

@@ -6,7 +6,6 @@ import tracemalloc
 
 import numpy as np
 import pytest
-
 from densescale.data import Texts, read_tsv_texts
 
 
@@ -65,9 +64,19 @@ def test_empty_and_odd_ids():
 
 def test_bad_construction():
     with pytest.raises(TypeError, match="text_buffer"):
-        Texts(np.zeros(3, np.int32), np.zeros(1, np.int64), np.zeros(0, np.uint8), np.zeros(1, np.int64))
+        Texts(
+            np.zeros(3, np.int32),
+            np.zeros(1, np.int64),
+            np.zeros(0, np.uint8),
+            np.zeros(1, np.int64),
+        )
     with pytest.raises(ValueError, match="text_offsets"):
-        Texts(np.zeros(3, np.uint8), np.array([0, 2], np.int64), np.zeros(0, np.uint8), np.array([0, 0], np.int64))
+        Texts(
+            np.zeros(3, np.uint8),
+            np.array([0, 2], np.int64),
+            np.zeros(0, np.uint8),
+            np.array([0, 0], np.int64),
+        )
     with pytest.raises(ValueError, match="same length"):
         Texts.from_pairs(["a"], ["x", "y"])
 
@@ -78,8 +87,7 @@ def test_memory_layout_holds_no_per_item_strings(tmp_path):
     n = 60_000
     path = tmp_path / "collection.tsv"
     with open(path, "w", encoding="utf-8") as f:
-        for i in range(n):
-            f.write(f"{i}\tshort passage number {i}\n")
+        f.writelines(f"{i}\tshort passage number {i}\n" for i in range(n))
     raw = path.stat().st_size
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
