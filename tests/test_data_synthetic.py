@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,24 @@ def test_oracle_is_below_chance_and_beats_worse_scorers(folder: Path):
     oracle_ce = oracle["splits"]["test"]["oracle_ce"]
     assert oracle_ce < topic_ce < chance < random_ce
     assert topic_ce - oracle_ce > 0.1
+
+
+def test_likelihood_is_the_same_in_query_groups(monkeypatch):
+    """Many distinct queries are scored in groups (to bound memory); grouping changes nothing."""
+    # densescale.data.synthetic is the function; the module is reached through sys.modules
+    synthetic_module = sys.modules[generate_synthetic.__module__]
+    data = generate_synthetic(SyntheticConfig(**SMALL))
+    rng = np.random.default_rng(0)
+    q = rng.integers(0, SMALL["num_train_queries"], 5000)
+    p = rng.integers(0, SMALL["num_passages"], 5000)
+    whole = data.query_log_likelihood("train", q, p)
+    monkeypatch.setattr(synthetic_module, "_BITMAP_BYTES", 7 * SMALL["num_passages"])
+    grouped = data.query_log_likelihood("train", q, p)
+    np.testing.assert_array_equal(whole, grouped)
+    one_by_one = [
+        data.query_log_likelihood("train", q[i : i + 1], p[i : i + 1])[0] for i in range(50)
+    ]
+    np.testing.assert_allclose(whole[:50], one_by_one, rtol=1e-13)
 
 
 def test_protocol_analytic_cases():

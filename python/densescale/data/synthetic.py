@@ -55,7 +55,7 @@ import scipy.sparse as sp
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "dev", "test")
-_SIG_MULT = 2654435761  # Knuth's multiplicative hash spreads word ids over the 256 signature bits
+_BITMAP_BYTES = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ class SyntheticData:
     passage_tokens: np.ndarray  # (P, Lmax) int32, -1 padded
     passage_lengths: np.ndarray  # (P,)
     content_csr: sp.csr_matrix  # (P, V) counts of each word among a passage's content tokens
-    content_signature: np.ndarray  # (P, 32) uint8: bit (w * _SIG_MULT) & 255 set for content words
+    content_csc: sp.csc_matrix  # the same as CSC: the postings (passages) of each word
     content_totals: np.ndarray  # (P,) number of content tokens
     positives: dict[str, np.ndarray]  # split -> (n,) passage row of each query
     query_tokens: dict[str, np.ndarray]  # split -> (n, Qmax) int32, -1 padded
@@ -202,41 +202,79 @@ class SyntheticData:
         self, split: str, query_rows: np.ndarray, passage_rows: np.ndarray
     ) -> np.ndarray:
         """``log P(q | p) = sum_{w in q} log Q(w | p)`` for pairs (query_rows[i] of ``split``,
-        passage_rows[i]), float64 (M,)."""
+        passage_rows[i]), float64 (M,).
+
+        Computed sparsely: ``Q(w|p) = mu_noise * bg(w)`` unless p copies w or one of p's topics
+        holds w, so ``log P(q|p) = sum_w log(mu_noise bg(w)) + sum over the few (w, p) with a copy
+        or topic term of log(Q(w|p) / (mu_noise bg(w)))``. Pairs with neither are found without
+        per-word work: topic hits through a per-query topic bitmap, copy hits through the
+        postings of the query's content words.
+        """
         c = self.config
-        qt = self.query_tokens[split][np.asarray(query_rows, np.int64)]  # (M, Qmax)
+        query_rows = np.asarray(query_rows, np.int64)
         pr = np.asarray(passage_rows, np.int64)
-        valid = qt >= 0
-        w = np.where(valid, qt, 0).astype(np.int64)
-        # topic term: per distinct query, a (T, Qmax) table of topic_t(w) for its words, so the
-        # per-pair gathers read Qmax contiguous values
-        uq, inv = np.unique(np.asarray(query_rows, np.int64), return_inverse=True)
-        uw = np.maximum(self.query_tokens[split][uq], 0)
-        T = self.topic_probs.shape[0]
-        qtab = np.ascontiguousarray(self.topic_probs[:, uw].transpose(1, 0, 2)).reshape(
-            len(uq) * T, -1
-        )
-        base = inv * T
-        topic = np.zeros(w.shape, dtype=np.float64)
-        for j in range(self.passage_topics.shape[1]):
-            topic += self.passage_theta[pr, j, None] * np.take(
-                qtab, base + self.passage_topics[pr, j], axis=0
+        if query_rows.shape != pr.shape or query_rows.ndim != 1:
+            raise ValueError(
+                f"query_rows and passage_rows must be 1-d of one length, got {query_rows.shape} "
+                f"and {pr.shape}"
             )
-        # copy term: counts of w among p's content tokens. A 256-bit signature of each passage's
-        # content words rules out most pairs cheaply; the rest are CSR lookups (a binary search)
-        bucket = (w * _SIG_MULT) & 255
-        sig = np.take(self.content_signature.ravel(), pr[:, None] * 32 + (bucket >> 3))
-        maybe = valid & ((sig >> (bucket & 7).astype(np.uint8)) & 1).astype(bool)
-        counts = np.zeros(w.shape, dtype=np.float64)
-        rr, kk = np.nonzero(maybe)
-        if len(rr):
-            counts[rr, kk] = np.asarray(self.content_csr[pr[rr], w[rr, kk]]).ravel()
-        totals = self.content_totals[pr, None]
+        P, T = c.num_passages, self.topic_probs.shape[0]
+        uq, inv = np.unique(query_rows, return_inverse=True)
+        max_u = max(1, _BITMAP_BYTES // P)  # bounds the (distinct query, passage) bitmap
+        if len(uq) > max_u:
+            out = np.empty(len(pr), dtype=np.float64)
+            group = inv // max_u
+            for g in range(int(group.max()) + 1):
+                sel = np.flatnonzero(group == g)
+                out[sel] = self.query_log_likelihood(split, query_rows[sel], pr[sel])
+            return out
+        uqt = self.query_tokens[split][uq]  # (nu, Qmax)
+        uvalid = uqt >= 0
+        uw = np.where(uvalid, uqt, 0).astype(np.int64)
+        log_noise = np.where(uvalid, np.log(c.mu_noise * self.bg[uw]), 0.0)  # (nu, Qmax)
+        out = log_noise.sum(axis=1)[inv]
+        # topic table of each distinct query: qtab[u * T + t] = topic_t(w) for its words
+        qtab = np.ascontiguousarray(self.topic_probs[:, uw].transpose(1, 0, 2))  # (nu, T, Qmax)
+        qtab[~np.broadcast_to(uvalid[:, None, :], qtab.shape)] = 0.0
+        qhit = (qtab > 0).any(axis=2).ravel()  # (nu * T,)
+        qtab = qtab.reshape(len(uq) * T, -1)
+        slots = self.passage_topics.shape[1]
+        keys = [inv * T + self.passage_topics[pr, j] for j in range(slots)]
+        hit = np.zeros(len(pr), dtype=bool)
+        for j in range(slots):
+            hit |= qhit[keys[j]] & (self.passage_theta[pr, j] > 0)
+        # copy hits: a (distinct query, passage) bitmap of the postings of each query's content words
+        csc = self.content_csc
+        lo, hi = csc.indptr[uw], csc.indptr[uw + 1]
+        lengths = np.where(uvalid, hi - lo, 0).ravel()
+        owner = np.repeat(np.repeat(np.arange(len(uq), dtype=np.int64), uw.shape[1]), lengths)
+        starts = np.repeat(lo.ravel(), lengths)
+        within = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(
+            np.cumsum(lengths) - lengths, lengths
+        )
+        holds = np.zeros(len(uq) * P, dtype=bool)
+        holds[owner * P + csc.indices[starts + within]] = True
+        hit |= holds[inv * P + pr]
+        rows = np.flatnonzero(hit)
+        if len(rows) == 0:
+            return out
+        # exact terms for the hit pairs only
+        prs, invs = pr[rows], inv[rows]
+        w, valid = uw[invs], uvalid[invs]
+        topic = np.zeros(w.shape, dtype=np.float64)
+        for j in range(slots):
+            topic += self.passage_theta[prs, j, None] * np.take(qtab, keys[j][rows], axis=0)
+        counts = np.asarray(
+            self.content_csr[np.repeat(prs, w.shape[1]), w.ravel()], dtype=np.float64
+        ).reshape(w.shape)
+        totals = self.content_totals[prs, None]
         has = totals > 0
         copy = np.where(has, counts / np.maximum(totals, 1), 0.0)
         mu_topic = np.where(has, c.mu_topic, c.mu_topic + c.mu_copy)
-        prob = c.mu_copy * copy + mu_topic * topic + c.mu_noise * self.bg[w]
-        return np.where(valid, np.log(prob), 0.0).sum(axis=1)
+        noise = c.mu_noise * self.bg[w]
+        extra = c.mu_copy * copy + mu_topic * topic
+        out[rows] += np.where(valid & (extra > 0), np.log1p(extra / noise), 0.0).sum(axis=1)
+        return out
 
     def pool(self, split: str) -> np.ndarray:
         """Negative pool of ``split``: every passage that is not one of its positives."""
@@ -387,12 +425,7 @@ def generate_synthetic(config: SyntheticConfig | None = None, **overrides) -> Sy
     content = tokens >= c.num_stopwords
     keys, counts = np.unique(tok_p[content] * V + tokens[content], return_counts=True)
     content_csr = sp.csr_matrix((counts.astype(np.float64), (keys // V, keys % V)), shape=(P, V))
-    kp, kw = keys // V, keys % V
-    kb = (kw * _SIG_MULT) & 255
-    signature = np.zeros((P, 32), dtype=np.uint8)
-    np.bitwise_or.at(
-        signature, (kp, kb >> 3), np.left_shift(np.uint8(1), (kb & 7).astype(np.uint8))
-    )
+    content_csc = content_csr.tocsc()
     totals = np.bincount(tok_p[content], minlength=P)
 
     # queries: distinct positives per split
@@ -441,7 +474,7 @@ def generate_synthetic(config: SyntheticConfig | None = None, **overrides) -> Sy
         passage_tokens=passage_tokens,
         passage_lengths=lengths,
         content_csr=content_csr,
-        content_signature=signature,
+        content_csc=content_csc,
         content_totals=totals,
         positives=positives,
         query_tokens=query_tokens,
