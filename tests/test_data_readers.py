@@ -7,7 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from densescale.data import Collection, load_beir, load_msmarco, read_jsonl_texts, read_tsv_texts
+from densescale.data import (
+    Collection,
+    Texts,
+    load_beir,
+    load_msmarco,
+    read_jsonl_texts,
+    read_tsv_texts,
+)
 
 
 def write_beir(
@@ -135,6 +142,34 @@ def test_load_msmarco(tmp_path: Path):
     single = load_msmarco(col, qtrain, rtrain)
     assert single.splits == ("train",)
     assert load_msmarco(col, qdev, rdev).splits == ("dev",)
+
+
+def test_msmarco_cache_is_memory_mapped_and_refreshed(tmp_path: Path):
+    col, qtrain, _, rtrain, _ = _msmarco(tmp_path)
+    fresh = load_msmarco(col, qtrain, rtrain)
+    first = load_msmarco(col, qtrain, rtrain, cache_dir=tmp_path / "cache")
+    second = load_msmarco(col, qtrain, rtrain, cache_dir=tmp_path / "cache")
+    assert isinstance(second.corpus.text_buffer, np.memmap)
+    assert list(second.corpus) == list(first.corpus) == list(fresh.corpus)
+    assert list(second.corpus.ids) == list(fresh.corpus.ids) and second.corpus.index("17") == 17
+    assert second.qrels("train") == fresh.qrels("train")
+    col.write_text("1\tchanged passage\n3\tx\n7\ty\n8\tz\n")
+    third = load_msmarco(col, qtrain, rtrain, cache_dir=tmp_path / "cache")
+    assert third.corpus[0] == "changed passage"
+
+
+def test_texts_save_load_round_trip(tmp_path: Path):
+    t = read_tsv_texts(_msmarco(tmp_path)[0])
+    saved = t.save(tmp_path / "saved")
+    for mmap in (True, False):
+        back = Texts.load(saved, mmap=mmap)
+        assert list(back) == list(t) and list(back.ids) == list(t.ids) and back.name == t.name
+    t.select([1, 2]).save(saved)  # replacing an older save
+    assert list(Texts.load(saved)) == [t[1], t[2]]
+    empty = Texts.from_pairs([], []).save(tmp_path / "empty")
+    assert len(Texts.load(empty)) == 0
+    with pytest.raises(FileNotFoundError, match="not a saved Texts folder"):
+        Texts.load(tmp_path)
 
 
 @pytest.mark.parametrize("block", [7, 16, 64, 1 << 20])

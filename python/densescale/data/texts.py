@@ -9,8 +9,13 @@ FNV-1a hashes of the ids, sorted, plus the permutation that sorts them (16 bytes
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import overload
 
 import numpy as np
@@ -223,6 +228,49 @@ class Texts(Sequence[str]):
     def take(self, rows: Sequence[int] | np.ndarray) -> list[str]:
         """Texts of arbitrary rows, in order."""
         return [self[int(r)] for r in np.asarray(rows, dtype=np.int64).ravel()]
+
+    # persistence ------------------------------------------------------------------------------
+    _FILES = ("text_buffer", "text_offsets", "id_buffer", "id_offsets")
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the four arrays as ``.npy`` files in folder ``path`` (built in a temp folder and
+        renamed into place, replacing an older save). ``Texts.load(path)`` maps them back."""
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+        try:
+            for name, arr in zip(self._FILES, (self._tb, self._to, self._ib, self._io)):
+                np.save(tmp / f"{name}.npy", arr)
+            meta = {"format": "densescale.Texts", "version": 1, "name": self.name, "n": len(self)}
+            (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+            if out.exists():
+                old = out.with_name(f".{out.name}.old-{os.getpid()}")
+                os.rename(out, old)
+                os.rename(tmp, out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, mmap: bool = True) -> Texts:
+        """Load a folder written by ``save``; with ``mmap`` the buffers are memory-mapped
+        (read-only, paged in on use), so even MS MARCO opens in milliseconds."""
+        root = Path(path)
+        meta_file = root / "meta.json"
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"{root} is not a saved Texts folder (no meta.json)")
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        if meta.get("format") != "densescale.Texts":
+            raise ValueError(f"{meta_file}: not a densescale.Texts folder")
+        arrays = [np.load(root / f"{n}.npy", mmap_mode="r" if mmap else None) for n in cls._FILES]
+        texts = cls(*arrays, name=meta.get("name", "texts"))
+        if len(texts) != meta.get("n"):
+            raise ValueError(f"{root}: holds {len(texts)} items, meta.json says {meta.get('n')}")
+        return texts
 
     # byte-level views (for vectorised consumers) ---------------------------------------------
     @property
