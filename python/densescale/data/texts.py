@@ -345,9 +345,6 @@ class Texts(Sequence[str]):
             raise TypeError(f"id must be str, got {type(id).__name__}")
         return int(self.indices([id])[0])
 
-    def __contains__(self, item: object) -> bool:  # membership of a text is rarely wanted: ids
-        return isinstance(item, str) and self.find(item) >= 0
-
 
 def _gather(
     buffer: np.ndarray, offsets: np.ndarray, rows: np.ndarray
