@@ -1,1 +1,56 @@
-"""densescale.data"""
+"""densescale.data: collections, readers, annotation sources and the synthetic default collection.
+
+- ``Texts``: memory-lean (id, text) sequence in one byte buffer + offsets.
+- ``Collection``, ``load_beir``, ``load_msmarco``, ``load_medquad``.
+- TREC files: ``read_qrels``, ``write_qrels``, ``read_trec_run``, ``write_trec_run``.
+- ``annotation_pairs`` (human / ict / crop / doc2query) -> ``TrainingPairs`` of ``TrainingPair``.
+- ``nested_subsets`` for data-size sweeps.
+- ``synthetic`` (seeded BEIR folder with a known generative model and oracle CE),
+  ``generate_synthetic``, ``load_synthetic``, ``read_oracle``.
+"""
+
+from __future__ import annotations
+
+from .annotations import SOURCES, TrainingPair, TrainingPairs, annotation_pairs
+from .collection import Collection, load_beir, load_msmarco
+from .medquad import load_medquad
+from .readers import read_jsonl_texts, read_tsv_texts
+from .subsets import nested_subsets
+from .synthetic import (
+    SyntheticConfig,
+    SyntheticData,
+    generate_synthetic,
+    load_synthetic,
+    protocol_contrastive_entropy,
+    read_oracle,
+    synthetic,
+)
+from .texts import Texts, TextsBuilder
+from .trec import read_qrels, read_trec_run, write_qrels, write_trec_run
+
+__all__ = [
+    "SOURCES",
+    "Collection",
+    "SyntheticConfig",
+    "SyntheticData",
+    "Texts",
+    "TextsBuilder",
+    "TrainingPair",
+    "TrainingPairs",
+    "annotation_pairs",
+    "generate_synthetic",
+    "load_beir",
+    "load_medquad",
+    "load_msmarco",
+    "load_synthetic",
+    "nested_subsets",
+    "protocol_contrastive_entropy",
+    "read_jsonl_texts",
+    "read_oracle",
+    "read_qrels",
+    "read_trec_run",
+    "read_tsv_texts",
+    "synthetic",
+    "write_qrels",
+    "write_trec_run",
+]

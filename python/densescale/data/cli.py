@@ -1,0 +1,117 @@
+"""``densescale data ...``: make the synthetic collection, describe a collection.
+
+``add_subcommand(subparsers)`` registers ``data`` on the main parser (``densescale.cli``);
+``main(argv)`` runs it standalone (``python -m densescale.data.cli``).
+
+    densescale data synthetic OUT_DIR [--num-passages N] [--num-train-queries N] [--seed S] [--set k=v]
+    densescale data info PATH        (a BEIR folder; a synthetic one also shows its oracle CE)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .collection import load_beir
+from .synthetic import SyntheticConfig, read_oracle, synthetic
+
+
+def _parse_set(items: Sequence[str]) -> dict[str, object]:
+    """``k=v`` pairs for ``SyntheticConfig`` fields, converted to the field's type."""
+    fields = {f.name: f.type for f in dataclasses.fields(SyntheticConfig)}
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(
+                f"--set expects FIELD=VALUE with FIELD in {sorted(fields)}, got {item!r}"
+            )
+        kind = fields[key]
+        try:
+            out[key] = int(value) if kind == "int" else float(value)
+        except ValueError:
+            raise ValueError(f"--set {key} expects a number, got {value!r}") from None
+    return out
+
+
+def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("data", help="make or describe collections")
+    actions = parser.add_subparsers(dest="data_action", required=True)
+    syn = actions.add_parser("synthetic", help="write the seeded synthetic BEIR collection")
+    syn.add_argument("out_dir", type=Path)
+    defaults = SyntheticConfig()
+    syn.add_argument("--num-passages", type=int, default=defaults.num_passages)
+    syn.add_argument("--num-train-queries", type=int, default=defaults.num_train_queries)
+    syn.add_argument("--num-dev", type=int, default=defaults.num_dev)
+    syn.add_argument("--num-test", type=int, default=defaults.num_test)
+    syn.add_argument("--seed", type=int, default=defaults.seed)
+    syn.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any other SyntheticConfig field, e.g. --set vocab_size=5000",
+    )
+    info = actions.add_parser(
+        "info", help="sizes of a BEIR collection (and a synthetic one's oracle)"
+    )
+    info.add_argument("path", type=Path)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.data_action == "synthetic":
+        path = synthetic(
+            args.out_dir,
+            num_passages=args.num_passages,
+            num_train_queries=args.num_train_queries,
+            num_dev=args.num_dev,
+            num_test=args.num_test,
+            seed=args.seed,
+            **_parse_set(args.set),
+        )
+        oracle = read_oracle(path)
+        record = {
+            "path": str(path),
+            "chance": oracle["chance"],
+            "oracle_ce": {s: v["oracle_ce"] for s, v in oracle["splits"].items()},
+        }
+    else:
+        c = load_beir(args.path)
+        record = {
+            "path": str(c.path),
+            "name": c.name,
+            "passages": len(c.corpus),
+            "queries": len(c.queries),
+            "splits": {},
+        }
+        for split in c.splits:
+            qrels = c.qrels(split)
+            pairs = sum(1 for docs in qrels.values() for r in docs.values() if r > 0)
+            record["splits"][split] = {"queries": len(qrels), "pairs": pairs}
+        if (c.path / "oracle.json").is_file():
+            oracle = read_oracle(c.path)
+            record["chance"] = oracle["chance"]
+            record["oracle_ce"] = {s: v["oracle_ce"] for s, v in oracle["splits"].items()}
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="densescale")
+    add_subcommand(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

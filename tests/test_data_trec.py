@@ -1,0 +1,130 @@
+"""TREC qrels and run files: reading, writing, round trip, malformed lines, atomic writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from densescale.data import Texts, read_qrels, read_trec_run, write_qrels, write_trec_run
+
+
+def test_read_trec_and_beir_qrels(tmp_path: Path):
+    trec = tmp_path / "qrels.trec"
+    trec.write_text("q1 0 d1 1\nq1 0 d2 0\n\nq2 Q0 d3 2\n")
+    beir = tmp_path / "test.tsv"
+    beir.write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t0\nq2\td3\t2\n")
+    expected = {"q1": {"d1": 1, "d2": 0}, "q2": {"d3": 2}}
+    assert read_qrels(trec) == expected
+    assert read_qrels(beir) == expected
+
+
+@pytest.mark.parametrize("fmt", ["beir", "trec"])
+def test_qrels_round_trip(tmp_path: Path, fmt: str):
+    qrels = {"q1": {"d1": 1, "d7": 0}, "q2": {"d3": 2}}
+    assert read_qrels(write_qrels(tmp_path / "q.tsv", qrels, format=fmt)) == qrels
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "message"),
+    [
+        ("q1 0 d1 1\nq1 0 d2\n", 2, "expected 4 fields"),
+        ("q1 0 d1 1\nq1 0 d2 high\n", 2, "relevance must be an integer"),
+        ("q1 0 d1 1\nq1 0 d1 2\n", 2, r"\(q1, d1\) listed again"),
+        ("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\n", 3, "expected 3 fields"),
+        ("q1 d1\n", 1, "expected 4 fields"),
+    ],
+)
+def test_qrels_malformed(tmp_path: Path, content: str, line: int, message: str):
+    p = tmp_path / "qrels.txt"
+    p.write_text(content)
+    with pytest.raises(ValueError, match=rf"qrels\.txt:{line}: {message}"):
+        read_qrels(p)
+
+
+def test_qrels_empty(tmp_path: Path):
+    p = tmp_path / "qrels.txt"
+    p.write_text("query-id\tcorpus-id\tscore\n")
+    with pytest.raises(ValueError, match="no judgements"):
+        read_qrels(p)
+
+
+def test_write_and_read_run_round_trip(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    docids = Texts.from_pairs([f"doc{i}" for i in range(50)], ["t"] * 50).ids
+    scores = np.sort(rng.standard_normal((3, 5)).astype(np.float32), axis=1)[:, ::-1].copy()
+    ids = rng.choice(50, size=(3, 5), replace=False).astype(np.int64)
+    ids[1, 3:] = -1  # fewer than k results for q2
+    path = write_trec_run(tmp_path / "run.trec", ["q1", "q2", "q3"], docids, scores, ids, tag="t1")
+    lines = path.read_text().splitlines()
+    assert len(lines) == 13
+    first = lines[0].split()
+    assert first[:4] == ["q1", "Q0", f"doc{ids[0, 0]}", "1"] and first[5] == "t1"
+    run = read_trec_run(path)
+    assert set(run) == {"q1", "q2", "q3"} and len(run["q2"]) == 3
+    for r, qid in enumerate(["q1", "q2", "q3"]):
+        for j in range(5):
+            if ids[r, j] >= 0:
+                assert (
+                    np.float32(run[qid][f"doc{ids[r, j]}"]) == scores[r, j]
+                )  # float32 round-trips
+    # torch tensors are accepted and give the same file
+    again = write_trec_run(
+        tmp_path / "run2.trec",
+        ["q1", "q2", "q3"],
+        docids,
+        torch.from_numpy(scores),
+        torch.from_numpy(ids),
+        tag="t1",
+    )
+    assert again.read_text() == path.read_text()
+
+
+def test_write_run_agrees_with_pytrec_eval_parse(tmp_path: Path):
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    docids = [f"d{i}" for i in range(4)]
+    scores = np.array([[3.0, 2.0, 1.0]], dtype=np.float64)
+    ids = np.array([[2, 0, 3]])
+    run = read_trec_run(write_trec_run(tmp_path / "r.trec", ["q"], docids, scores, ids))
+    qrels = {"q": {"d0": 1}}
+    ev = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"})
+    assert ev.evaluate(run)["q"]["recip_rank"] == pytest.approx(0.5)
+
+
+def test_write_run_bad_input_leaves_old_file(tmp_path: Path):
+    path = tmp_path / "run.trec"
+    path.write_text("old content\n")
+    docids = ["a", "b"]
+    s = np.zeros((1, 2), np.float32)
+    with pytest.raises(ValueError, match="ids must be -1 or rows of docids"):
+        write_trec_run(path, ["q"], docids, s, np.array([[0, 2]]))
+    with pytest.raises(ValueError, match="ids must have the shape"):
+        write_trec_run(path, ["q"], docids, s, np.array([0, 1]))
+    with pytest.raises(ValueError, match="qids must have one entry"):
+        write_trec_run(path, ["q", "r"], docids, s, np.array([[0, 1]]))
+    with pytest.raises(TypeError, match="ids must be integers"):
+        write_trec_run(path, ["q"], docids, s, s)
+    with pytest.raises(ValueError, match="finite"):
+        write_trec_run(path, ["q"], docids, np.array([[np.nan, 0.0]]), np.array([[0, 1]]))
+    with pytest.raises(ValueError, match="qids must be unique"):
+        write_trec_run(path, ["q", "q"], docids, np.zeros((2, 1)), np.zeros((2, 1), np.int64))
+    assert path.read_text() == "old content\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["run.trec"]  # no temp files left
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "message"),
+    [
+        ("q1 Q0 d1 1 0.5 t\nq1 Q0 d2 2 0.4\n", 2, "expected 6 fields"),
+        ("q1 Q0 d1 1 abc t\n", 1, "score must be a number"),
+        ("q1 Q0 d1 x 0.5 t\n", 1, "rank must be an integer"),
+        ("q1 Q0 d1 1 0.5 t\nq1 Q0 d1 2 0.4 t\n", 2, "document .d1. appears twice"),
+        ("q1 Q0 d1 1 nan t\n", 1, "score must be finite"),
+    ],
+)
+def test_read_run_malformed(tmp_path: Path, content: str, line: int, message: str):
+    p = tmp_path / "run.txt"
+    p.write_text(content)
+    with pytest.raises(ValueError, match=rf"run\.txt:{line}: {message}"):
+        read_trec_run(p)
