@@ -1,0 +1,185 @@
+"""densescale.eval.evaluate end to end on a tiny random encoder and a made-up collection."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+
+import pytest
+import torch
+from densescale.eval import contrastive_entropy, evaluate, ranking_metrics
+from densescale.models import build_encoder, encode_texts, num_non_embedding_params, train_tokenizer
+
+TOPICS = {
+    "heart": "heart attack chest pain artery cholesterol blood pressure cardiac",
+    "sugar": "diabetes insulin glucose sugar pancreas type diet",
+    "lung": "asthma lung breath cough inhaler airway wheeze",
+    "skin": "eczema rash itch skin cream dermatitis dry",
+    "bone": "fracture bone calcium osteoporosis joint cast break",
+}
+
+
+def _collection(seed: int = 0):
+    rng = random.Random(seed)
+    corpus_ids, corpus_texts, topic_of = [], [], []
+    for i in range(80):
+        topic = rng.choice(sorted(TOPICS))
+        words = TOPICS[topic].split()
+        corpus_ids.append(f"p{i}")
+        corpus_texts.append(" ".join(rng.choice(words) for _ in range(rng.randint(5, 25))))
+        topic_of.append(topic)
+    query_ids, query_texts, qrels = [], [], {}
+    for j in range(14):
+        qid = f"q{j}"
+        target = rng.randrange(80)
+        words = corpus_texts[target].split()
+        query_ids.append(qid)
+        query_texts.append(" ".join(rng.sample(words, min(4, len(words)))))
+        qrels[qid] = {corpus_ids[target]: rng.choice([1, 2])}
+        if j % 4 == 0:  # a second positive: the pair counts twice for CE
+            qrels[qid][corpus_ids[(target + 1) % 80]] = 1
+        if j % 5 == 0:  # a judged non-relevant passage: not a positive, stays in the pool
+            qrels[qid][corpus_ids[(target + 2) % 80]] = 0
+    query_ids.append("unjudged")  # queries outside the qrels are not evaluated
+    query_texts.append("cough")
+    return corpus_ids, corpus_texts, query_ids, query_texts, qrels
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    corpus_ids, corpus_texts, query_ids, query_texts, qrels = _collection()
+    tok = train_tokenizer(
+        corpus_texts + query_texts, 80, tmp_path_factory.mktemp("tok") / "wp", min_frequency=1
+    )
+    torch.manual_seed(0)
+    model = build_encoder("L1-H32", len(tok), out_dim=24)
+    data = {
+        "corpus_ids": corpus_ids,
+        "corpus_texts": corpus_texts,
+        "query_ids": query_ids,
+        "query_texts": query_texts,
+        "qrels": qrels,
+    }
+    return model, tok, data
+
+
+def test_evaluate_end_to_end(setup, tmp_path):
+    model, tok, data = setup
+    run_path = tmp_path / "runs" / "dev.trec"
+    rec = evaluate(
+        model,
+        tok,
+        **data,
+        k=20,
+        num_negatives=16,
+        repeats=3,
+        seed=4,
+        run_path=run_path,
+        query_max_length=8,
+        passage_max_length=24,
+        batch_size=16,
+        metrics=("mrr@10", "ndcg@10", "recall@20", "map"),
+    )
+    qrels = data["qrels"]
+    positives = [(q, d) for q, docs in qrels.items() for d, g in docs.items() if g >= 1]
+    assert rec["N"] == num_non_embedding_params(model)
+    assert rec["num_pairs"] == len(positives) > len(qrels)
+    assert rec["num_queries"] == len(qrels) and rec["num_passages"] == 80
+    assert rec["pool_size"] == 80 - len({d for _, d in positives})
+    assert set(rec["time"]) == {"encode", "search", "ce", "metrics"}
+    assert all(t >= 0 for t in rec["time"].values())
+    json.dumps(rec)  # the record is JSON-ready
+
+    # independent recomputation from encode_texts + brute force
+    cid = data["corpus_ids"]
+    c = encode_texts(model, tok, data["corpus_texts"], max_length=24)
+    qids = list(qrels)
+    qtext = dict(zip(data["query_ids"], data["query_texts"]))
+    q = encode_texts(model, tok, [qtext[x] for x in qids], max_length=8)
+    scores = q.double() @ c.double().T
+    top = scores.topk(20, dim=1)
+    run = {
+        x: {cid[int(j)]: float(s) for s, j in zip(top.values[i], top.indices[i])}
+        for i, x in enumerate(qids)
+    }
+    expected = ranking_metrics(qrels, run, ("mrr@10", "ndcg@10", "recall@20", "map"))
+    assert rec["metrics"] == pytest.approx(expected, abs=1e-6)
+
+    pos_rows = {cid.index(d) for _, d in positives}
+    pool = [i for i in range(80) if i not in pos_rows]
+    ce = contrastive_entropy(
+        q[[qids.index(x) for x, _ in positives]],
+        c[[cid.index(d) for _, d in positives]],
+        c[pool],
+        num_negatives=16,
+        repeats=3,
+        seed=4,
+    )
+    assert rec["ce"] == pytest.approx(ce.mean, rel=1e-5)
+    assert rec["ce_stderr"] == pytest.approx(ce.stderr, rel=1e-4)
+    assert 0 < rec["ce"] < 3 * math.log(17)
+
+    # the TREC run: 20 lines per query, ranks 1..20, scores descending, the record's ranking
+    lines = [line.split() for line in run_path.read_text().splitlines()]
+    assert len(lines) == 20 * len(qids)
+    by_q: dict = {}
+    for qid, q0, docid, rank, score, tag in lines:
+        assert q0 == "Q0" and tag == "densescale"
+        by_q.setdefault(qid, []).append((int(rank), float(score), docid))
+    assert set(by_q) == set(qids)
+    for qid, rows in by_q.items():
+        assert [r for r, _, _ in rows] == list(range(1, 21))
+        assert all(a[1] >= b[1] for a, b in itertools.pairwise(rows))
+        assert {d for _, _, d in rows} == set(run[qid])
+    assert [p.name for p in run_path.parent.iterdir()] == ["dev.trec"]
+
+
+def test_pool_cap_is_seeded(setup):
+    model, tok, data = setup
+    kw = {
+        "k": 5,
+        "num_negatives": 8,
+        "repeats": 2,
+        "query_max_length": 8,
+        "passage_max_length": 16,
+        "batch_size": 32,
+    }
+    a = evaluate(model, tok, **data, pool_size=20, seed=1, **kw)
+    b = evaluate(model, tok, **data, pool_size=20, seed=1, **kw)
+    c = evaluate(model, tok, **data, pool_size=None, seed=1, **kw)
+    assert a["pool_size"] == 20 and c["pool_size"] > 20
+    assert a["ce"] == b["ce"] and a["ce"] != c["ce"]
+    assert a["metrics"] == c["metrics"]  # the cap only touches CE
+
+
+def test_bad_input_fails_before_work(setup, tmp_path, monkeypatch):
+    model, tok, data = setup
+    import densescale.models.encode as enc
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("encoded before the input was checked")
+
+    monkeypatch.setattr(enc, "encode_texts", no_encoding)
+    run_path = tmp_path / "run.trec"
+    base = dict(data, run_path=run_path, num_negatives=8)
+
+    def bad(match, exc=ValueError, **change):
+        with pytest.raises(exc, match=match):
+            evaluate(model, tok, **{**base, **change})
+
+    bad("qrels", qrels={"q0": {"nope": 1}})
+    bad("qrels", qrels={"ghost": {"p1": 1}})
+    bad("qrels", qrels={})
+    bad("qrels", qrels={"q0": {"p1": 0}})
+    bad("corpus_texts", corpus_texts=data["corpus_texts"][:-1])
+    bad("query_texts", query_texts=data["query_texts"][:-1])
+    bad("corpus_ids", corpus_ids=["p0"] * 80)
+    bad("num_negatives", num_negatives=79)
+    bad("num_negatives", pool_size=4)
+    bad("k", k=0)
+    bad("metrics", metrics=["bleu"])
+    bad("run_path", run_path=tmp_path)
+    bad("corpus_ids", exc=TypeError, corpus_ids="p0")
+    assert not run_path.exists()
