@@ -356,3 +356,15 @@ def test_encode_texts_bad_input(tokenizer):
         encode_texts(model, tokenizer, ["a", None], max_length=8)
     with pytest.raises(ValueError, match="dtype"):
         encode_texts(model, tokenizer, ["a"], max_length=8, dtype=torch.int8)
+
+
+def test_tokenize_cut_long_texts_is_exact(tokenizer):
+    from densescale.models.encode import _can_cut, _tokenize
+
+    assert _can_cut(tokenizer)
+    words = " ".join(_corpus(40, seed=5)).split()
+    texts = [" ".join(words[i : i + 60 + 13 * i]) for i in range(20)]  # 60..307 words
+    texts += ["x" * 500 + " fever", "", "insulin"]  # one long word, empty, short
+    for max_length in (4, 16, 64):
+        expected = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+        assert _tokenize(tokenizer, texts, max_length) == expected

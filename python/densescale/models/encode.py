@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -12,6 +13,12 @@ from .encoder import DenseEncoder
 # batch pads to similar lengths; the window bounds memory on corpora of millions of passages.
 _SORT_WINDOW_BATCHES = 32
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
+# Pre-tokenizers that split on whitespace before anything else: for them the tokens of a text cut
+# at a space are a prefix of the tokens of the whole text, so long texts can be cut before
+# tokenising (tokenisation cost grows with the text, truncation only happens after it).
+_WHITESPACE_SPLITTING = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
+# Characters kept per allowed token when cutting; a cut that yields too few tokens is redone whole.
+_CHARS_PER_TOKEN = 8
 
 
 def _take(texts, start: int, stop: int) -> list[str]:
@@ -26,6 +33,49 @@ def _take(texts, start: int, stop: int) -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"texts must hold str, got {type(t).__name__} at index {start + i}")
     return chunk
+
+
+def _can_cut(tokenizer) -> bool:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    pre = getattr(backend, "pre_tokenizer", None)
+    return pre is not None and type(pre).__name__ in _WHITESPACE_SPLITTING
+
+
+def _tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids of each text truncated to ``max_length`` (special tokens included), exactly as
+    ``tokenizer(texts, truncation=True, max_length=max_length)`` gives them, but cutting long texts
+    at a space first when the tokenizer splits on whitespace (see ``_WHITESPACE_SPLITTING``)."""
+
+    def run(batch: list[str]) -> list[list[int]]:
+        enc = tokenizer(
+            batch,
+            truncation=True,
+            max_length=max_length,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        return enc["input_ids"]
+
+    if not _can_cut(tokenizer):
+        return run(texts)
+    budget = max_length * _CHARS_PER_TOKEN
+    cut_at = {}
+    short = list(texts)
+    for i, t in enumerate(texts):
+        if len(t) > budget:
+            j = t.rfind(" ", 0, budget)
+            if j > 0:
+                cut_at[i] = j
+                short[i] = t[:j]
+    ids = run(short)
+    # exact only when the cut text alone already fills max_length (its tokens are a prefix of the
+    # whole text's); otherwise tokenise the whole text
+    redo = [i for i in cut_at if len(ids[i]) < max_length]
+    if redo:
+        for i, r in zip(redo, run([texts[i] for i in redo])):
+            ids[i] = r
+    return ids
 
 
 def encode_texts(
@@ -91,20 +141,21 @@ def encode_texts(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, desc="encode", unit="text")
+    starts = list(range(0, n, window))
+
+    def tokenize_window(w0: int) -> list[list[int]]:
+        return _tokenize(tokenizer, _take(texts, w0, min(n, w0 + window)), max_length)
+
+    # one worker tokenises the next window while the model encodes this one (the Rust tokenizer
+    # releases the GIL)
+    pool = ThreadPoolExecutor(max_workers=1)
     try:
+        pending = pool.submit(tokenize_window, starts[0])
         with torch.inference_mode():
-            for w0 in range(0, n, window):
-                w1 = min(n, w0 + window)
-                chunk = _take(texts, w0, w1)
-                enc = tokenizer(
-                    chunk,
-                    truncation=True,
-                    max_length=max_length,
-                    padding=False,
-                    return_attention_mask=False,
-                    return_token_type_ids=False,
-                )
-                ids = enc["input_ids"]
+            for wi, w0 in enumerate(starts):
+                ids = pending.result()
+                if wi + 1 < len(starts):
+                    pending = pool.submit(tokenize_window, starts[wi + 1])
                 # longest first: the first batch is the most memory-hungry, so OOM shows at once
                 order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
                 for b0 in range(0, len(order), batch_size):
@@ -130,6 +181,7 @@ def encode_texts(
                     if bar is not None:
                         bar.update(len(rows))
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
         model.train(was_training)
