@@ -183,3 +183,62 @@ def test_bad_input_fails_before_work(setup, tmp_path, monkeypatch):
     bad("run_path", run_path=tmp_path)
     bad("corpus_ids", exc=TypeError, corpus_ids="p0")
     assert not run_path.exists()
+
+
+def test_evaluate_on_medquad_subset(medquad_path, tmp_path):
+    """Real text and ids: MedQuAD dev questions against their answers plus 1,000 other passages;
+    the record's metrics equal pytrec_eval's on the TREC run file the pipeline wrote."""
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    qrels: dict = {}
+    with open(medquad_path / "qrels" / "dev.tsv", encoding="utf-8") as f:
+        next(f)
+        for line in f:
+            qid, did, grade = line.rstrip("\n").split("\t")
+            if len(qrels) < 100 or qid in qrels:
+                qrels.setdefault(qid, {})[did] = int(grade)
+    positives = {d for docs in qrels.values() for d in docs}
+    corpus = {}
+    with open(medquad_path / "corpus.jsonl", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            corpus[row["_id"]] = (row.get("title", "") + " " + row["text"]).strip()
+    rng = random.Random(0)
+    others = rng.sample(sorted(set(corpus) - positives), 1000)
+    corpus_ids = sorted(positives) + others
+    corpus_texts = [corpus[d] for d in corpus_ids]
+    queries = {}
+    with open(medquad_path / "queries.jsonl", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            if row["_id"] in qrels:
+                queries[row["_id"]] = row["text"]
+    tok = train_tokenizer(corpus_texts, 3000, tmp_path / "tok")
+    model = build_encoder("L1-H32", len(tok), out_dim=32)
+    run_path = tmp_path / "medquad-dev.trec"
+    rec = evaluate(
+        model,
+        tok,
+        corpus_ids=corpus_ids,
+        corpus_texts=corpus_texts,
+        query_ids=list(queries),
+        query_texts=list(queries.values()),
+        qrels=qrels,
+        k=100,
+        passage_max_length=64,
+        batch_size=64,
+        run_path=run_path,
+        seed=0,
+    )
+    assert rec["num_queries"] == len(qrels) and rec["num_pairs"] == sum(
+        len(v) for v in qrels.values()
+    )
+    assert rec["pool_size"] == 1000 and rec["k"] == 100
+    assert 0.0 < rec["ce"] < 2 * math.log(257) and math.isfinite(rec["ce_stderr"])
+    run: dict = {}
+    for line in run_path.read_text().splitlines():
+        qid, _, did, _, score, _ = line.split()
+        run.setdefault(qid, {})[did] = float(score)
+    ref = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut_10", "recall_100", "map"}).evaluate(run)
+    for ours, theirs in (("ndcg@10", "ndcg_cut_10"), ("recall@100", "recall_100"), ("map", "map")):
+        expected = sum(ref[q][theirs] for q in qrels) / len(qrels)
+        assert rec["metrics"][ours] == pytest.approx(expected, abs=1e-12)

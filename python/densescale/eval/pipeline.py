@@ -22,7 +22,8 @@ def _write_trec_run(
     """Write a TREC run ``qid Q0 docid rank score tag`` atomically.
 
     qids: (M,) query ids; docids: (N,) corpus ids; scores, ids: (M, k) search results (ids index
-    ``docids``; negative ids are padding and skipped). Rank starts at 1 in the given order.
+    ``docids``; negative ids are padding and skipped). Rank starts at 1 in the given order; scores
+    are written with 9 significant digits, so float32 scores read back exactly (no invented ties).
     (Private stand-in with the signature of ``densescale.data.trec.write_trec_run``.)
     """
     scores = torch.as_tensor(scores).detach().cpu().numpy()
@@ -44,7 +45,7 @@ def _write_trec_run(
                     if j < 0:
                         continue
                     rank += 1
-                    f.write(f"{qid} Q0 {docids[int(j)]} {rank} {float(s):.6f} {tag}\n")
+                    f.write(f"{qid} Q0 {docids[int(j)]} {rank} {float(s):.9g} {tag}\n")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
