@@ -132,8 +132,32 @@ def evaluate(
         raise ValueError(
             f"qrels must be a non-empty mapping {{qid: {{docid: grade}}}}, got {qrels!r:.80}"
         )
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    for name, value, minimum in (
+        ("k", k, 1),
+        ("num_negatives", num_negatives, 1),
+        ("repeats", repeats, 1),
+        ("seed", seed, 0),
+        ("batch_size", batch_size, 1),
+        ("relevance_level", relevance_level, 1),
+        ("query_max_length", query_max_length, 2),
+        ("passage_max_length", passage_max_length, 2),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    max_position = getattr(getattr(model, "config", None), "max_position", None)
+    if max_position is not None:
+        for name, value in (
+            ("query_max_length", query_max_length),
+            ("passage_max_length", passage_max_length),
+        ):
+            if value > max_position:
+                raise ValueError(
+                    f"{name} must be <= the model's max_position {max_position}, got {value}"
+                )
+    if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(
+            f"dtype must be None, torch.float32, torch.float16 or torch.bfloat16, got {dtype!r}"
+        )
     parse_metrics(metrics)
     if run_path is not None and Path(run_path).is_dir():
         raise ValueError(f"run_path must be a file path, got directory {str(run_path)!r}")
