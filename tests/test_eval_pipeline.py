@@ -154,6 +154,30 @@ def test_pool_cap_is_seeded(setup):
     assert a["metrics"] == c["metrics"]  # the cap only touches CE
 
 
+def test_ce_only_encodes_positives_and_pool(setup, monkeypatch):
+    model, tok, data = setup
+    import densescale.models.encode as enc
+
+    lengths = []
+    real = enc.encode_texts
+
+    def counting(model, tokenizer, texts, **kw):
+        lengths.append(len(texts))
+        return real(model, tokenizer, texts, **kw)
+
+    monkeypatch.setattr(enc, "encode_texts", counting)
+    kw = {"num_negatives": 8, "repeats": 2, "seed": 3, "pool_size": 12, "passage_max_length": 16}
+    full = evaluate(model, tok, **data, k=5, **kw)
+    ce_only = evaluate(model, tok, **data, metrics=(), **kw)
+    num_pos = len({d for docs in data["qrels"].values() for d, g in docs.items() if g >= 1})
+    assert lengths == [80, len(data["qrels"]), num_pos + 12, len(data["qrels"])]
+    assert ce_only["metrics"] == {} and ce_only["time"]["search"] == 0.0
+    assert ce_only["num_pairs"] == full["num_pairs"] and ce_only["pool_size"] == 12
+    assert ce_only["ce"] == pytest.approx(full["ce"], rel=1e-5)
+    with pytest.raises(ValueError, match="run_path"):
+        evaluate(model, tok, **data, metrics=(), run_path="x.trec", **kw)
+
+
 def test_bad_input_fails_before_work(setup, tmp_path, monkeypatch):
     model, tok, data = setup
     import densescale.models.encode as enc

@@ -65,6 +65,21 @@ def exact_search(
     return search(queries, corpus, k)
 
 
+class _Rows:
+    """A read-only view of ``seq`` at the given rows (for encoding part of a corpus)."""
+
+    def __init__(self, seq, rows: np.ndarray) -> None:
+        self._seq, self._rows = seq, rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._seq[int(r)] for r in self._rows[i]]
+        return self._seq[int(self._rows[i])]
+
+
 def _positive_pairs(qrels: Mapping, relevance_level: int) -> list[tuple[str, str]]:
     return [
         (qid, d) for qid, docs in qrels.items() for d, g in docs.items() if g >= relevance_level
@@ -92,7 +107,7 @@ def evaluate(
     dtype: torch.dtype | None = None,
     run_path: str | os.PathLike | None = None,
     run_tag: str = "densescale",
-    metrics: Sequence[str] = DEFAULT_METRICS,
+    metrics: Sequence[str] | None = DEFAULT_METRICS,
     relevance_level: int = 1,
     progress: bool = False,
 ) -> dict:
@@ -103,6 +118,9 @@ def evaluate(
     TREC run to ``run_path``, computes ``metrics`` (trec_eval conventions), and the contrastive
     entropy over every (q, p+) pair with grade >= ``relevance_level``; its pool is the corpus minus
     every such positive, capped to ``pool_size`` passages drawn with ``seed`` when given.
+    ``metrics=()`` computes the contrastive entropy only (no search, no run; for dev evaluation
+    during training) and encodes just the positives and the pool, so a ``pool_size`` cap makes it
+    cheap.
     ``dtype`` float16/bfloat16 encodes under autocast (default: bfloat16 on CUDA, fp32 elsewhere).
 
     Returns ``{"N", "metrics", "ce", "ce_stderr", "num_pairs", "num_queries", "num_passages",
@@ -158,7 +176,15 @@ def evaluate(
         raise ValueError(
             f"dtype must be None, torch.float32, torch.float16 or torch.bfloat16, got {dtype!r}"
         )
-    parse_metrics(metrics)
+    if metrics is None:
+        metrics = ()
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    ce_only = len(metrics) == 0
+    if not ce_only:
+        parse_metrics(metrics)
+    elif run_path is not None:
+        raise ValueError("run_path needs a search, but metrics is empty (contrastive entropy only)")
     if run_path is not None and Path(run_path).is_dir():
         raise ValueError(f"run_path must be a file path, got directory {str(run_path)!r}")
 
@@ -206,10 +232,12 @@ def evaluate(
     timings: dict[str, float] = {}
     # ---- encode ------------------------------------------------------------------------------
     t0 = time.perf_counter()
+    # CE only: encode just the positives and the pool, not the whole corpus
+    enc_rows = np.union1d(positive_rows, pool_rows) if ce_only else None
     corpus_emb = encode_texts(
         model,
         tokenizer,
-        corpus_texts,
+        corpus_texts if enc_rows is None else _Rows(corpus_texts, enc_rows),
         max_length=passage_max_length,
         batch_size=batch_size,
         device=device,
@@ -229,35 +257,43 @@ def evaluate(
     )
     timings["encode"] = time.perf_counter() - t0
 
-    # ---- search + run ------------------------------------------------------------------------
-    t0 = time.perf_counter()
     c_dev, q_dev = corpus_emb.to(device), query_emb.to(device)
-    scores, ids = exact_search(q_dev, c_dev, k_eff)
-    scores, ids = scores.float().cpu(), ids.cpu()
-    if run_path is not None:
-        _write_trec_run(run_path, eval_qids, corpus_ids, scores, ids, run_tag)
-    timings["search"] = time.perf_counter() - t0
+    metric_values: dict[str, float] = {}
+    timings["search"] = timings["metrics"] = 0.0
+    if not ce_only:
+        # ---- search + run --------------------------------------------------------------------
+        t0 = time.perf_counter()
+        scores, ids = exact_search(q_dev, c_dev, k_eff)
+        scores, ids = scores.float().cpu(), ids.cpu()
+        if run_path is not None:
+            _write_trec_run(run_path, eval_qids, corpus_ids, scores, ids, run_tag)
+        timings["search"] = time.perf_counter() - t0
 
-    # ---- ranking metrics ---------------------------------------------------------------------
-    t0 = time.perf_counter()
-    ids_np, scores_np = ids.numpy(), scores.numpy().astype(np.float64)
-    run = {
-        q: {corpus_ids[int(j)]: float(s) for j, s in zip(ids_np[i], scores_np[i]) if j >= 0}
-        for i, q in enumerate(eval_qids)
-    }
-    metric_values = ranking_metrics(qrels, run, metrics, relevance_level=relevance_level)
-    timings["metrics"] = time.perf_counter() - t0
+        # ---- ranking metrics -----------------------------------------------------------------
+        t0 = time.perf_counter()
+        ids_np, scores_np = ids.numpy(), scores.numpy().astype(np.float64)
+        run = {
+            q: {corpus_ids[int(j)]: float(s) for j, s in zip(ids_np[i], scores_np[i]) if j >= 0}
+            for i, q in enumerate(eval_qids)
+        }
+        metric_values = ranking_metrics(qrels, run, metrics, relevance_level=relevance_level)
+        timings["metrics"] = time.perf_counter() - t0
 
     # ---- contrastive entropy -----------------------------------------------------------------
     t0 = time.perf_counter()
     qpos = {q: i for i, q in enumerate(eval_qids)}
     pair_q = torch.tensor([qpos[q] for q, _ in pairs], dtype=torch.long)
-    pair_d = torch.tensor([doc_index[d] for _, d in pairs], dtype=torch.long)
+    pair_d = np.array([doc_index[d] for _, d in pairs], dtype=np.int64)
+    local_pool = pool_rows
+    if enc_rows is not None:  # corpus rows -> rows of the encoded subset
+        pair_d = np.searchsorted(enc_rows, pair_d)
+        local_pool = np.searchsorted(enc_rows, pool_rows)
+    pair_d = torch.from_numpy(pair_d)
     ce = contrastive_entropy(
         q_dev[pair_q.to(device)],
         c_dev[pair_d.to(device)],
         c_dev,
-        pool_rows=torch.from_numpy(pool_rows),
+        pool_rows=torch.from_numpy(local_pool),
         num_negatives=num_negatives,
         repeats=repeats,
         seed=seed,
