@@ -204,6 +204,7 @@ def test_bad_input_fails_before_work(setup, tmp_path, monkeypatch):
     bad("num_negatives", pool_size=4)
     bad("k", k=0)
     bad("seed", seed=-1)
+    bad("run_tag", run_tag="my run")
     bad("repeats", repeats=0)
     bad("num_negatives", num_negatives=0)
     bad("batch_size", batch_size=0)

@@ -185,6 +185,8 @@ def evaluate(
         parse_metrics(metrics)
     elif run_path is not None:
         raise ValueError("run_path needs a search, but metrics is empty (contrastive entropy only)")
+    if not isinstance(run_tag, str) or not run_tag or any(c.isspace() for c in run_tag):
+        raise ValueError(f"run_tag must be a non-empty string without whitespace, got {run_tag!r}")
     if run_path is not None and Path(run_path).is_dir():
         raise ValueError(f"run_path must be a file path, got directory {str(run_path)!r}")
 
