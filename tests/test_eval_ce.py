@@ -151,6 +151,25 @@ def test_pool_rows_select_the_pool_without_copy():
         contrastive_entropy(q, pos, corpus, pool_rows=[1, 2], num_negatives=1)
 
 
+def test_dense_and_candidate_scoring_paths_agree(monkeypatch):
+    import densescale.eval.entropy as ce_mod
+
+    torch.manual_seed(6)
+    q, pos, corpus = torch.randn(30, 10), torch.randn(30, 10), torch.randn(400, 10)
+    rows = torch.randperm(400)[:300]
+    results = []
+    for factor, dense_scores in ((0, 1 << 24), (10**9, 1 << 24), (10**9, 700)):
+        monkeypatch.setattr(ce_mod, "_DENSE_POOL_FACTOR", factor)
+        monkeypatch.setattr(ce_mod, "_DENSE_SCORES", dense_scores)  # 700: one pair per chunk
+        results.append(
+            contrastive_entropy(q, pos, corpus, pool_rows=rows, num_negatives=20, repeats=3, seed=2)
+        )
+    ids = sample_negatives(30, 20, 300, repeats=3, seed=2)
+    expected = _reference(q, pos, corpus[rows], ids)
+    for res in results:
+        np.testing.assert_allclose(res.per_pair, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_bad_input():
     q, pos, pool = torch.randn(4, 8), torch.randn(4, 8), torch.randn(50, 8)
     with pytest.raises(ValueError, match="pos_emb"):

@@ -3,7 +3,7 @@ evaluation pipeline (encode -> search -> run -> metrics -> CE -> record)."""
 
 from __future__ import annotations
 
-from .contrastive_entropy import CEResult, contrastive_entropy, sample_negatives
+from .entropy import CEResult, contrastive_entropy, sample_negatives
 from .metrics import DEFAULT_METRICS, rank_run, ranking_metrics
 from .pipeline import evaluate, exact_search
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .contrastive_entropy import contrastive_entropy
+from .entropy import contrastive_entropy
 from .metrics import DEFAULT_METRICS, parse_metrics, ranking_metrics
 
 
