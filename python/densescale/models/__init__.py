@@ -1,1 +1,40 @@
-"""densescale.models"""
+"""densescale.models: the paper's dual encoder at every ladder size, its tokenizer, batch encoding."""
+
+from __future__ import annotations
+
+from .encode import encode_texts
+from .encoder import (
+    DenseEncoder,
+    DenseEncoderConfig,
+    build_encoder,
+    load_encoder,
+    num_non_embedding_params,
+    save_encoder,
+)
+from .sizes import (
+    ALIASES,
+    MINIATURES,
+    SIZES,
+    EncoderSize,
+    non_embedding_params_formula,
+    resolve_size,
+)
+from .tokenizer import load_tokenizer, train_tokenizer
+
+__all__ = [
+    "ALIASES",
+    "MINIATURES",
+    "SIZES",
+    "DenseEncoder",
+    "DenseEncoderConfig",
+    "EncoderSize",
+    "build_encoder",
+    "encode_texts",
+    "load_encoder",
+    "load_tokenizer",
+    "non_embedding_params_formula",
+    "num_non_embedding_params",
+    "resolve_size",
+    "save_encoder",
+    "train_tokenizer",
+]

@@ -1,0 +1,320 @@
+"""The evaluation pipeline: encode -> exact search -> TREC run -> ranking metrics -> contrastive
+entropy -> one JSON-ready record."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .entropy import contrastive_entropy
+from .metrics import DEFAULT_METRICS, parse_metrics, ranking_metrics
+
+
+def _write_trec_run(
+    path, qids: Sequence[str], docids: Sequence[str], scores, ids, tag: str = "densescale"
+) -> Path:
+    """Write a TREC run ``qid Q0 docid rank score tag`` atomically.
+
+    qids: (M,) query ids; docids: (N,) corpus ids; scores, ids: (M, k) search results (ids index
+    ``docids``; negative ids are padding and skipped). Rank starts at 1 in the given order; scores
+    are written with 9 significant digits, so float32 scores read back exactly (no invented ties).
+    (Private stand-in with the signature of ``densescale.data.trec.write_trec_run``.)
+    """
+    scores = torch.as_tensor(scores).detach().cpu().numpy()
+    ids = torch.as_tensor(ids).detach().cpu().numpy()
+    if scores.shape != ids.shape or scores.ndim != 2 or scores.shape[0] != len(qids):
+        raise ValueError(
+            f"scores and ids must both be (len(qids)={len(qids)}, k), got {scores.shape} and {ids.shape}"
+        )
+    if any(c.isspace() for c in tag) or not tag:
+        raise ValueError(f"tag must be a non-empty string without whitespace, got {tag!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for qi, qid in enumerate(qids):
+                rank = 0
+                for s, j in zip(scores[qi], ids[qi]):
+                    if j < 0:
+                        continue
+                    rank += 1
+                    f.write(f"{qid} Q0 {docids[int(j)]} {rank} {float(s):.9g} {tag}\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def exact_search(
+    queries: torch.Tensor, corpus: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact inner-product top-k: (M, D), (N, D) -> scores (M, k) fp32, ids (M, k) int64.
+
+    The one place the pipeline searches (``densescale.search`` today, a FlatIndex later)."""
+    from ..ops.search import search
+
+    return search(queries, corpus, k)
+
+
+class _Rows:
+    """A read-only view of ``seq`` at the given rows (for encoding part of a corpus)."""
+
+    def __init__(self, seq, rows: np.ndarray) -> None:
+        self._seq, self._rows = seq, rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._seq[int(r)] for r in self._rows[i]]
+        return self._seq[int(self._rows[i])]
+
+
+def _positive_pairs(qrels: Mapping, relevance_level: int) -> list[tuple[str, str]]:
+    return [
+        (qid, d) for qid, docs in qrels.items() for d, g in docs.items() if g >= relevance_level
+    ]
+
+
+def evaluate(
+    model,
+    tokenizer,
+    *,
+    corpus_ids: Sequence[str],
+    corpus_texts: Sequence[str],
+    query_ids: Sequence[str],
+    query_texts: Sequence[str],
+    qrels: Mapping,
+    k: int = 100,
+    num_negatives: int = 256,
+    repeats: int = 10,
+    seed: int = 0,
+    pool_size: int | None = None,
+    query_max_length: int = 32,
+    passage_max_length: int = 180,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    run_path: str | os.PathLike | None = None,
+    run_tag: str = "densescale",
+    metrics: Sequence[str] | None = DEFAULT_METRICS,
+    relevance_level: int = 1,
+    progress: bool = False,
+) -> dict:
+    """Evaluate a dense encoder on one collection split.
+
+    Encodes the corpus (``passage_max_length``) and the queries that appear in ``qrels``
+    (``query_max_length``), retrieves the exact top-``k`` by inner product, optionally writes the
+    TREC run to ``run_path``, computes ``metrics`` (trec_eval conventions), and the contrastive
+    entropy over every (q, p+) pair with grade >= ``relevance_level``; its pool is the corpus minus
+    every such positive, capped to ``pool_size`` passages drawn with ``seed`` when given.
+    ``metrics=()`` computes the contrastive entropy only (no search, no run; for dev evaluation
+    during training) and encodes just the positives and the pool, so a ``pool_size`` cap makes it
+    cheap.
+    ``dtype`` float16/bfloat16 encodes under autocast (default: bfloat16 on CUDA, fp32 elsewhere).
+
+    Returns ``{"N", "metrics", "ce", "ce_stderr", "num_pairs", "num_queries", "num_passages",
+    "pool_size", "k", "num_negatives", "repeats", "seed", "time": {"encode", "search", "ce",
+    "metrics"}}`` (seconds).
+    """
+    # ---- checks, all before any work ---------------------------------------------------------
+    for name, seq in (
+        ("corpus_ids", corpus_ids),
+        ("corpus_texts", corpus_texts),
+        ("query_ids", query_ids),
+        ("query_texts", query_texts),
+    ):
+        if isinstance(seq, str) or not hasattr(seq, "__len__") or not hasattr(seq, "__getitem__"):
+            raise TypeError(f"{name} must be a sequence, got {type(seq).__name__}")
+    if len(corpus_ids) != len(corpus_texts):
+        raise ValueError(
+            f"corpus_texts must have len(corpus_ids)={len(corpus_ids)} items, got {len(corpus_texts)}"
+        )
+    if len(query_ids) != len(query_texts):
+        raise ValueError(
+            f"query_texts must have len(query_ids)={len(query_ids)} items, got {len(query_texts)}"
+        )
+    if len(corpus_ids) == 0:
+        raise ValueError("corpus_ids must not be empty")
+    if not isinstance(qrels, Mapping) or len(qrels) == 0:
+        raise ValueError(
+            f"qrels must be a non-empty mapping {{qid: {{docid: grade}}}}, got {qrels!r:.80}"
+        )
+    for name, value, minimum in (
+        ("k", k, 1),
+        ("num_negatives", num_negatives, 1),
+        ("repeats", repeats, 1),
+        ("seed", seed, 0),
+        ("batch_size", batch_size, 1),
+        ("relevance_level", relevance_level, 1),
+        ("query_max_length", query_max_length, 2),
+        ("passage_max_length", passage_max_length, 2),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    max_position = getattr(getattr(model, "config", None), "max_position", None)
+    if max_position is not None:
+        for name, value in (
+            ("query_max_length", query_max_length),
+            ("passage_max_length", passage_max_length),
+        ):
+            if value > max_position:
+                raise ValueError(
+                    f"{name} must be <= the model's max_position {max_position}, got {value}"
+                )
+    if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(
+            f"dtype must be None, torch.float32, torch.float16 or torch.bfloat16, got {dtype!r}"
+        )
+    if metrics is None:
+        metrics = ()
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    ce_only = len(metrics) == 0
+    if not ce_only:
+        parse_metrics(metrics)
+    elif run_path is not None:
+        raise ValueError("run_path needs a search, but metrics is empty (contrastive entropy only)")
+    if not isinstance(run_tag, str) or not run_tag or any(c.isspace() for c in run_tag):
+        raise ValueError(f"run_tag must be a non-empty string without whitespace, got {run_tag!r}")
+    if run_path is not None and Path(run_path).is_dir():
+        raise ValueError(f"run_path must be a file path, got directory {str(run_path)!r}")
+
+    doc_index = {d: i for i, d in enumerate(corpus_ids)}
+    if len(doc_index) != len(corpus_ids):
+        raise ValueError("corpus_ids must be unique")
+    query_index = {q: i for i, q in enumerate(query_ids)}
+    eval_qids = list(qrels)
+    missing_q = [q for q in eval_qids if q not in query_index]
+    if missing_q:
+        raise ValueError(
+            f"qrels names {len(missing_q)} queries not in query_ids, e.g. {missing_q[:3]}"
+        )
+    pairs = _positive_pairs(qrels, relevance_level)
+    if not pairs:
+        raise ValueError(f"qrels must hold at least one pair with grade >= {relevance_level}")
+    missing_d = sorted({d for _, d in pairs if d not in doc_index})
+    if missing_d:
+        raise ValueError(
+            f"qrels names {len(missing_d)} positive passages not in corpus_ids, e.g. {missing_d[:3]}"
+        )
+    positive_rows = np.fromiter(sorted({doc_index[d] for _, d in pairs}), dtype=np.int64)
+    pool_rows = np.setdiff1d(
+        np.arange(len(corpus_ids), dtype=np.int64), positive_rows, assume_unique=True
+    )
+    if pool_size is not None:
+        if not isinstance(pool_size, int) or isinstance(pool_size, bool) or pool_size < 1:
+            raise ValueError(f"pool_size must be a positive int or None, got {pool_size!r}")
+        if pool_size < len(pool_rows):
+            rng = np.random.default_rng(seed)
+            pool_rows = np.sort(rng.choice(pool_rows, size=pool_size, replace=False))
+    if num_negatives > len(pool_rows):
+        raise ValueError(
+            f"num_negatives ({num_negatives}) must be <= the negative pool size "
+            f"({len(pool_rows)} = corpus minus test positives, capped by pool_size)"
+        )
+    k_eff = min(k, len(corpus_ids))
+    device = torch.device(device)
+    if dtype is None and device.type == "cuda":
+        dtype = torch.bfloat16
+
+    from ..models.encode import encode_texts
+    from ..models.encoder import DenseEncoder, num_non_embedding_params
+
+    timings: dict[str, float] = {}
+    # ---- encode ------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    # CE only: encode just the positives and the pool, not the whole corpus
+    enc_rows = np.union1d(positive_rows, pool_rows) if ce_only else None
+    corpus_emb = encode_texts(
+        model,
+        tokenizer,
+        corpus_texts if enc_rows is None else _Rows(corpus_texts, enc_rows),
+        max_length=passage_max_length,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        progress=progress,
+    )
+    eval_query_texts = [query_texts[query_index[q]] for q in eval_qids]
+    query_emb = encode_texts(
+        model,
+        tokenizer,
+        eval_query_texts,
+        max_length=query_max_length,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        progress=progress,
+    )
+    timings["encode"] = time.perf_counter() - t0
+
+    c_dev, q_dev = corpus_emb.to(device), query_emb.to(device)
+    metric_values: dict[str, float] = {}
+    timings["search"] = timings["metrics"] = 0.0
+    if not ce_only:
+        # ---- search + run --------------------------------------------------------------------
+        t0 = time.perf_counter()
+        scores, ids = exact_search(q_dev, c_dev, k_eff)
+        scores, ids = scores.float().cpu(), ids.cpu()
+        if run_path is not None:
+            _write_trec_run(run_path, eval_qids, corpus_ids, scores, ids, run_tag)
+        timings["search"] = time.perf_counter() - t0
+
+        # ---- ranking metrics -----------------------------------------------------------------
+        t0 = time.perf_counter()
+        ids_np, scores_np = ids.numpy(), scores.numpy().astype(np.float64)
+        run = {
+            q: {corpus_ids[int(j)]: float(s) for j, s in zip(ids_np[i], scores_np[i]) if j >= 0}
+            for i, q in enumerate(eval_qids)
+        }
+        metric_values = ranking_metrics(qrels, run, metrics, relevance_level=relevance_level)
+        timings["metrics"] = time.perf_counter() - t0
+
+    # ---- contrastive entropy -----------------------------------------------------------------
+    t0 = time.perf_counter()
+    qpos = {q: i for i, q in enumerate(eval_qids)}
+    pair_q = torch.tensor([qpos[q] for q, _ in pairs], dtype=torch.long)
+    pair_d = np.array([doc_index[d] for _, d in pairs], dtype=np.int64)
+    local_pool = pool_rows
+    if enc_rows is not None:  # corpus rows -> rows of the encoded subset
+        pair_d = np.searchsorted(enc_rows, pair_d)
+        local_pool = np.searchsorted(enc_rows, pool_rows)
+    pair_d = torch.from_numpy(pair_d)
+    ce = contrastive_entropy(
+        q_dev[pair_q.to(device)],
+        c_dev[pair_d.to(device)],
+        c_dev,
+        pool_rows=torch.from_numpy(local_pool),
+        num_negatives=num_negatives,
+        repeats=repeats,
+        seed=seed,
+    )
+    timings["ce"] = time.perf_counter() - t0
+
+    n_params = num_non_embedding_params(model) if isinstance(model, DenseEncoder) else None
+    return {
+        "N": n_params,
+        "metrics": metric_values,
+        "ce": ce.mean,
+        "ce_stderr": ce.stderr,
+        "num_pairs": ce.num_pairs,
+        "num_queries": len(eval_qids),
+        "num_passages": len(corpus_ids),
+        "pool_size": len(pool_rows),
+        "k": k_eff,
+        "num_negatives": num_negatives,
+        "repeats": repeats,
+        "seed": seed,
+        "time": timings,
+    }
