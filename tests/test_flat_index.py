@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from _search_ref import assert_topk_matches, reference_scores, reference_topk, tolerance
-
 from densescale.index import FlatIndex
 
 faiss = pytest.importorskip("faiss")
@@ -126,10 +125,10 @@ def test_faiss_ties_match_up_to_order():
     c = torch.randint(-1, 2, (300, 16)).float()
     index.add(c)
     q = torch.randint(-2, 3, (6, 16)).float()
-    s, i = index.search(q, 40)
+    _, i = index.search(q, 40)
     rs, ri = reference_topk(reference_scores(q, c), 40)
     assert torch.equal(i, ri)
-    fd, fids = index.to_faiss().search(q.numpy(), 40)
+    fd, _ = index.to_faiss().search(q.numpy(), 40)
     torch.testing.assert_close(torch.from_numpy(fd).double(), rs, atol=0, rtol=0)
 
 
