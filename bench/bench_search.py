@@ -26,10 +26,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import env_info, measure, print_table, write_rows  # noqa: E402
-
-import densescale  # noqa: E402
-from densescale.index import FlatIndex  # noqa: E402
+import densescale
+from _harness import env_info, measure, print_table, write_rows
+from densescale.index import FlatIndex
 
 
 def _faiss():
@@ -96,16 +95,16 @@ def bench_cpu(args) -> list[dict]:
     for case, M, k, rep in cases:
         q = torch.randn(M, D, generator=g)
         qn = q.numpy()
-        meas = lambda fn: measure(fn, warmup=1, rep=rep)  # noqa: E731
-        provs = [("ours-cpp", "float32", lambda: ours32.search(q, k, backend="cpp"))]
+        provs = [("ours-cpp", "float32", lambda q=q, k=k: ours32.search(q, k, backend="cpp"))]
         if case in ("topk-m8", "topk-m1"):
-            provs.append(("ours-cpp-fp16", "float16", lambda: ours16.search(q, k, backend="cpp")))
+            provs.append(("ours-cpp-fp16", "float16", lambda q=q, k=k: ours16.search(q, k, backend="cpp")))
         if fidx is not None:
-            provs.append(("faiss", "float32", lambda: fidx.search(qn, k)))
+            provs.append(("faiss", "float32", lambda qn=qn, k=k: fidx.search(qn, k)))
         if case != "topk-k1000" or not args.quick:
-            provs.append(("torch", "float32", lambda: torch_chunked_topk(q, corpus, k, 16384)))
+            provs.append(("torch", "float32", lambda q=q, k=k: torch_chunked_topk(q, corpus, k, 16384)))
         for name, dtype, fn in provs:
-            rows.append(_row(case, name, meas(fn), M=M, N=N, D=D, k=k, dtype=dtype))
+            t = measure(fn, warmup=1, rep=rep)
+            rows.append(_row(case, name, t, M=M, N=N, D=D, k=k, dtype=dtype))
             print(f"  {case:11s} {name:14s} {rows[-1]['median_ms']:9.2f} ms", flush=True)
         _ratios(rows, case)
         # Check the providers agree on the result (ids equal up to ties on random data).
@@ -155,14 +154,14 @@ def bench_cuda(args) -> list[dict]:
     rows: list[dict] = []
     # Peaks measured in this run: a large bf16 matmul (FLOP/s) and a device copy (bytes/s).
     a = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
-    t = measure(lambda: a @ a, device=dev)
+    t = measure(lambda: torch.mm(a, a), device=dev)
     peak_flops = 2 * 8192**3 / (t["median_ms"] * 1e-3)
     rows.append({"case": "peak-matmul-bf16", "provider": "torch", **t, "tflops": peak_flops / 1e12})
     buf = torch.empty(1 << 30, dtype=torch.uint8, device=dev)
     t = measure(lambda: buf.clone(), device=dev)
     copy_bw = 2 * buf.numel() / (t["median_ms"] * 1e-3)
     rows.append({"case": "copy-bandwidth", "provider": "torch", **t, "GBps": copy_bw / 1e9})
-    del a, buf
+    a = buf = None  # free before the search cases
     try:
         from densescale.ops import _search_triton  # noqa: F401
 
@@ -175,11 +174,13 @@ def bench_cuda(args) -> list[dict]:
         case = f"gpu-m{M}-k{k}"
         provs = []
         if has_triton:
-            provs.append(("ours-triton", lambda: densescale.search(q, corpus, k, backend="triton", check_corpus=False)))
-        provs.append(("torch", lambda: torch_chunked_topk(q.float(), c32, k, 1 << 17)))
+            provs.append(("ours-triton", lambda q=q, k=k: densescale.search(q, corpus, k, backend="triton", check_corpus=False)))
+        provs.append(("torch", lambda q=q, k=k: torch_chunked_topk(q.float(), c32, k, 1 << 17)))
         if has_faiss_gpu:
+            import faiss.contrib.torch_utils  # lets knn_gpu take torch tensors
+
             res = faiss.StandardGpuResources()
-            provs.append(("faiss-gpu", lambda: faiss.knn_gpu(res, q.float(), c32, k, metric=faiss.METRIC_INNER_PRODUCT)))
+            provs.append(("faiss-gpu", lambda q=q, k=k, res=res: faiss.knn_gpu(res, q.float(), c32, k, metric=faiss.METRIC_INNER_PRODUCT)))
         for name, fn in provs:
             t = measure(fn, device=dev)
             r = _row(case, name, t, M=M, N=N, D=D, k=k, dtype="bfloat16")
