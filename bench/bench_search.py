@@ -52,6 +52,29 @@ def torch_chunked_topk(q: torch.Tensor, c: torch.Tensor, k: int, chunk: int) -> 
     return best_s, best_i
 
 
+def measure_interleaved(fns: dict, *, warmup: int = 1, rep: int = 5) -> dict:
+    """Median / p20 / p80 ms per provider, timing the providers in turn within each repetition.
+
+    On a CPU shared with other jobs the load drifts over minutes; interleaving exposes every
+    provider to the same drift, so the ratios stay meaningful even when absolute times move.
+    """
+    import time
+
+    times = {name: [] for name in fns}
+    for r in range(warmup + rep):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            if r >= warmup:
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    out = {}
+    for name, ts in times.items():
+        ts.sort()
+        pick = lambda f, ts=ts: ts[min(len(ts) - 1, int(f * len(ts)))]
+        out[name] = {"median_ms": float(np.median(ts)), "p20_ms": pick(0.2), "p80_ms": pick(0.8)}
+    return out
+
+
 def _row(case, provider, t, *, M, N, D, k, dtype, extra=None):
     row = {"case": case, "provider": provider, "M": M, "N": N, "D": D, "k": k, "dtype": dtype, **t}
     row["gflops"] = 2.0 * M * N * D / (t["median_ms"] * 1e-3) / 1e9
@@ -102,9 +125,9 @@ def bench_cpu(args) -> list[dict]:
             provs.append(("faiss", "float32", lambda qn=qn, k=k: fidx.search(qn, k)))
         if case != "topk-k1000" or not args.quick:
             provs.append(("torch", "float32", lambda q=q, k=k: torch_chunked_topk(q, corpus, k, 16384)))
-        for name, dtype, fn in provs:
-            t = measure(fn, warmup=1, rep=rep)
-            rows.append(_row(case, name, t, M=M, N=N, D=D, k=k, dtype=dtype))
+        timed = measure_interleaved({name: fn for name, _, fn in provs}, warmup=1, rep=rep)
+        for name, dtype, _ in provs:
+            rows.append(_row(case, name, timed[name], M=M, N=N, D=D, k=k, dtype=dtype))
             print(f"  {case:11s} {name:14s} {rows[-1]['median_ms']:9.2f} ms", flush=True)
         _ratios(rows, case)
         # Check the providers agree on the result (ids equal up to ties on random data).
@@ -126,16 +149,22 @@ def bench_cpu(args) -> list[dict]:
     q = torch.randn(M, D, generator=g)
     ids = torch.randint(0, N, (M, C), generator=g)
     touched = ids.numel() * D * 4
-    read = measure(lambda: corpus.sum(), warmup=1, rep=10)  # streams N*D*4 bytes through the CPU
+    timed = measure_interleaved(
+        {
+            "read": lambda: corpus.sum(),  # streams N*D*4 bytes through the CPU: the baseline
+            "ours-cpp": lambda: densescale.score_candidates(q, corpus, ids, backend="cpp"),
+            "torch": lambda: densescale.score_candidates(q, corpus, ids, backend="torch"),
+        },
+        warmup=1,
+        rep=5,
+    )
+    read = timed["read"]
     bw = N * D * 4 / (read["median_ms"] * 1e-3)
     base_ms = touched / bw * 1e3
     rows.append({"case": "read-bandwidth", "provider": "torch.sum", "N": N, "D": D, **read,
                  "GBps": bw / 1e9})  # fmt: skip
-    for name, fn in [
-        ("ours-cpp", lambda: densescale.score_candidates(q, corpus, ids, backend="cpp")),
-        ("torch", lambda: densescale.score_candidates(q, corpus, ids, backend="torch")),
-    ]:
-        t = measure(fn, warmup=1, rep=5)
+    for name in ("ours-cpp", "torch"):
+        t = timed[name]
         rows.append({"case": "candidates", "provider": name, "M": M, "N": N, "D": D, "C": C,
                      "dtype": "float32", **t, "touched_GB": touched / 1e9,
                      "read_once_ms": base_ms, "x_read_once": t["median_ms"] / base_ms,

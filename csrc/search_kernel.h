@@ -197,7 +197,8 @@ void topk_impl(const TopkArgs& a) {
   // Query block: up to 32 register tiles (128 fp32 queries of D = 768 = 384 KiB, inside L2).
   const int64_t mb_max = V::MR * 32;
   const int64_t n_qb = (M + mb_max - 1) / mb_max;
-  const int64_t mb = (M + n_qb - 1) / n_qb;
+  // Blocks of equal size rounded up to whole register tiles (no thin edge tile per block).
+  const int64_t mb = ((M + n_qb - 1) / n_qb + V::MR - 1) / V::MR * V::MR;
   // Few query blocks: split the corpus too, aiming at >= 3 units per thread for balance, without
   // making shards so short that per-unit overhead shows.
   int64_t shards = 1;

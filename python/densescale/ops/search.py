@@ -301,6 +301,26 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
     return "cpp" if has_native() else "torch"
 
 
+def _check_backend_inputs(backend: str, q: torch.Tensor, shards: list[_Shard]) -> None:
+    """Device and availability checks that must pass before any shard is scored."""
+    if backend == "cpp":
+        native()  # raises the ImportError that says how to build the kernels when missing
+        if q.device.type != "cpu":
+            raise ValueError(f"backend='cpp' needs CPU queries, got queries on {q.device}")
+        for shard in shards:
+            if shard.data.device.type != "cpu":
+                raise ValueError(f"backend='cpp' needs a CPU corpus, got a shard on {shard.data.device}")
+    elif backend == "triton":
+        _triton_module()
+        if not _triton_device_ok(q.device):
+            raise ValueError(f"backend='triton' needs CUDA queries, got queries on {q.device}")
+    elif backend == "faiss":
+        try:
+            import faiss  # noqa: F401
+        except ImportError as e:
+            raise ImportError("backend='faiss' needs faiss (pip install faiss-cpu)") from e
+
+
 def _local_search(q, shards, k, metric, backend, threads, chunk_rows):
     cos = metric == "cos"
     if cos:
@@ -361,8 +381,7 @@ def search(
     shards = _to_shards(corpus, q.shape[1])
     k = _check_k(k, shards[-1].offset + shards[-1].data.shape[0])
     backend = _resolve_backend(backend, q.device)
-    if backend == "cpp" and not has_native():
-        native()  # raises the ImportError that says how to build the kernels
+    _check_backend_inputs(backend, q, shards)
     if check_corpus:
         _check_corpus_finite(shards)
     return _local_search(q, shards, k, metric, backend, threads, chunk_rows)
@@ -388,6 +407,7 @@ def _search_distributed(queries, corpus, k, metric, backend, threads, chunk_rows
         if check_corpus:
             _check_corpus_finite([_Shard(t, 0) for t in tensors if t.shape[0]])
         backend = _resolve_backend(backend, q.device)
+        _check_backend_inputs(backend, q, [_Shard(t, 0) for t in tensors])
         comm_device = q.device if dist.get_backend() == "nccl" else torch.device("cpu")
     except (ValueError, TypeError) as e:
         error, comm_device = e, torch.device("cuda" if dist.get_backend() == "nccl" else "cpu")
