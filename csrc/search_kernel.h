@@ -287,7 +287,9 @@ void candidates_impl(const CandidateArgs& a) {
   const int T_ = resolve_threads(a.threads);
   const T* corpus = static_cast<const T*>(a.corpus);
   const int64_t C = a.C, D = a.D, cs = a.corpus_stride;
-  constexpr int R = 4;
+  // 8 rows in flight per pass (8 independent accumulators and memory streams) while the next 8
+  // rows are prefetched a line per step: random rows are latency-bound, so parallelism wins.
+  constexpr int R = 8;
 #pragma omp parallel num_threads(T_)
   {
     std::vector<const T*> ptrs(C + R);
@@ -306,6 +308,8 @@ void candidates_impl(const CandidateArgs& a) {
         }
       }
       const float* q = a.queries + m * D;
+      for (int64_t r = 0; r < std::min<int64_t>(n, R); ++r)  // the first group has no predecessor
+        for (int64_t e = 0; e < std::min<int64_t>(D, 64); e += 16) __builtin_prefetch(ptrs[r] + e, 0, 0);
       float s[R];
       int64_t g = 0;
       for (; g + R <= n; g += R) {

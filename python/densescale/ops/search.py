@@ -273,10 +273,12 @@ def _search_triton(q, shards, k, cos, chunk_rows=None):
     if not _triton_device_ok(q.device):
         raise ValueError(f"backend='triton' needs CUDA queries, got queries on {q.device}")
     q = q.float().contiguous()
-    rows = chunk_rows or _chunk_rows(q.shape[1])
     best = None
     for shard in shards:
-        # Shards larger than the chunk are streamed: copy a chunk, score it, keep only its top-k.
+        # A shard already on the device is scored whole (the kernel never materialises scores);
+        # others are streamed: copy a chunk, score it, keep only its top-k.
+        on_device = shard.data.device == q.device
+        rows = chunk_rows or (shard.data.shape[0] if on_device else _chunk_rows(q.shape[1]))
         for r, chunk in _row_chunks(shard.data, rows):
             c = chunk.to(q.device, non_blocking=True)
             if c.dtype == torch.float64:
