@@ -120,11 +120,15 @@ def bench_cpu(args) -> list[dict]:
         qn = q.numpy()
         provs = [("ours-cpp", "float32", lambda q=q, k=k: ours32.search(q, k, backend="cpp"))]
         if case in ("topk-m8", "topk-m1"):
-            provs.append(("ours-cpp-fp16", "float16", lambda q=q, k=k: ours16.search(q, k, backend="cpp")))
+            provs.append(
+                ("ours-cpp-fp16", "float16", lambda q=q, k=k: ours16.search(q, k, backend="cpp"))
+            )
         if fidx is not None:
             provs.append(("faiss", "float32", lambda qn=qn, k=k: fidx.search(qn, k)))
         if case != "topk-k1000" or not args.quick:
-            provs.append(("torch", "float32", lambda q=q, k=k: torch_chunked_topk(q, corpus, k, 16384)))
+            provs.append(
+                ("torch", "float32", lambda q=q, k=k: torch_chunked_topk(q, corpus, k, 16384))
+            )
         timed = measure_interleaved({name: fn for name, _, fn in provs}, warmup=1, rep=rep)
         for name, dtype, _ in provs:
             rows.append(_row(case, name, timed[name], M=M, N=N, D=D, k=k, dtype=dtype))
@@ -135,13 +139,17 @@ def bench_cpu(args) -> list[dict]:
         s16, _ = ours16.search(q[:4], k, backend="cpp")
         if fidx is not None:
             fd, fi = fidx.search(qn[:4], k)
-            assert np.allclose(s.numpy(), fd, atol=1e-3), f"{case}: ours-cpp scores differ from faiss"
+            assert np.allclose(s.numpy(), fd, atol=1e-3), (
+                f"{case}: ours-cpp scores differ from faiss"
+            )
             # Ids must agree wherever a score is clearly apart from its neighbours (no near-tie).
             gap = np.diff(fd, axis=1)
             apart = np.ones_like(fd, dtype=bool)
             apart[:, 1:] &= -gap > 1e-3
             apart[:, :-1] &= -gap > 1e-3
-            assert np.array_equal(i.numpy()[apart], fi[apart]), f"{case}: ours-cpp ids differ from faiss"
+            assert np.array_equal(i.numpy()[apart], fi[apart]), (
+                f"{case}: ours-cpp ids differ from faiss"
+            )
             assert np.allclose(s16.numpy(), fd, atol=0.1), f"{case}: fp16 scores off"
 
     # score_candidates against a memory-read baseline measured now.
@@ -203,13 +211,27 @@ def bench_cuda(args) -> list[dict]:
         case = f"gpu-m{M}-k{k}"
         provs = []
         if has_triton:
-            provs.append(("ours-triton", lambda q=q, k=k: densescale.search(q, corpus, k, backend="triton", check_corpus=False)))
+            provs.append(
+                (
+                    "ours-triton",
+                    lambda q=q, k=k: densescale.search(
+                        q, corpus, k, backend="triton", check_corpus=False
+                    ),
+                )
+            )
         provs.append(("torch", lambda q=q, k=k: torch_chunked_topk(q.float(), c32, k, 1 << 17)))
         if has_faiss_gpu:
             import faiss.contrib.torch_utils  # lets knn_gpu take torch tensors
 
             res = faiss.StandardGpuResources()
-            provs.append(("faiss-gpu", lambda q=q, k=k, res=res: faiss.knn_gpu(res, q.float(), c32, k, metric=faiss.METRIC_INNER_PRODUCT)))
+            provs.append(
+                (
+                    "faiss-gpu",
+                    lambda q=q, k=k, res=res: faiss.knn_gpu(
+                        res, q.float(), c32, k, metric=faiss.METRIC_INNER_PRODUCT
+                    ),
+                )
+            )
         for name, fn in provs:
             t = measure(fn, device=dev)
             r = _row(case, name, t, M=M, N=N, D=D, k=k, dtype="bfloat16")
@@ -225,7 +247,9 @@ def bench_cuda(args) -> list[dict]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--m", type=int, default=1000, help="queries of the large-batch cases")

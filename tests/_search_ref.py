@@ -8,7 +8,9 @@ import torch
 
 def reference_scores(queries, corpus, metric: str = "ip") -> torch.Tensor:
     """(M, N) fp64 scores from the values actually stored (fp16/bf16 rounding included)."""
-    q = torch.as_tensor(np.asarray(queries) if isinstance(queries, np.ndarray) else queries).double()
+    q = torch.as_tensor(
+        np.asarray(queries) if isinstance(queries, np.ndarray) else queries
+    ).double()
     c = torch.as_tensor(np.asarray(corpus) if isinstance(corpus, np.ndarray) else corpus).double()
     if metric == "cos":
         qn, cn = q.norm(dim=1, keepdim=True), c.norm(dim=1, keepdim=True)

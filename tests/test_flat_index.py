@@ -26,7 +26,9 @@ def _filled(dtype="float32", metric="ip", sizes=(100, 1, 57, 300), D=32):
 def test_add_many_then_search(dtype, backend):
     index, c = _filled(dtype)
     assert len(index) == c.shape[0] == 458
-    stored = c.to({"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]).float()
+    stored = c.to(
+        {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    ).float()
     q = torch.randn(5, 32)
     for k in (1, 7, 100, len(index)):
         s, i = index.search(q, k, backend=backend)
@@ -149,8 +151,16 @@ def test_from_faiss_rejects_l2():
         (lambda: FlatIndex(4).search(torch.randn(1, 4), 1), ValueError, "index is empty"),
         (lambda: _one().search(torch.randn(1, 5), 1), ValueError, "dim 4"),
         (lambda: _one().search(torch.randn(1, 4), 4), ValueError, "k must be in"),
-        (lambda: _one().search(torch.tensor([[float("inf"), 0, 0, 0]]), 1), ValueError, "queries contains"),
-        (lambda: _one().search(torch.randn(1, 4), 1, backend="nope"), ValueError, "backend must be one of"),
+        (
+            lambda: _one().search(torch.tensor([[float("inf"), 0, 0, 0]]), 1),
+            ValueError,
+            "queries contains",
+        ),
+        (
+            lambda: _one().search(torch.randn(1, 4), 1, backend="nope"),
+            ValueError,
+            "backend must be one of",
+        ),
     ],
 )
 def test_bad_input(make, exc, match):

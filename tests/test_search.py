@@ -28,7 +28,9 @@ def _has_triton_search() -> bool:
 
 
 # Compiled Triton runs every case; the interpreter (CPU CI) only the small dedicated test below.
-BACKENDS = ["cpp", "torch", "faiss"] + (["triton"] if _has_triton_search() and torch.cuda.is_available() else [])
+BACKENDS = ["cpp", "torch", "faiss"] + (
+    ["triton"] if _has_triton_search() and torch.cuda.is_available() else []
+)
 
 
 def run_backend(backend: str, q, corpus, k, *, metric="ip", threads=2, chunk_rows=None):
@@ -39,7 +41,9 @@ def run_backend(backend: str, q, corpus, k, *, metric="ip", threads=2, chunk_row
         if metric == "cos":
             qt = S._normalize(qt)
         return S._search_cpp(qt, shards, k, metric == "cos", threads, backend[4:])
-    return densescale.search(q, corpus, k, metric=metric, backend=backend, threads=threads, chunk_rows=chunk_rows)
+    return densescale.search(
+        q, corpus, k, metric=metric, backend=backend, threads=threads, chunk_rows=chunk_rows
+    )
 
 
 ALL = BACKENDS + [f"cpp-{isa}" for isa in ISAS]
@@ -48,7 +52,14 @@ ALL = BACKENDS + [f"cpp-{isa}" for isa in ISAS]
 @pytest.mark.parametrize("backend", ALL)
 @pytest.mark.parametrize(
     "M,N,D,k",
-    [(1, 3, 8, 1), (1, 500, 37, 7), (5, 3, 16, 3), (7, 700, 37, 100), (130, 300, 20, 7), (9, 257, 64, 257)],
+    [
+        (1, 3, 8, 1),
+        (1, 500, 37, 7),
+        (5, 3, 16, 3),
+        (7, 700, 37, 100),
+        (130, 300, 20, 7),
+        (9, 257, 64, 257),
+    ],
 )
 def test_search_matches_fp64_reference(backend, M, N, D, k):
     q, c = torch.randn(M, D), torch.randn(N, D)
@@ -69,7 +80,9 @@ def test_half_storage(backend, dtype):
 def test_half_queries_are_accepted(backend):
     q, c = torch.randn(3, 24).to(torch.bfloat16), torch.randn(50, 24).half()
     s, i = run_backend(backend, q, c, 5)
-    assert_topk_matches(s, i, reference_scores(q.float(), c.float()), 5, tolerance(24, torch.float16))
+    assert_topk_matches(
+        s, i, reference_scores(q.float(), c.float()), 5, tolerance(24, torch.float16)
+    )
 
 
 @pytest.mark.parametrize("backend", ALL)
@@ -150,10 +163,19 @@ def test_triton_launcher_streams_shards(monkeypatch):
     monkeypatch.setattr(S, "_triton_device_ok", lambda device: True)
     q, c = torch.randn(4, 16), torch.randn(300, 16)
     for metric in ("ip", "cos"):
-        s, i = densescale.search(q, [c[:100], c[100:]], 50, metric=metric, backend="triton", chunk_rows=64)
+        s, i = densescale.search(
+            q, [c[:100], c[100:]], 50, metric=metric, backend="triton", chunk_rows=64
+        )
         assert_topk_matches(s, i, reference_scores(q, c, metric), 50, 1e-5)
     # 100 rows -> chunks of 64 + 36, 200 rows -> 64 + 64 + 64 + 8; k capped by the chunk size.
-    assert [call[1:] for call in stand_in.calls[:6]] == [(64, 50), (36, 36), (64, 50), (64, 50), (64, 50), (8, 8)]
+    assert [call[1:] for call in stand_in.calls[:6]] == [
+        (64, 50),
+        (36, 36),
+        (64, 50),
+        (64, 50),
+        (64, 50),
+        (8, 8),
+    ]
     ids = torch.randint(-1, 300, (4, 9))
     out = densescale.score_candidates(q, c, ids, backend="triton")
     torch.testing.assert_close(out.double(), _ref_candidates(q, c, ids), atol=1e-5, rtol=0)
@@ -165,7 +187,9 @@ def test_numpy_inputs_and_memmap_fp16(tmp_path):
     mm = np.load(tmp_path / "c.npy", mmap_mode="r")
     q = np.random.default_rng(1).standard_normal((4, 16)).astype(np.float32)
     s, i = densescale.search(q, mm, 9)
-    assert_topk_matches(s, i, reference_scores(torch.from_numpy(q), torch.from_numpy(c).float()), 9, 1e-4)
+    assert_topk_matches(
+        s, i, reference_scores(torch.from_numpy(q), torch.from_numpy(c).float()), 9, 1e-4
+    )
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -194,8 +218,17 @@ def test_isa_env_cap_runs_generic():
         "r = torch.topk(q.double() @ c.double().T, 5);"
         "assert torch.equal(i, r.indices), (i, r.indices); print(native().isa())"
     )
-    env = dict(os.environ, DENSESCALE_ISA="generic", PYTHONPATH=str(Path(densescale.__file__).parents[1]))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False)
+    env = dict(
+        os.environ, DENSESCALE_ISA="generic", PYTHONPATH=str(Path(densescale.__file__).parents[1])
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "generic"
 
@@ -218,8 +251,20 @@ def test_score_candidates_cpp_every_isa(isa, dtype):
     ids[2, 3:] = -1
     ids[5, 0] = -1
     out = torch.empty(M, C)
-    native().score_candidates(q.data_ptr(), M, D, c.data_ptr(), N, D, S._CPP_TYPE[dtype],
-                              ids.data_ptr(), C, out.data_ptr(), 2, isa)
+    native().score_candidates(
+        q.data_ptr(),
+        M,
+        D,
+        c.data_ptr(),
+        N,
+        D,
+        S._CPP_TYPE[dtype],
+        ids.data_ptr(),
+        C,
+        out.data_ptr(),
+        2,
+        isa,
+    )
     ref = _ref_candidates(q, c.float(), ids)
     torch.testing.assert_close(out.double(), ref, atol=tolerance(D, dtype), rtol=0)
 
@@ -261,8 +306,15 @@ def test_score_candidates_numpy_memmap_and_int32(tmp_path):
         ({"corpus": []}, ValueError, "corpus must not be empty"),
         ({"corpus": [torch.randn(3, 4), torch.randn(3, 5)]}, ValueError, r"corpus\[1\]"),
         ({"queries": torch.tensor([[float("nan"), 0, 0, 0]])}, ValueError, "queries contains NaN"),
-        ({"corpus": torch.randn(10, 4).index_put_((torch.tensor([3]),), torch.tensor(float("inf")))},
-         ValueError, "corpus contains NaN or Inf"),
+        (
+            {
+                "corpus": torch.randn(10, 4).index_put_(
+                    (torch.tensor([3]),), torch.tensor(float("inf"))
+                )
+            },
+            ValueError,
+            "corpus contains NaN or Inf",
+        ),
         ({"queries": torch.randn(4)}, ValueError, "queries must have 2 dimensions"),
         ({"queries": torch.zeros(0, 4)}, ValueError, "queries must not be empty"),
         ({"queries": torch.ones(2, 4, dtype=torch.int64)}, TypeError, "queries must be float32"),
@@ -298,12 +350,19 @@ def test_score_candidates_bad_input(ids, exc, match):
 
 def test_score_candidates_bad_backend_and_kernel_range_check():
     with pytest.raises(ValueError, match="backend must be one of"):
-        densescale.score_candidates(torch.randn(1, 4), torch.randn(10, 4), torch.zeros(1, 1, dtype=torch.long), backend="faiss")
+        densescale.score_candidates(
+            torch.randn(1, 4),
+            torch.randn(10, 4),
+            torch.zeros(1, 1, dtype=torch.long),
+            backend="faiss",
+        )
     # The kernel checks ids itself before writing anything (the launcher is not the only caller).
     q, c, ids = torch.randn(1, 4), torch.randn(10, 4), torch.tensor([[1, 99]])
     out = torch.full((1, 2), 7.0)
     with pytest.raises(ValueError, match="candidate_ids must be in"):
-        native().score_candidates(q.data_ptr(), 1, 4, c.data_ptr(), 10, 4, 0, ids.data_ptr(), 2, out.data_ptr(), 1, "")
+        native().score_candidates(
+            q.data_ptr(), 1, 4, c.data_ptr(), 10, 4, 0, ids.data_ptr(), 2, out.data_ptr(), 1, ""
+        )
     assert bool((out == 7.0).all())
 
 
@@ -311,6 +370,23 @@ def test_kernel_rejects_bad_arguments():
     q, c = torch.randn(1, 4), torch.randn(10, 4)
     s, i = torch.empty(1, 11), torch.empty(1, 11, dtype=torch.long)
     with pytest.raises(ValueError, match="k must be in"):
-        native().search_topk(q.data_ptr(), 1, 4, c.data_ptr(), 10, 4, 0, 0, 11, 0, s.data_ptr(), i.data_ptr(), 1, "")
+        native().search_topk(
+            q.data_ptr(), 1, 4, c.data_ptr(), 10, 4, 0, 0, 11, 0, s.data_ptr(), i.data_ptr(), 1, ""
+        )
     with pytest.raises(ValueError, match="isa must be one of"):
-        native().search_topk(q.data_ptr(), 1, 4, c.data_ptr(), 10, 4, 0, 0, 1, 0, s.data_ptr(), i.data_ptr(), 1, "sse9")
+        native().search_topk(
+            q.data_ptr(),
+            1,
+            4,
+            c.data_ptr(),
+            10,
+            4,
+            0,
+            0,
+            1,
+            0,
+            s.data_ptr(),
+            i.data_ptr(),
+            1,
+            "sse9",
+        )

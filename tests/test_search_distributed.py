@@ -24,7 +24,9 @@ def _data():
 
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     try:
         q, c = _data()
         lo = sum(SIZES[:rank])
@@ -34,7 +36,9 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             for k in (1, 7, 100, sum(SIZES)):
                 # The second half of rank 0's shard arrives as a separate piece (list of shards).
                 piece = [local[:50], local[50:]] if rank == 0 else local
-                results[(backend, k)] = densescale.search(q, piece, k, backend=backend, distributed=True, threads=1)
+                results[(backend, k)] = densescale.search(
+                    q, piece, k, backend=backend, distributed=True, threads=1
+                )
         results["cos"] = densescale.search(q, local, 9, metric="cos", distributed=True, threads=1)
         # Bad input on one rank: every rank raises instead of waiting forever.
         bad = local.clone()

@@ -102,7 +102,9 @@ class FlatIndex:
         if self.metric == "cos":
             check_finite("queries", q)
             q = _normalize(q)
-        return _search(q, self._shards, k, metric="ip", backend=backend, threads=threads, check_corpus=False)
+        return _search(
+            q, self._shards, k, metric="ip", backend=backend, threads=threads, check_corpus=False
+        )
 
     # ---- persistence ----
 
@@ -115,7 +117,11 @@ class FlatIndex:
             files = []
             for s, shard in enumerate(self._shards):
                 name = f"shard_{s:05d}.npy"
-                arr = shard.view(torch.int16).numpy().view(np.uint16) if self.dtype == "bfloat16" else shard.numpy()
+                arr = (
+                    shard.view(torch.int16).numpy().view(np.uint16)
+                    if self.dtype == "bfloat16"
+                    else shard.numpy()
+                )
                 np.save(tmp / name, arr)
                 files.append({"file": name, "rows": int(shard.shape[0])})
             meta = {"format": _FORMAT, "dim": self.dim, "metric": self.metric, "dtype": self.dtype,
@@ -132,7 +138,9 @@ class FlatIndex:
         path = Path(path)
         meta_file = path / "meta.json"
         if not meta_file.exists():
-            raise ValueError(f"path must be a directory written by FlatIndex.save, no meta.json in {path}")
+            raise ValueError(
+                f"path must be a directory written by FlatIndex.save, no meta.json in {path}"
+            )
         meta = json.loads(meta_file.read_text())
         if meta.get("format") != _FORMAT:
             raise ValueError(f"{meta_file}: format must be {_FORMAT!r}, got {meta.get('format')!r}")
@@ -140,7 +148,9 @@ class FlatIndex:
         for entry in meta["shards"]:
             arr = np.load(path / entry["file"], mmap_mode="r" if mmap else None)
             if arr.ndim != 2 or arr.shape != (entry["rows"], index.dim):
-                raise ValueError(f"{path / entry['file']}: expected shape ({entry['rows']}, {index.dim}), got {arr.shape}")
+                raise ValueError(
+                    f"{path / entry['file']}: expected shape ({entry['rows']}, {index.dim}), got {arr.shape}"
+                )
             with warnings.catch_warnings():  # read-only map: the index never writes through it
                 warnings.simplefilter("ignore", UserWarning)
                 t = torch.from_numpy(arr)
@@ -151,7 +161,9 @@ class FlatIndex:
             index._shards.append(t)
             index._owned.append(not mmap)
         if len(index) != meta["ntotal"]:
-            raise ValueError(f"{meta_file}: ntotal {meta['ntotal']} but shards hold {len(index)} rows")
+            raise ValueError(
+                f"{meta_file}: ntotal {meta['ntotal']} but shards hold {len(index)} rows"
+            )
         return index
 
     # ---- faiss interop ----
@@ -161,7 +173,10 @@ class FlatIndex:
         """Copy a faiss ``IndexFlatIP`` (or ``IndexFlat`` with inner-product metric)."""
         import faiss
 
-        if not isinstance(index, faiss.IndexFlat) or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        if (
+            not isinstance(index, faiss.IndexFlat)
+            or index.metric_type != faiss.METRIC_INNER_PRODUCT
+        ):
             raise TypeError(f"index must be a faiss IndexFlatIP, got {type(index).__name__}")
         out = cls(index.d, metric="ip", dtype=dtype)
         if index.ntotal:

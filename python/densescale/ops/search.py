@@ -57,7 +57,9 @@ def _as_tensor(name: str, x: object) -> torch.Tensor:
         return x
     if isinstance(x, np.ndarray):
         if x.dtype not in (np.float32, np.float16, np.float64):
-            raise TypeError(f"{name} must have dtype float32, float16 or float64 (numpy), got {x.dtype}")
+            raise TypeError(
+                f"{name} must have dtype float32, float16 or float64 (numpy), got {x.dtype}"
+            )
         with warnings.catch_warnings():  # read-only memmaps: we never write through the view
             warnings.simplefilter("ignore", UserWarning)
             return torch.from_numpy(x)
@@ -68,7 +70,9 @@ def _check_matrix(name: str, t: torch.Tensor, *, allow_empty: bool = False) -> N
     if t.dim() != 2:
         raise ValueError(f"{name} must have 2 dimensions (rows, dim), got shape {tuple(t.shape)}")
     if t.dtype not in _CORPUS_DTYPES:
-        raise TypeError(f"{name} must be float32, float16 or bfloat16, got {str(t.dtype).replace('torch.', '')}")
+        raise TypeError(
+            f"{name} must be float32, float16 or bfloat16, got {str(t.dtype).replace('torch.', '')}"
+        )
     if not allow_empty and t.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)}")
 
@@ -87,11 +91,17 @@ def _to_shards(corpus: object, dim: int) -> list[_Shard]:
         raise ValueError("corpus must not be empty, got an empty list of shards")
     shards, offset = [], 0
     for s, piece in enumerate(pieces):
-        name = "corpus" if len(pieces) == 1 and not isinstance(corpus, (list, tuple)) else f"corpus[{s}]"
+        name = (
+            "corpus"
+            if len(pieces) == 1 and not isinstance(corpus, (list, tuple))
+            else f"corpus[{s}]"
+        )
         t = _as_tensor(name, piece)
         _check_matrix(name, t, allow_empty=True)
         if t.shape[1] != dim:
-            raise ValueError(f"{name} must have dim {dim} (the queries' dim), got shape {tuple(t.shape)}")
+            raise ValueError(
+                f"{name} must have dim {dim} (the queries' dim), got shape {tuple(t.shape)}"
+            )
         if t.shape[0]:
             shards.append(_Shard(t, offset))
         offset += t.shape[0]
@@ -113,7 +123,9 @@ def _check_corpus_finite(shards: list[_Shard]) -> None:
     for s, shard in enumerate(shards):
         for r, chunk in _row_chunks(shard.data, _chunk_rows(shard.data.shape[1])):
             if not bool(torch.isfinite(chunk).all()):
-                raise ValueError(f"corpus contains NaN or Inf values (rows from {shard.offset + r})")
+                raise ValueError(
+                    f"corpus contains NaN or Inf values (rows from {shard.offset + r})"
+                )
 
 
 def _check_k(k: object, n: int) -> int:
@@ -285,7 +297,9 @@ def _search_triton(q, shards, k, cos, chunk_rows=None):
                 c = c.float()
             if cos:
                 c = (c.float() * _inverse_norms(c)[:, None]).to(c.dtype)
-            s, i = mod.topk(q.to(c.dtype) if c.dtype != torch.float32 else q, c.contiguous(), min(k, c.shape[0]))
+            s, i = mod.topk(
+                q.to(c.dtype) if c.dtype != torch.float32 else q, c.contiguous(), min(k, c.shape[0])
+            )
             part = (s.float(), i + (shard.offset + r))
             best = part if best is None else merge_topk([best, part], k)
     return best
@@ -311,7 +325,9 @@ def _check_backend_inputs(backend: str, q: torch.Tensor, shards: list[_Shard]) -
             raise ValueError(f"backend='cpp' needs CPU queries, got queries on {q.device}")
         for shard in shards:
             if shard.data.device.type != "cpu":
-                raise ValueError(f"backend='cpp' needs a CPU corpus, got a shard on {shard.data.device}")
+                raise ValueError(
+                    f"backend='cpp' needs a CPU corpus, got a shard on {shard.data.device}"
+                )
     elif backend == "triton":
         _triton_module()
         if not _triton_device_ok(q.device):
@@ -378,7 +394,9 @@ def search(
     if chunk_rows is not None and (not isinstance(chunk_rows, int) or chunk_rows < 1):
         raise ValueError(f"chunk_rows must be a positive int or None, got {chunk_rows!r}")
     if distributed:
-        return _search_distributed(queries, corpus, k, metric, backend, threads, chunk_rows, check_corpus)
+        return _search_distributed(
+            queries, corpus, k, metric, backend, threads, chunk_rows, check_corpus
+        )
     q = _check_queries(queries)
     shards = _to_shards(corpus, q.shape[1])
     k = _check_k(k, shards[-1].offset + shards[-1].data.shape[0])
@@ -393,7 +411,9 @@ def _search_distributed(queries, corpus, k, metric, backend, threads, chunk_rows
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
-        raise ValueError("distributed=True needs torch.distributed to be initialised (init_process_group)")
+        raise ValueError(
+            "distributed=True needs torch.distributed to be initialised (init_process_group)"
+        )
     # Validate locally, then agree: a rank that raised alone would leave the others waiting.
     error: Exception | None = None
     n_local = 0
@@ -404,7 +424,9 @@ def _search_distributed(queries, corpus, k, metric, backend, threads, chunk_rows
         for t in tensors:
             _check_matrix("corpus", t, allow_empty=True)
             if t.shape[1] != q.shape[1]:
-                raise ValueError(f"corpus must have dim {q.shape[1]} (the queries' dim), got shape {tuple(t.shape)}")
+                raise ValueError(
+                    f"corpus must have dim {q.shape[1]} (the queries' dim), got shape {tuple(t.shape)}"
+                )
         n_local = sum(t.shape[0] for t in tensors)
         if check_corpus:
             _check_corpus_finite([_Shard(t, 0) for t in tensors if t.shape[0]])
@@ -472,12 +494,20 @@ def score_candidates(
     c = _as_tensor("corpus", corpus)
     _check_matrix("corpus", c)
     if c.shape[1] != q.shape[1]:
-        raise ValueError(f"corpus must have dim {q.shape[1]} (the queries' dim), got shape {tuple(c.shape)}")
+        raise ValueError(
+            f"corpus must have dim {q.shape[1]} (the queries' dim), got shape {tuple(c.shape)}"
+        )
     if isinstance(candidate_ids, np.ndarray):
         candidate_ids = torch.from_numpy(candidate_ids)
     if not isinstance(candidate_ids, torch.Tensor):
-        raise TypeError(f"candidate_ids must be a torch.Tensor or numpy.ndarray, got {type(candidate_ids).__name__}")
-    if candidate_ids.dtype.is_floating_point or candidate_ids.dtype == torch.bool or candidate_ids.is_complex():
+        raise TypeError(
+            f"candidate_ids must be a torch.Tensor or numpy.ndarray, got {type(candidate_ids).__name__}"
+        )
+    if (
+        candidate_ids.dtype.is_floating_point
+        or candidate_ids.dtype == torch.bool
+        or candidate_ids.is_complex()
+    ):
         raise TypeError(f"candidate_ids must be an integer tensor, got {candidate_ids.dtype}")
     if candidate_ids.dim() != 2 or candidate_ids.shape[0] != q.shape[0]:
         raise ValueError(
@@ -522,7 +552,11 @@ def _score_candidates_torch(q: torch.Tensor, c: torch.Tensor, ids: torch.Tensor)
     for m0 in range(0, M, rows):
         blk = ids[m0 : m0 + rows]
         pad = blk < 0
-        g = c[blk.clamp_min(0).cpu()].to(q.device).float() if c.device != q.device else c[blk.clamp_min(0)].float()
+        g = (
+            c[blk.clamp_min(0).cpu()].to(q.device).float()
+            if c.device != q.device
+            else c[blk.clamp_min(0)].float()
+        )
         s = torch.einsum("md,mcd->mc", q[m0 : m0 + rows].float(), g)
         out[m0 : m0 + rows] = s.masked_fill(pad, float("-inf"))
     return out
