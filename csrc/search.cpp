@@ -1,6 +1,159 @@
-// Exact top-k search and candidate scoring on the CPU (placeholder until the kernel lands).
+// Exact top-k search and candidate scoring on the CPU: the generic (portable) path, run-time ISA
+// choice and the Python bindings. The launcher (python/densescale/ops/search.py) passes raw
+// pointers of contiguous buffers it owns, so this file needs no libtorch; the GIL is released
+// while the kernels run.
+#include <cstdint>
+#include <string>
+
+#include "cpu_features.h"
 #include "ops.h"
+#include "search.h"
+#include "search_kernel.h"
+
+namespace py = pybind11;
 
 namespace densescale {
-void register_search(pybind11::module_& m) { (void)m; }
+namespace {
+
+// Portable vector of 8 lanes: each lane accumulates independently, so the compiler may map it
+// onto whatever SIMD the baseline has without reassociating floating-point sums.
+struct VGeneric {
+  struct reg {
+    float v[8];
+  };
+  static constexpr int W = 8, MR = 4, NR = 4;
+  static reg zero() { return reg{}; }
+  template <class T>
+  static reg load(const T* p) {
+    reg r;
+    for (int l = 0; l < W; ++l) r.v[l] = to_float(p[l]);
+    return r;
+  }
+  static reg fma(const reg& a, const reg& b, reg c) {
+    for (int l = 0; l < W; ++l) c.v[l] += a.v[l] * b.v[l];
+    return c;
+  }
+  static float hsum(const reg& a) {
+    float s = 0.f;
+    for (int l = 0; l < W; ++l) s += a.v[l];
+    return s;
+  }
+};
+
+Isa pick_isa(const std::string& requested) {
+  if (requested.empty() || requested == "auto") return active_isa();
+  Isa want;
+  if (requested == "generic") want = Isa::Generic;
+  else if (requested == "avx2") want = Isa::Avx2;
+  else if (requested == "avx512") want = Isa::Avx512;
+  else throw py::value_error("isa must be one of 'auto', 'generic', 'avx2', 'avx512', got '" + requested + "'");
+  if (static_cast<int>(want) > static_cast<int>(detect_isa()))
+    throw py::value_error("isa '" + requested + "' is not supported by this CPU (it has '" +
+                          isa_name(detect_isa()) + "')");
+  return want;
+}
+
+CorpusType corpus_type(int code) {
+  if (code < 0 || code > 2)
+    throw py::value_error("corpus_type must be 0 (fp32), 1 (fp16) or 2 (bf16), got " + std::to_string(code));
+  return static_cast<CorpusType>(code);
+}
+
+template <class P>
+P* ptr(uintptr_t address, const char* name) {
+  if (address == 0) throw py::value_error(std::string(name) + " must be a non-null buffer address");
+  return reinterpret_cast<P*>(address);
+}
+
+void search_topk(uintptr_t queries, int64_t M, int64_t D, uintptr_t corpus, int64_t N,
+                 int64_t corpus_stride, int corpus_type_code, uintptr_t row_scale, int64_t k,
+                 int64_t id_offset, uintptr_t out_scores, uintptr_t out_ids, int threads,
+                 const std::string& isa) {
+  if (M < 1 || D < 1 || N < 1)
+    throw py::value_error("search_topk needs M, D, N >= 1, got M=" + std::to_string(M) +
+                          " D=" + std::to_string(D) + " N=" + std::to_string(N));
+  if (k < 1 || k > N)
+    throw py::value_error("k must be in [1, N=" + std::to_string(N) + "], got " + std::to_string(k));
+  if (corpus_stride < D)
+    throw py::value_error("corpus_stride must be >= D=" + std::to_string(D) + ", got " +
+                          std::to_string(corpus_stride));
+  TopkArgs a;
+  a.queries = ptr<const float>(queries, "queries");
+  a.M = M;
+  a.D = D;
+  a.corpus = ptr<const void>(corpus, "corpus");
+  a.N = N;
+  a.corpus_stride = corpus_stride;
+  a.corpus_type = corpus_type(corpus_type_code);
+  a.row_scale = row_scale ? reinterpret_cast<const float*>(row_scale) : nullptr;
+  a.k = k;
+  a.id_offset = id_offset;
+  a.out_scores = ptr<float>(out_scores, "out_scores");
+  a.out_ids = ptr<int64_t>(out_ids, "out_ids");
+  a.threads = threads;
+  const Isa chosen = pick_isa(isa);
+  py::gil_scoped_release release;
+  switch (chosen) {
+    case Isa::Avx512: topk_avx512(a); break;
+    case Isa::Avx2: topk_avx2(a); break;
+    default: topk_dispatch<VGeneric>(a); break;
+  }
+}
+
+void score_candidates(uintptr_t queries, int64_t M, int64_t D, uintptr_t corpus, int64_t N,
+                      int64_t corpus_stride, int corpus_type_code, uintptr_t ids, int64_t C,
+                      uintptr_t out, int threads, const std::string& isa) {
+  if (M < 1 || D < 1 || N < 1 || C < 0)
+    throw py::value_error("score_candidates needs M, D, N >= 1 and C >= 0");
+  if (corpus_stride < D) throw py::value_error("corpus_stride must be >= D");
+  CandidateArgs a;
+  a.queries = ptr<const float>(queries, "queries");
+  a.M = M;
+  a.D = D;
+  a.corpus = ptr<const void>(corpus, "corpus");
+  a.N = N;
+  a.corpus_stride = corpus_stride;
+  a.corpus_type = corpus_type(corpus_type_code);
+  a.C = C;
+  a.threads = threads;
+  if (C == 0) return;
+  a.ids = ptr<const int64_t>(ids, "candidate_ids");
+  a.out = ptr<float>(out, "out");
+  // Every id is checked before any score is written: a bad id would read outside the corpus.
+  for (int64_t t = 0; t < M * C; ++t) {
+    const int64_t id = a.ids[t];
+    if (id < -1 || id >= N)
+      throw py::value_error("candidate_ids must be in [-1, " + std::to_string(N - 1) + "], got " +
+                            std::to_string(id) + " at (" + std::to_string(t / C) + ", " +
+                            std::to_string(t % C) + ")");
+  }
+  const Isa chosen = pick_isa(isa);
+  py::gil_scoped_release release;
+  switch (chosen) {
+    case Isa::Avx512: candidates_avx512(a); break;
+    case Isa::Avx2: candidates_avx2(a); break;
+    default: candidates_dispatch<VGeneric>(a); break;
+  }
+}
+
+}  // namespace
+
+void register_search(py::module_& m) {
+  m.def("search_topk", &search_topk, py::arg("queries"), py::arg("M"), py::arg("D"),
+        py::arg("corpus"), py::arg("N"), py::arg("corpus_stride"), py::arg("corpus_type"),
+        py::arg("row_scale"), py::arg("k"), py::arg("id_offset"), py::arg("out_scores"),
+        py::arg("out_ids"), py::arg("threads") = 0, py::arg("isa") = "",
+        "Exact top-k by inner product over raw buffers (addresses as ints).\n"
+        "queries (M, D) fp32; corpus (N, D) fp32/fp16/bf16 (corpus_type 0/1/2) with row stride\n"
+        "corpus_stride; row_scale optional (N,) fp32 multiplier (0 = none); writes out_scores (M, k)\n"
+        "fp32 and out_ids (M, k) int64 (+ id_offset), score descending, ties by smaller id.");
+  m.def("score_candidates", &score_candidates, py::arg("queries"), py::arg("M"), py::arg("D"),
+        py::arg("corpus"), py::arg("N"), py::arg("corpus_stride"), py::arg("corpus_type"),
+        py::arg("ids"), py::arg("C"), py::arg("out"), py::arg("threads") = 0, py::arg("isa") = "",
+        "out[m, c] = queries[m] . corpus[ids[m, c]] (fp32), -inf where ids[m, c] == -1.\n"
+        "ids (M, C) int64 are range-checked before any work.");
+  m.def("detected_isa", [] { return std::string(isa_name(detect_isa())); },
+        "Widest SIMD path this CPU supports (ignores DENSESCALE_ISA).");
+}
+
 }  // namespace densescale

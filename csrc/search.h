@@ -1,0 +1,50 @@
+// Exact top-k search and candidate scoring on the CPU: the argument blocks shared by every ISA path
+// and the entry points each ISA file defines (search_avx2.cpp, search_avx512.cpp, generic in
+// search.cpp). The algorithms themselves live in search_kernel.h.
+#pragma once
+
+#include <cstdint>
+
+namespace densescale {
+
+// Storage type of the corpus rows; queries are always fp32 (the launcher converts them).
+enum class CorpusType { F32 = 0, F16 = 1, BF16 = 2 };
+
+// scores[m, j] = row_scale[j] * sum_d queries[m, d] * corpus[j, d]; the k best per query (score
+// descending, ties by smaller id) go to out_scores / out_ids (M, k) with ids offset by id_offset.
+struct TopkArgs {
+  const float* queries = nullptr;  // (M, D) fp32, row-major contiguous
+  int64_t M = 0, D = 0;
+  const void* corpus = nullptr;  // (N, D) rows, row stride `corpus_stride` elements
+  int64_t N = 0, corpus_stride = 0;
+  CorpusType corpus_type = CorpusType::F32;
+  const float* row_scale = nullptr;  // optional (N,) multiplier per corpus row (cosine)
+  int64_t k = 0;
+  int64_t id_offset = 0;
+  float* out_scores = nullptr;  // (M, k)
+  int64_t* out_ids = nullptr;   // (M, k)
+  int threads = 1;
+};
+
+// out[m, c] = sum_d queries[m, d] * corpus[ids[m, c], d]; -inf where ids[m, c] == -1. Ids are
+// range-checked by the caller before this runs.
+struct CandidateArgs {
+  const float* queries = nullptr;  // (M, D) fp32
+  int64_t M = 0, D = 0;
+  const void* corpus = nullptr;
+  int64_t N = 0, corpus_stride = 0;
+  CorpusType corpus_type = CorpusType::F32;
+  const int64_t* ids = nullptr;  // (M, C)
+  int64_t C = 0;
+  float* out = nullptr;  // (M, C)
+  int threads = 1;
+};
+
+void topk_generic(const TopkArgs& a);
+void topk_avx2(const TopkArgs& a);
+void topk_avx512(const TopkArgs& a);
+void candidates_generic(const CandidateArgs& a);
+void candidates_avx2(const CandidateArgs& a);
+void candidates_avx512(const CandidateArgs& a);
+
+}  // namespace densescale
