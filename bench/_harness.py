@@ -27,7 +27,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure(fn: Callable[[], object], *, device: str = "cpu", warmup: int = 2, rep: int = 10) -> dict:
+def measure(
+    fn: Callable[[], object], *, device: str = "cpu", warmup: int = 2, rep: int = 10
+) -> dict:
     """Median / 20th / 80th percentile wall time of ``fn`` in milliseconds."""
     if device.startswith("cuda"):
         import triton.testing
@@ -42,7 +44,7 @@ def measure(fn: Callable[[], object], *, device: str = "cpu", warmup: int = 2, r
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
     times.sort()
-    pick = lambda f: times[min(len(times) - 1, int(f * len(times)))]  # noqa: E731
+    pick = lambda f: times[min(len(times) - 1, int(f * len(times)))]
     return {"median_ms": statistics.median(times), "p20_ms": pick(0.2), "p80_ms": pick(0.8)}
 
 
@@ -87,7 +89,7 @@ def peak_extra_memory(fn: Callable[[], object], *, device: str = "cpu") -> int:
 def _version(mod: str) -> str | None:
     try:
         return __import__(mod).__version__
-    except Exception:
+    except (ImportError, AttributeError):
         return None
 
 
@@ -99,7 +101,9 @@ def env_info(device: str) -> dict:
         name = "cpu"
         try:
             with open("/proc/cpuinfo") as f:
-                name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+                name = next(
+                    line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+                )
         except (OSError, StopIteration):
             name = platform.processor() or "cpu"
     return {

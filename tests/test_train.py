@@ -5,26 +5,39 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 import torch
-
 from densescale import data
 from densescale.models import build_encoder, train_tokenizer
 from densescale.train import TrainConfig, train
 
-TINY = dict(protocol="paper", batch_size=16, num_negatives=32, lr=2e-3, max_steps=12,
-            query_max_length=12, passage_max_length=32, eval_every=6, dev_pairs=64, dev_pool=300,
-            dev_repeats=1, checkpoint_every=3, loss_backend="torch", device="cpu")
+TINY = {
+    "protocol": "paper",
+    "batch_size": 16,
+    "num_negatives": 32,
+    "lr": 2e-3,
+    "max_steps": 12,
+    "query_max_length": 12,
+    "passage_max_length": 32,
+    "eval_every": 6,
+    "dev_pairs": 64,
+    "dev_pool": 300,
+    "dev_repeats": 1,
+    "checkpoint_every": 3,
+    "loss_backend": "torch",
+    "device": "cpu",
+}
 
 
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
-    path = data.synthetic(root / "col", num_passages=1500, num_train_queries=800, num_dev=100, num_test=100, seed=3)
+    path = data.synthetic(
+        root / "col", num_passages=1500, num_train_queries=800, num_dev=100, num_test=100, seed=3
+    )
     col = data.load_beir(path)
     tok = train_tokenizer([col.corpus[i] for i in range(len(col.corpus))], 600, root / "tok")
     pairs = data.annotation_pairs(col, source="human", split="train")[:400]
@@ -48,7 +61,7 @@ def test_config_rejects_bad_values():
 
 
 def test_training_lowers_dev_ce_and_writes_files(tiny_setup, tmp_path):
-    root, _, col, tok, pairs, dev = tiny_setup
+    _, _, col, tok, pairs, dev = tiny_setup
     torch.manual_seed(0)
     model = build_encoder("L1-H32", vocab_size=tok.vocab_size)
     cfg = TrainConfig(**{**TINY, "max_steps": 30, "eval_every": 10})
@@ -59,7 +72,9 @@ def test_training_lowers_dev_ce_and_writes_files(tiny_setup, tmp_path):
     assert res.best_dev_ce == min(ces)
     for name in ("checkpoint.pt", "best_model.pt", "train_result.json"):
         assert (tmp_path / "run" / name).exists()
-    again = train(model, tok, pairs, col.corpus, tmp_path / "run", cfg, dev_pairs=dev, progress=False)
+    again = train(
+        model, tok, pairs, col.corpus, tmp_path / "run", cfg, dev_pairs=dev, progress=False
+    )
     assert again.steps == res.steps and again.best_dev_ce == res.best_dev_ce
 
 
@@ -67,7 +82,9 @@ def test_batch_larger_than_data_is_a_clear_error(tiny_setup, tmp_path):
     _, _, col, tok, pairs, _ = tiny_setup
     model = build_encoder("L1-H32", vocab_size=tok.vocab_size)
     with pytest.raises(ValueError, match="batch_size"):
-        train(model, tok, pairs[:4], col.corpus, tmp_path / "r", TrainConfig(**TINY), progress=False)
+        train(
+            model, tok, pairs[:4], col.corpus, tmp_path / "r", TrainConfig(**TINY), progress=False
+        )
 
 
 SCRIPT = """
@@ -87,9 +104,9 @@ train(model, tok, pairs, col.corpus, {out!r}, cfg, dev_pairs=dev, progress=False
 
 
 def test_killed_run_resumes_to_the_same_result(tiny_setup, tmp_path):
-    root, path, col, tok, pairs, dev = tiny_setup
+    root, path, *_ = tiny_setup
     cfg = dict(TINY)
-    script = lambda out: SCRIPT.format(cfg=cfg, col=str(path), tok=str(root / "tok"), out=str(out))  # noqa: E731
+    script = lambda out: SCRIPT.format(cfg=cfg, col=str(path), tok=str(root / "tok"), out=str(out))
     # uninterrupted reference
     subprocess.run([sys.executable, "-c", script(tmp_path / "a")], check=True, timeout=300)
     # killed as soon as its first checkpoint exists, then resumed

@@ -17,9 +17,26 @@ _EXPORTS = {
     "ContrastiveLoss": "densescale.losses",
     "search": "densescale.ops.search",
     "score_candidates": "densescale.ops.search",
+    "FlatIndex": "densescale.index",
+    "contrastive_entropy": "densescale.eval.entropy",
+    "ranking_metrics": "densescale.eval.metrics",
+    "write_trec_run": "densescale.data.trec",
+    "read_trec_run": "densescale.data.trec",
+    "read_qrels": "densescale.data.trec",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ContrastiveLoss",
+    "FlatIndex",
+    "contrastive_entropy",
+    "contrastive_loss",
+    "ranking_metrics",
+    "read_qrels",
+    "read_trec_run",
+    "score_candidates",
+    "search",
+    "write_trec_run",
+]
 
 
 def __getattr__(name: str):

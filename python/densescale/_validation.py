@@ -31,7 +31,9 @@ def check_embeddings(
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
     if t.dtype not in dtypes:
         names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
-        raise TypeError(f"{name} must have dtype in ({names}), got {str(t.dtype).replace('torch.', '')}")
+        raise TypeError(
+            f"{name} must have dtype in ({names}), got {str(t.dtype).replace('torch.', '')}"
+        )
     if not allow_empty and t.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)}")
     return t
@@ -66,7 +68,9 @@ def check_same_device(**tensors: torch.Tensor | None) -> torch.device:
     first_name, first = next(iter(devices.items()))
     for k, d in devices.items():
         if d != first:
-            raise ValueError(f"{k} is on {d} but {first_name} is on {first}; all inputs must share one device")
+            raise ValueError(
+                f"{k} is on {d} but {first_name} is on {first}; all inputs must share one device"
+            )
     return first
 
 

@@ -34,35 +34,18 @@ def _collection(args):
 
 
 def _add_collection_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--collection", default="synthetic",
-                   help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/), or 'synthetic' for the "
-                        "embedded default collection (default)")
-    p.add_argument("--synthetic-dir", default="data/synthetic",
-                   help="where the synthetic collection is written / reused (default data/synthetic)")
+    p.add_argument(
+        "--collection",
+        default="synthetic",
+        help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/), or 'synthetic' for the "
+        "embedded default collection (default)",
+    )
+    p.add_argument(
+        "--synthetic-dir",
+        default="data/synthetic",
+        help="where the synthetic collection is written / reused (default data/synthetic)",
+    )
     p.add_argument("--seed", type=int, default=0)
-
-
-# ---------------------------------------------------------------- data
-def cmd_data(args) -> int:
-    from densescale import data
-
-    if args.action == "synthetic":
-        kw = {"seed": args.seed}
-        if args.num_passages:
-            kw["num_passages"] = args.num_passages
-        path = data.synthetic(Path(args.out), **kw)
-        print(f"synthetic collection: {path}")
-        oracle = path / "oracle.json"
-        if oracle.exists():
-            print(f"oracle contrastive entropy: {oracle.read_text().strip()}")
-        return 0
-    col = data.load_beir(Path(args.path))
-    info = {"path": str(args.path), "passages": len(col.corpus), "queries": len(col.queries),
-            "splits": {s: {"queries": len(col.qrels(s)),
-                           "pairs": sum(sum(1 for v in d.values() if v > 0) for d in col.qrels(s).values())}
-                       for s in col.splits}}
-    print(json.dumps(info, indent=2))
-    return 0
 
 
 # ---------------------------------------------------------------- train
@@ -86,23 +69,43 @@ def cmd_train(args) -> int:
     pairs = data.annotation_pairs(col, source=args.source, split="train", seed=0)
     if args.data_size:
         if args.data_size > len(pairs):
-            raise SystemExit(f"error: --data-size {args.data_size} exceeds the {len(pairs)} training pairs")
+            raise SystemExit(
+                f"error: --data-size {args.data_size} exceeds the {len(pairs)} training pairs"
+            )
         idx = data.nested_subsets(len(pairs), [args.data_size], seed=cfg.seed)[0]
         pairs = [pairs[int(i)] for i in idx]
-    dev = data.annotation_pairs(col, source="human", split="dev", seed=0) if "dev" in col.splits else None
+    dev = (
+        data.annotation_pairs(col, source="human", split="dev", seed=0)
+        if "dev" in col.splits
+        else None
+    )
     tok_dir = Path(args.tokenizer) if args.tokenizer else out / "tokenizer"
     limit = min(len(col.corpus), 200_000)
-    tokenizer = train_tokenizer((col.corpus[i] for i in range(limit)), args.vocab_size, tok_dir,
-                                cache_key=f"{col.path}:{len(col.corpus)}:{limit}")
+    tokenizer = train_tokenizer(
+        (col.corpus[i] for i in range(limit)),
+        args.vocab_size,
+        tok_dir,
+        cache_key=f"{col.path}:{len(col.corpus)}:{limit}",
+    )
     torch.manual_seed(cfg.seed)
     model = build_encoder(args.model, vocab_size=tokenizer.vocab_size)
-    print(f"model {args.model}: N = {num_non_embedding_params(model):,} non-embedding parameters; "
-          f"D = {len(pairs):,} pairs; {cfg.max_steps} steps")
+    print(
+        f"model {args.model}: N = {num_non_embedding_params(model):,} non-embedding parameters; "
+        f"D = {len(pairs):,} pairs; {cfg.max_steps} steps"
+    )
     result = train(model, tokenizer, pairs, col.corpus, out, cfg, dev_pairs=dev)
-    meta = {"model": args.model, "vocab_size": tokenizer.vocab_size, "tokenizer": str(tok_dir),
-            "D": len(pairs), "source": args.source, "config": cfg.to_dict()}
+    meta = {
+        "model": args.model,
+        "vocab_size": tokenizer.vocab_size,
+        "tokenizer": str(tok_dir),
+        "D": len(pairs),
+        "source": args.source,
+        "config": cfg.to_dict(),
+    }
     (out / "model.json").write_text(json.dumps(meta, indent=2))
-    print(f"done: {result.steps} steps, best dev CE {result.best_dev_ce}, checkpoint {out / 'best_model.pt'}")
+    print(
+        f"done: {result.steps} steps, best dev CE {result.best_dev_ce}, checkpoint {out / 'best_model.pt'}"
+    )
     return 0
 
 
@@ -117,11 +120,15 @@ def cmd_eval(args) -> int:
     model_dir = Path(args.model_dir)
     meta_path = model_dir / "model.json"
     if not meta_path.exists():
-        raise SystemExit(f"error: --model-dir {model_dir} has no model.json (train it with `densescale train`)")
+        raise SystemExit(
+            f"error: --model-dir {model_dir} has no model.json (train it with `densescale train`)"
+        )
     meta = json.loads(meta_path.read_text())
     tokenizer = load_tokenizer(Path(meta["tokenizer"]))
     model = build_encoder(meta["model"], vocab_size=meta["vocab_size"])
-    model.load_state_dict(torch.load(model_dir / "best_model.pt", map_location="cpu", weights_only=True))
+    model.load_state_dict(
+        torch.load(model_dir / "best_model.pt", map_location="cpu", weights_only=True)
+    )
     col = _collection(args)
     split = args.split or conf.get("split", "test")
     qrels = col.qrels(split)
@@ -129,13 +136,23 @@ def cmd_eval(args) -> int:
     queries = col.queries
     out = Path(args.out) if args.out else model_dir / f"eval.{split}.json"
     record = evaluate(
-        model, tokenizer, corpus_ids=col.corpus.ids, corpus_texts=col.corpus, query_ids=qids,
-        query_texts=[queries[queries.index(q)] for q in qids], qrels=qrels,
-        k=args.k or conf.get("k", 100), num_negatives=conf.get("num_negatives", 256),
-        repeats=conf.get("repeats", 10), device=args.device, run_path=out.with_suffix(".trec"),
+        model,
+        tokenizer,
+        corpus_ids=col.corpus.ids,
+        corpus_texts=col.corpus,
+        query_ids=qids,
+        query_texts=[queries[queries.index(q)] for q in qids],
+        qrels=qrels,
+        k=args.k or conf.get("k", 100),
+        num_negatives=conf.get("num_negatives", 256),
+        repeats=conf.get("repeats", 10),
+        device=args.device,
+        run_path=out.with_suffix(".trec"),
         progress=True,
     )
-    record.update({"model": meta["model"], "D": meta.get("D"), "source": meta.get("source"), "split": split})
+    record.update(
+        {"model": meta["model"], "D": meta.get("D"), "source": meta.get("source"), "split": split}
+    )
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2))
     tmp.replace(out)
@@ -156,8 +173,13 @@ def cmd_search(args) -> int:
         index = FlatIndex.load(target)
         scores, ids = index.search(np.ascontiguousarray(queries), args.k)
     else:
-        scores, ids = search(np.ascontiguousarray(queries), np.load(target, mmap_mode="r"), args.k,
-                             metric=args.metric, backend=args.backend)
+        scores, ids = search(
+            np.ascontiguousarray(queries),
+            np.load(target, mmap_mode="r"),
+            args.k,
+            metric=args.metric,
+            backend=args.backend,
+        )
     qids = [str(i) for i in range(len(queries))]
     n = int(ids.max()) + 1 if ids.numel() else 0
     write_trec_run(args.out, qids, [str(i) for i in range(n)], scores, ids, tag="densescale")
@@ -172,7 +194,9 @@ def cmd_study(args) -> int:
 
     if args.file is None and args.preset is None:
         raise SystemExit("error: give a study file or --preset (demo, medquad, msmarco-paper)")
-    study = load_study(args.file, preset=args.preset if args.file is None else None, output=args.out)
+    study = load_study(
+        args.file, preset=args.preset if args.file is None else None, output=args.out
+    )
     col = dict(study.collection)
     for key in ("collection", "queries", "qrels_train", "qrels_dev", "qrels_test"):
         value = getattr(args, f"{key}_file" if key in ("collection", "queries") else key, None)
@@ -187,10 +211,17 @@ def cmd_study(args) -> int:
         executor["kind"] = args.executor
     study = dataclasses.replace(study, collection=col, executor=executor)
     if study.collection["kind"] == "msmarco":
-        missing = [k for k in ("collection", "queries", "qrels_train", "qrels_dev") if not col.get(k)]
+        missing = [
+            k for k in ("collection", "queries", "qrels_train", "qrels_dev") if not col.get(k)
+        ]
         if missing:
-            raise SystemExit("error: the msmarco collection needs " +
-                             ", ".join(f"--{m.replace('_', '-')}" + ("-file" if m in ("collection", "queries") else "") for m in missing))
+            raise SystemExit(
+                "error: the msmarco collection needs "
+                + ", ".join(
+                    f"--{m.replace('_', '-')}" + ("-file" if m in ("collection", "queries") else "")
+                    for m in missing
+                )
+            )
     hours = estimate_gpu_hours(study)
     if hours >= 1.0:
         print(f"estimated compute: {hours:,.0f} GPU-hours (H100, bf16 at 40% of peak)")
@@ -203,7 +234,7 @@ def cmd_study(args) -> int:
         print(f"report:  {result['report']}")
         summary = Path(result["report"]).read_text()
         start = summary.find("## Fitted laws")
-        print(summary[start:start + 2500] if start >= 0 else summary[:2500])
+        print(summary[start : start + 2500] if start >= 0 else summary[:2500])
     return 0
 
 
@@ -218,7 +249,9 @@ def cmd_report(args) -> int:
     fits = fit_study(records, n_boot=args.n_boot, seed=0)
     for f in fits.values():
         print(f.describe())
-    path = write_report(records, out, oracle_ce=args.oracle_ce, n_boot=args.n_boot, seed=0, fits=fits)
+    path = write_report(
+        records, out, oracle_ce=args.oracle_ce, n_boot=args.n_boot, seed=0, fits=fits
+    )
     print(f"report: {path}")
     return 0
 
@@ -235,18 +268,27 @@ def cmd_budget(args) -> int:
             raise SystemExit(f"error: --source {source!r} not in {sorted(sources)}")
         joint = sources[source].get("joint") or {}
         if "params" not in joint:
-            raise SystemExit(f"error: the joint law of source {source!r} was not fitted in {args.fits}")
+            raise SystemExit(
+                f"error: the joint law of source {source!r} was not fitted in {args.fits}"
+            )
         law = JointLaw(**joint["params"])
     else:
         law = JointLaw(A=3.6e4, B=7.1e3, alpha=0.56, beta=1.31, delta=0.03)  # SPEC 1.4, MS MARCO
-    cost = CostModel(**{f.name: getattr(args, f.name) for f in fields(CostModel)
-                        if getattr(args, f.name, None) is not None})
+    cost = CostModel(
+        **{
+            f.name: getattr(args, f.name)
+            for f in fields(CostModel)
+            if getattr(args, f.name, None) is not None
+        }
+    )
     print(f"law: {law.describe() if hasattr(law, 'describe') else law}")
     for include in (False, True):
         a = optimal_allocation(law, cost, args.budget, include_inference=include)
-        print(f"{'with' if include else 'without'} inference cost: N={a.N:.3g} D={a.D:.3g} "
-              f"predicted CE={a.loss:.4f}  annotation=${a.cost.annotation:,.0f} "
-              f"training=${a.cost.training:,.0f} inference=${a.cost.inference:,.0f}")
+        print(
+            f"{'with' if include else 'without'} inference cost: N={a.N:.3g} D={a.D:.3g} "
+            f"predicted CE={a.loss:.4f}  annotation=${a.cost.annotation:,.0f} "
+            f"training=${a.cost.training:,.0f} inference=${a.cost.inference:,.0f}"
+        )
     if args.plot:
         plot_budget(law, cost, args.budget, args.plot, include_inference=not args.no_inference)
         print(f"plot: {args.plot}")
@@ -254,44 +296,54 @@ def cmd_budget(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from densescale.data.cli import add_subcommand as add_data_subcommand
+
     parser = argparse.ArgumentParser(prog="densescale", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("data", help="make the synthetic collection or describe a BEIR folder")
-    dsub = p.add_subparsers(dest="action", required=True)
-    s = dsub.add_parser("synthetic", help="write the embedded synthetic collection (BEIR layout)")
-    s.add_argument("--out", default="data/synthetic")
-    s.add_argument("--num-passages", type=int, default=None)
-    s.add_argument("--seed", type=int, default=0)
-    s = dsub.add_parser("info", help="sizes of a BEIR folder")
-    s.add_argument("path")
-    p.set_defaults(func=cmd_data)
+    add_data_subcommand(sub)
 
     p = sub.add_parser("train", help="train one dual encoder")
     _add_collection_args(p)
     p.add_argument("--config", help="TOML file with a [train] table")
     p.add_argument("--model", default="L2-H64", help="a ladder size, e.g. L2-H128 or tiny")
     p.add_argument("--data-size", type=int, default=None, help="number of annotated pairs (D)")
-    p.add_argument("--source", default="human", help="annotation source: human | ict | crop | doc2query")
+    p.add_argument(
+        "--source", default="human", help="annotation source: human | ict | crop | doc2query"
+    )
     p.add_argument("--out", required=True, help="run folder (checkpoints; resumes if present)")
-    p.add_argument("--tokenizer", default=None, help="tokenizer folder (trained on the corpus if absent)")
+    p.add_argument(
+        "--tokenizer", default=None, help="tokenizer folder (trained on the corpus if absent)"
+    )
     p.add_argument("--vocab-size", type=int, default=8000)
-    for flag, typ in (("protocol", str), ("batch-size", int), ("lr", float), ("max-steps", int),
-                      ("num-negatives", int), ("device", str)):
+    for flag, typ in (
+        ("protocol", str),
+        ("batch-size", int),
+        ("lr", float),
+        ("max-steps", int),
+        ("num-negatives", int),
+        ("device", str),
+    ):
         p.add_argument(f"--{flag}", type=typ, default=None)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a trained model: ranking metrics + contrastive entropy")
+    p = sub.add_parser(
+        "eval", help="evaluate a trained model: ranking metrics + contrastive entropy"
+    )
     _add_collection_args(p)
     p.add_argument("--config", help="TOML file with an [eval] table")
     p.add_argument("--model-dir", required=True)
     p.add_argument("--split", default=None)
     p.add_argument("-k", type=int, default=None)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default=None, help="JSON record path (default MODEL_DIR/eval.SPLIT.json)")
+    p.add_argument(
+        "--out", default=None, help="JSON record path (default MODEL_DIR/eval.SPLIT.json)"
+    )
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("search", help="exact top-k search over saved embeddings, written as a TREC run")
+    p = sub.add_parser(
+        "search", help="exact top-k search over saved embeddings, written as a TREC run"
+    )
     p.add_argument("queries", help=".npy file of query embeddings (M, D)")
     p.add_argument("corpus", help=".npy file of corpus embeddings (N, D), or a FlatIndex folder")
     p.add_argument("-k", type=int, default=100)
@@ -304,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", help="study TOML file")
     p.add_argument("--preset", choices=("demo", "medquad", "msmarco-paper"))
     p.add_argument("--out", default=None, help="output folder (overrides the study's)")
-    p.add_argument("--collection-path", default=None, help="BEIR folder (overrides collection.path)")
+    p.add_argument(
+        "--collection-path", default=None, help="BEIR folder (overrides collection.path)"
+    )
     p.add_argument("--collection-file", default=None, help="MS MARCO collection.tsv")
     p.add_argument("--queries-file", default=None, help="MS MARCO queries TSV")
     for split in ("train", "dev", "test"):
@@ -317,7 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="fit the laws on a results store and write the report")
     p.add_argument("results", help="results.jsonl of a study")
     p.add_argument("--out", default=None, help="report folder (default: next to the results)")
-    p.add_argument("--oracle-ce", type=float, default=None, help="known floor to compare delta with")
+    p.add_argument(
+        "--oracle-ce", type=float, default=None, help="known floor to compare delta with"
+    )
     p.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples for the intervals")
     p.set_defaults(func=cmd_report)
 
@@ -327,14 +383,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("budget", help="best (N, D) for a budget under an explicit cost model")
     p.add_argument("budget", type=float, help="total budget in dollars")
-    p.add_argument("--fits", default=None, help="fits.json of a study report (default: the paper's "
-                   "MS MARCO joint law)")
+    p.add_argument(
+        "--fits",
+        default=None,
+        help="fits.json of a study report (default: the paper's MS MARCO joint law)",
+    )
     p.add_argument("--source", default=None, help="annotation source in fits.json")
     p.add_argument("--no-inference", action="store_true", help="plot without inference cost")
     p.add_argument("--plot", default=None, help="PNG path for iso-loss / iso-cost curves")
     for f in fields(CostModel):
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=float, default=None,
-                       help=f"cost model: {f.name} (default {f.default})")
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=float,
+            default=None,
+            help=f"cost model: {f.name} (default {f.default})",
+        )
     p.set_defaults(func=cmd_budget)
     return parser
 

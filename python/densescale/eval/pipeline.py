@@ -4,7 +4,6 @@ entropy -> one JSON-ready record."""
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,46 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from densescale.data.trec import write_trec_run
+
 from .entropy import contrastive_entropy
 from .metrics import DEFAULT_METRICS, parse_metrics, ranking_metrics
-
-
-def _write_trec_run(
-    path, qids: Sequence[str], docids: Sequence[str], scores, ids, tag: str = "densescale"
-) -> Path:
-    """Write a TREC run ``qid Q0 docid rank score tag`` atomically.
-
-    qids: (M,) query ids; docids: (N,) corpus ids; scores, ids: (M, k) search results (ids index
-    ``docids``; negative ids are padding and skipped). Rank starts at 1 in the given order; scores
-    are written with 9 significant digits, so float32 scores read back exactly (no invented ties).
-    (Private stand-in with the signature of ``densescale.data.trec.write_trec_run``.)
-    """
-    scores = torch.as_tensor(scores).detach().cpu().numpy()
-    ids = torch.as_tensor(ids).detach().cpu().numpy()
-    if scores.shape != ids.shape or scores.ndim != 2 or scores.shape[0] != len(qids):
-        raise ValueError(
-            f"scores and ids must both be (len(qids)={len(qids)}, k), got {scores.shape} and {ids.shape}"
-        )
-    if any(c.isspace() for c in tag) or not tag:
-        raise ValueError(f"tag must be a non-empty string without whitespace, got {tag!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for qi, qid in enumerate(qids):
-                rank = 0
-                for s, j in zip(scores[qi], ids[qi]):
-                    if j < 0:
-                        continue
-                    rank += 1
-                    f.write(f"{qid} Q0 {docids[int(j)]} {rank} {float(s):.9g} {tag}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def exact_search(
@@ -268,7 +231,7 @@ def evaluate(
         scores, ids = exact_search(q_dev, c_dev, k_eff)
         scores, ids = scores.float().cpu(), ids.cpu()
         if run_path is not None:
-            _write_trec_run(run_path, eval_qids, corpus_ids, scores, ids, run_tag)
+            write_trec_run(run_path, eval_qids, corpus_ids, scores, ids, run_tag)
         timings["search"] = time.perf_counter() - t0
 
         # ---- ranking metrics -----------------------------------------------------------------

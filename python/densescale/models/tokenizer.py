@@ -123,6 +123,14 @@ def train_tokenizer(
     tok.train_from_iterator(stream(), trainer=trainer)
     if tok.get_vocab_size() <= len(SPECIAL_TOKENS):
         raise ValueError("texts produced no tokens beyond the special ones; is the corpus empty?")
+    # The trainer breaks frequency ties in hash-map order, so token ids differ from run to run;
+    # renumber canonically (special tokens first, then sorted) so the same texts always give the
+    # same ids and seeded models initialise identically.
+    learned = tok.get_vocab()
+    ordered = list(SPECIAL_TOKENS) + sorted(t for t in learned if t not in SPECIAL_TOKENS)
+    tok.model = models.WordPiece(
+        {t: i for i, t in enumerate(ordered)}, unk_token="[UNK]", max_input_chars_per_word=100
+    )
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

@@ -86,8 +86,9 @@ class StudyConfig:
         return int(min(self.train.max_steps, max(self.min_steps, steps)))
 
 
-def load_study(path: str | Path | None = None, *, preset: str | None = None,
-               output: str | Path | None = None) -> StudyConfig:
+def load_study(
+    path: str | Path | None = None, *, preset: str | None = None, output: str | Path | None = None
+) -> StudyConfig:
     """Read a study TOML file, or a packaged preset (``demo``, ``medquad``, ``msmarco-paper``)."""
     if (path is None) == (preset is None):
         raise ValueError("give exactly one of a study file path or preset=")
@@ -112,16 +113,44 @@ def load_study(path: str | Path | None = None, *, preset: str | None = None,
 
 
 def parse_study(raw: dict) -> StudyConfig:
-    _check_keys(raw, {"name", "output", "collection", "grid", "tokenizer", "train", "eval",
-                      "executor", "estimate_gpu_hours"}, "study")
+    _check_keys(
+        raw,
+        {
+            "name",
+            "output",
+            "collection",
+            "grid",
+            "tokenizer",
+            "train",
+            "eval",
+            "executor",
+            "estimate_gpu_hours",
+        },
+        "study",
+    )
     for table in ("collection", "grid"):
         if table not in raw:
             raise ValueError(f"study file needs a [{table}] table")
     col = dict(raw["collection"])
-    _check_keys(col, {"kind", "path", "synthetic", "collection", "queries", "qrels_train",
-                      "qrels_dev", "qrels_test", "doc2query_model"}, "collection")
+    _check_keys(
+        col,
+        {
+            "kind",
+            "path",
+            "synthetic",
+            "collection",
+            "queries",
+            "qrels_train",
+            "qrels_dev",
+            "qrels_test",
+            "doc2query_model",
+        },
+        "collection",
+    )
     if col.get("kind") not in COLLECTION_KINDS:
-        raise ValueError(f"collection.kind must be one of {COLLECTION_KINDS}, got {col.get('kind')!r}")
+        raise ValueError(
+            f"collection.kind must be one of {COLLECTION_KINDS}, got {col.get('kind')!r}"
+        )
     if col["kind"] != "synthetic" and not col.get("path") and col["kind"] == "beir":
         raise ValueError("collection.path is required for kind='beir'")
 
@@ -165,8 +194,20 @@ def parse_study(raw: dict) -> StudyConfig:
         raise ValueError(f"tokenizer.vocab_size must be >= 100, got {tok.get('vocab_size')}")
 
     ev = dict(raw.get("eval", {}))
-    _check_keys(ev, {"split", "k", "num_negatives", "repeats", "pool_size", "max_queries",
-                     "corpus_limit", "batch_size"}, "eval")
+    _check_keys(
+        ev,
+        {
+            "split",
+            "k",
+            "num_negatives",
+            "repeats",
+            "pool_size",
+            "max_queries",
+            "corpus_limit",
+            "batch_size",
+        },
+        "eval",
+    )
     for key in ("k", "num_negatives", "repeats"):
         if key in ev and ev[key] < 1:
             raise ValueError(f"eval.{key} must be >= 1, got {ev[key]}")

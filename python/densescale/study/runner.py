@@ -25,7 +25,9 @@ def study_paths(study: StudyConfig) -> dict[str, Path]:
     return {
         "out": out,
         "collection": collection,
-        "tokenizer": Path(study.tokenizer["path"]) if study.tokenizer.get("path") else out / "tokenizer",
+        "tokenizer": Path(study.tokenizer["path"])
+        if study.tokenizer.get("path")
+        else out / "tokenizer",
         "results": out / RESULTS,
         "cells": out / "cells",
         "report": out / "report",
@@ -41,15 +43,23 @@ def load_collection(study: StudyConfig):
         return data.load_beir(paths["collection"])
     if col["kind"] == "beir":
         return data.load_beir(paths["collection"])
-    return data.load_msmarco(col["collection"], col["queries"],
-                             {s: col[f"qrels_{s}"] for s in ("train", "dev", "test") if col.get(f"qrels_{s}")})
+    return data.load_msmarco(
+        col["collection"],
+        col["queries"],
+        {s: col[f"qrels_{s}"] for s in ("train", "dev", "test") if col.get(f"qrels_{s}")},
+    )
 
 
 def _training_pairs(study: StudyConfig, collection, source: str):
     from densescale import data
 
-    return data.annotation_pairs(collection, source=source, split="train", seed=0,
-                                 model_path=study.collection.get("doc2query_model"))
+    return data.annotation_pairs(
+        collection,
+        source=source,
+        split="train",
+        seed=0,
+        model_path=study.collection.get("doc2query_model"),
+    )
 
 
 def prepare(study: StudyConfig, *, progress: bool = True) -> dict:
@@ -60,15 +70,21 @@ def prepare(study: StudyConfig, *, progress: bool = True) -> dict:
     paths["out"].mkdir(parents=True, exist_ok=True)
     collection = load_collection(study)
     if "dev" not in collection.splits:
-        raise ValueError(f"collection at {paths['collection']} has no dev split (needed to pick the best checkpoint)")
+        raise ValueError(
+            f"collection at {paths['collection']} has no dev split (needed to pick the best checkpoint)"
+        )
     split = study.eval.get("split", "test")
     if split not in collection.splits:
-        raise ValueError(f"eval.split={split!r} is not among the collection's splits {collection.splits}")
+        raise ValueError(
+            f"eval.split={split!r} is not among the collection's splits {collection.splits}"
+        )
     for source in study.sources:
         n = len(_training_pairs(study, collection, source))
         too_big = [d for d in study.data_sizes if d > n]
         if too_big:
-            raise ValueError(f"grid.data_sizes {too_big} exceed the {n} training pairs of source {source!r}")
+            raise ValueError(
+                f"grid.data_sizes {too_big} exceed the {n} training pairs of source {source!r}"
+            )
     tok_path = paths["tokenizer"]
     if study.tokenizer.get("path"):
         load_tokenizer(tok_path)
@@ -76,8 +92,12 @@ def prepare(study: StudyConfig, *, progress: bool = True) -> dict:
         corpus = collection.corpus
         limit = min(len(corpus), int(study.tokenizer.get("train_texts", 200_000)))
         texts = (corpus[i] for i in range(limit))
-        train_tokenizer(texts, int(study.tokenizer.get("vocab_size", 8000)), tok_path,
-                        cache_key=f"{paths['collection'].resolve()}:{len(corpus)}:{limit}")
+        train_tokenizer(
+            texts,
+            int(study.tokenizer.get("vocab_size", 8000)),
+            tok_path,
+            cache_key=f"{paths['collection'].resolve()}:{len(corpus)}:{limit}",
+        )
     oracle = None
     oracle_file = paths["collection"] / "oracle.json"
     if oracle_file.exists():
@@ -85,7 +105,9 @@ def prepare(study: StudyConfig, *, progress: bool = True) -> dict:
     return {"oracle": oracle}
 
 
-def run_cell(study: StudyConfig, cell: Cell, *, threads: int | None = None, progress: bool = False) -> dict:
+def run_cell(
+    study: StudyConfig, cell: Cell, *, threads: int | None = None, progress: bool = False
+) -> dict:
     """Train and evaluate one grid cell; append its record to the store and return it."""
     import dataclasses
 
@@ -112,14 +134,28 @@ def run_cell(study: StudyConfig, cell: Cell, *, threads: int | None = None, prog
     train_pairs = [pairs[int(i)] for i in subset]
     dev_pairs = data.annotation_pairs(collection, source="human", split="dev", seed=0)
 
-    cfg = dataclasses.replace(study.train, max_steps=study.steps_for(cell.data_size), seed=cell.seed,
-                              batch_size=min(study.train.batch_size, cell.data_size))
+    cfg = dataclasses.replace(
+        study.train,
+        max_steps=study.steps_for(cell.data_size),
+        seed=cell.seed,
+        batch_size=min(study.train.batch_size, cell.data_size),
+    )
     torch.manual_seed(cell.seed)
     model = build_encoder(cell.model, vocab_size=tokenizer.vocab_size)
     cell_dir = paths["cells"] / cell.dirname
-    result = train(model, tokenizer, train_pairs, collection.corpus, cell_dir, cfg,
-                   dev_pairs=dev_pairs, progress=progress)
-    model.load_state_dict(torch.load(cell_dir / "best_model.pt", map_location="cpu", weights_only=True))
+    result = train(
+        model,
+        tokenizer,
+        train_pairs,
+        collection.corpus,
+        cell_dir,
+        cfg,
+        dev_pairs=dev_pairs,
+        progress=progress,
+    )
+    model.load_state_dict(
+        torch.load(cell_dir / "best_model.pt", map_location="cpu", weights_only=True)
+    )
 
     ev = dict(study.eval)
     split = ev.pop("split", "test")
@@ -135,23 +171,45 @@ def run_cell(study: StudyConfig, cell: Cell, *, threads: int | None = None, prog
     queries = collection.queries
     corpus_ids, corpus_texts = _eval_corpus(collection.corpus, qrels, ev.pop("corpus_limit", None))
     record = evaluate(
-        model, tokenizer,
-        corpus_ids=corpus_ids, corpus_texts=corpus_texts,
-        query_ids=qids, query_texts=[queries[queries.index(q)] for q in qids], qrels=qrels,
-        k=ev.get("k", 100), num_negatives=ev.get("num_negatives", 256), repeats=ev.get("repeats", 10),
-        seed=0, pool_size=ev.get("pool_size") or None,
-        query_max_length=32, passage_max_length=cfg.passage_max_length,
-        batch_size=ev.get("batch_size", 256), device=cfg.device if cfg.device != "auto" else
-        ("cuda" if torch.cuda.is_available() else "cpu"),
+        model,
+        tokenizer,
+        corpus_ids=corpus_ids,
+        corpus_texts=corpus_texts,
+        query_ids=qids,
+        query_texts=[queries[queries.index(q)] for q in qids],
+        qrels=qrels,
+        k=ev.get("k", 100),
+        num_negatives=ev.get("num_negatives", 256),
+        repeats=ev.get("repeats", 10),
+        seed=0,
+        pool_size=ev.get("pool_size") or None,
+        query_max_length=32,
+        passage_max_length=cfg.passage_max_length,
+        batch_size=ev.get("batch_size", 256),
+        device=cfg.device
+        if cfg.device != "auto"
+        else ("cuda" if torch.cuda.is_available() else "cpu"),
         run_path=cell_dir / f"run.{split}.trec",
     )
-    record.update({
-        "key": cell.key, "study": study.name, "model": cell.model, "N": num_non_embedding_params(model),
-        "D": cell.data_size, "source": cell.source, "seed": cell.seed, "split": split,
-        "train": {"steps": result.steps, "best_step": result.best_step, "best_dev_ce": result.best_dev_ce,
-                  "seconds": result.seconds},
-        "seconds": time.perf_counter() - t0,
-    })
+    record.update(
+        {
+            "key": cell.key,
+            "study": study.name,
+            "model": cell.model,
+            "N": num_non_embedding_params(model),
+            "D": cell.data_size,
+            "source": cell.source,
+            "seed": cell.seed,
+            "split": split,
+            "train": {
+                "steps": result.steps,
+                "best_step": result.best_step,
+                "best_dev_ce": result.best_dev_ce,
+                "seconds": result.seconds,
+            },
+            "seconds": time.perf_counter() - t0,
+        }
+    )
     store.append(record)
     return record
 
@@ -167,7 +225,9 @@ def _eval_corpus(corpus, qrels: dict, limit: int | None):
         return corpus.ids, corpus
     judged = {r for rel in qrels.values() for d in rel if (r := corpus.find(d)) >= 0}
     if len(judged) > limit:
-        raise ValueError(f"eval.corpus_limit={limit} is smaller than the {len(judged)} judged passages")
+        raise ValueError(
+            f"eval.corpus_limit={limit} is smaller than the {len(judged)} judged passages"
+        )
     rng = np.random.default_rng(0)
     others = rng.choice(len(corpus), min(len(corpus), limit + len(judged)), replace=False)
     rows = sorted(judged) + [int(i) for i in others if int(i) not in judged][: limit - len(judged)]
@@ -178,13 +238,19 @@ def _eval_corpus(corpus, qrels: dict, limit: int | None):
 def _run_cell_job(study: StudyConfig, cell: Cell, threads: int | None) -> dict:
     """Entry point of a worker process or SLURM task (sets up torch.distributed under submitit
     when a cell spans several GPUs)."""
-    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+    if (
+        os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
+        and int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    ):
         import submitit
         import torch
 
         env = submitit.helpers.TorchDistributedEnvironment().export()
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo",
-                                             rank=env.rank, world_size=env.world_size)
+        torch.distributed.init_process_group(
+            "nccl" if torch.cuda.is_available() else "gloo",
+            rank=env.rank,
+            world_size=env.world_size,
+        )
         torch.cuda.set_device(env.local_rank)
     return run_cell(study, cell, threads=threads)
 
@@ -204,8 +270,11 @@ def run_study(study: StudyConfig, *, progress: bool = True, report: bool = True)
     threads = ex.get("threads_per_worker")
     if progress:
         total = len(study.cells())
-        print(f"study {study.name}: {total - len(todo)}/{total} cells done, running {len(todo)} "
-              f"({kind}, {workers} worker(s)) -> {study.output}", flush=True)
+        print(
+            f"study {study.name}: {total - len(todo)}/{total} cells done, running {len(todo)} "
+            f"({kind}, {workers} worker(s)) -> {study.output}",
+            flush=True,
+        )
     if todo and kind == "submitit":
         _run_submitit(study, todo, threads)
     elif todo:
@@ -218,8 +287,8 @@ def run_study(study: StudyConfig, *, progress: bool = True, report: bool = True)
 
 
 def _run_local(study: StudyConfig, todo: list[Cell], workers: int, threads, progress: bool) -> None:
-    from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from tqdm.auto import tqdm
 
@@ -254,8 +323,10 @@ def _run_submitit(study: StudyConfig, todo: list[Cell], threads) -> None:
 
 
 def _describe(rec: dict) -> str:
-    return (f"  {rec['model']:>8s} D={rec['D']:<7d} {rec['source']:<6s} CE={rec['ce']:.4f} "
-            f"N={rec['N']:,} ({rec['seconds']:.0f}s)")
+    return (
+        f"  {rec['model']:>8s} D={rec['D']:<7d} {rec['source']:<6s} CE={rec['ce']:.4f} "
+        f"N={rec['N']:,} ({rec['seconds']:.0f}s)"
+    )
 
 
 def write_study_report(study: StudyConfig, records: list[dict], oracle: dict | None) -> Path:
@@ -268,8 +339,9 @@ def write_study_report(study: StudyConfig, records: list[dict], oracle: dict | N
     return write_report(records, study_paths(study)["report"], oracle_ce=oracle_ce)
 
 
-def estimate_gpu_hours(study: StudyConfig, *, corpus_size: int | None = None,
-                       flops_per_second: float = 0.4 * 989e12) -> float:
+def estimate_gpu_hours(
+    study: StudyConfig, *, corpus_size: int | None = None, flops_per_second: float = 0.4 * 989e12
+) -> float:
     """Rough compute of a study in H100-hours: training ~ 6 * N * tokens seen (queries, positives
     and the shared negatives of every step), evaluation ~ 2 * N * corpus tokens per cell, at 40% of
     the bf16 datasheet peak. Used to warn before a study that needs a cluster."""
@@ -282,7 +354,10 @@ def estimate_gpu_hours(study: StudyConfig, *, corpus_size: int | None = None,
     for cell in study.cells():
         n = resolve_size(cell.model).non_embedding_params()
         steps = study.steps_for(cell.data_size)
-        tokens = steps * (cfg.batch_size * (cfg.query_max_length + cfg.passage_max_length * (1 + cfg.group_negatives))
-                          + cfg.num_negatives * cfg.passage_max_length)
+        tokens = steps * (
+            cfg.batch_size
+            * (cfg.query_max_length + cfg.passage_max_length * (1 + cfg.group_negatives))
+            + cfg.num_negatives * cfg.passage_max_length
+        )
         total += 6 * n * tokens + 2 * n * corpus_size * cfg.passage_max_length
     return total / flops_per_second / 3600

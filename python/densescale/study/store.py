@@ -48,7 +48,9 @@ class ResultsStore:
         line = json.dumps(record, sort_keys=True)
         with self._locked():
             old = self.path.read_text() if self.path.exists() else ""
-            if record.get("key") in {json.loads(x).get("key") for x in old.splitlines() if x.strip()}:
+            if record.get("key") in {
+                json.loads(x).get("key") for x in old.splitlines() if x.strip()
+            }:
                 return
             if old and not old.endswith("\n"):
                 old += "\n"

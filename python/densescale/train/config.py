@@ -52,13 +52,26 @@ class TrainConfig:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        positive = ("batch_size", "max_steps", "query_max_length", "passage_max_length",
-                    "eval_every", "checkpoint_every", "dev_repeats")
+        positive = (
+            "batch_size",
+            "max_steps",
+            "query_max_length",
+            "passage_max_length",
+            "eval_every",
+            "checkpoint_every",
+            "dev_repeats",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_negatives", "group_negatives", "warmup_steps", "patience", "dev_pairs",
-                     "dev_pool"):
+        for name in (
+            "num_negatives",
+            "group_negatives",
+            "warmup_steps",
+            "patience",
+            "dev_pairs",
+            "dev_pool",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -70,7 +83,9 @@ class TrainConfig:
         if self.grad_clip < 0:
             raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}")
         if self.protocol == "paper" and self.num_negatives < 1:
-            raise ValueError("protocol 'paper' needs num_negatives >= 1 (the shared random negatives)")
+            raise ValueError(
+                "protocol 'paper' needs num_negatives >= 1 (the shared random negatives)"
+            )
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
 

@@ -64,9 +64,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int, device: torch.device) -> dict:
-    enc = tokenizer(list(texts), max_length=max_length, truncation=True, padding=True,
-                    return_tensors="pt")
-    return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+    enc = tokenizer(
+        list(texts), max_length=max_length, truncation=True, padding=True, return_tensors="pt"
+    )
+    return {
+        "input_ids": enc["input_ids"].to(device),
+        "attention_mask": enc["attention_mask"].to(device),
+    }
 
 
 def _lr_lambda(cfg: TrainConfig):
@@ -93,8 +97,16 @@ class _Batches:
                 f"batch_size={cfg.batch_size} is larger than the number of training pairs ({num_pairs})"
             )
         if cfg.batch_size % world:
-            raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the world size {world}")
-        self.n, self.corpus, self.cfg, self.rank, self.world = num_pairs, corpus_size, cfg, rank, world
+            raise ValueError(
+                f"batch_size={cfg.batch_size} must be divisible by the world size {world}"
+            )
+        self.n, self.corpus, self.cfg, self.rank, self.world = (
+            num_pairs,
+            corpus_size,
+            cfg,
+            rank,
+            world,
+        )
         self.steps_per_epoch = num_pairs // cfg.batch_size
         self._epoch, self._perm = -1, None
 
@@ -104,9 +116,9 @@ class _Batches:
         if epoch != self._epoch:
             self._perm = np.random.default_rng([cfg.seed, 0, epoch]).permutation(self.n)
             self._epoch = epoch
-        batch = self._perm[offset * cfg.batch_size:(offset + 1) * cfg.batch_size]
+        batch = self._perm[offset * cfg.batch_size : (offset + 1) * cfg.batch_size]
         local = cfg.batch_size // self.world
-        batch = batch[self.rank * local:(self.rank + 1) * local]
+        batch = batch[self.rank * local : (self.rank + 1) * local]
         rng = np.random.default_rng([cfg.seed, 1, step, self.rank])
         k_shared = cfg.num_negatives // self.world if cfg.num_negatives else 0
         shared = rng.integers(0, self.corpus, size=k_shared)
@@ -159,11 +171,15 @@ def train(
     model.to(device)
     if cfg.gradient_checkpointing:
         if not hasattr(model, "set_gradient_checkpointing"):
-            raise ValueError("gradient_checkpointing=True needs a DenseEncoder (set_gradient_checkpointing)")
+            raise ValueError(
+                "gradient_checkpointing=True needs a DenseEncoder (set_gradient_checkpointing)"
+            )
         model.set_gradient_checkpointing(True)
     net: nn.Module = model
     if distributed:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     loss_fn = ContrastiveLoss(
         scale=cfg.scale,
         learnable_scale=cfg.learnable_scale,
@@ -191,10 +207,20 @@ def train(
         if rank != 0:
             return
         atomic_torch_save(
-            {"model": model.state_dict(), "loss": loss_fn.state_dict(),
-             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "rng": torch.get_rng_state(), "step": step, "best_step": best_step, "best_ce": best_ce,
-             "bad_evals": bad_evals, "history": history, "elapsed": elapsed, "config": cfg.to_dict()},
+            {
+                "model": model.state_dict(),
+                "loss": loss_fn.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "step": step,
+                "best_step": best_step,
+                "best_ce": best_ce,
+                "bad_evals": bad_evals,
+                "history": history,
+                "elapsed": elapsed,
+                "config": cfg.to_dict(),
+            },
             ckpt_path,
         )
 
@@ -202,8 +228,14 @@ def train(
     if progress and rank == 0:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.max_steps, initial=step, desc=f"train {out.name}", unit="step",
-                   dynamic_ncols=True, leave=False)
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=step,
+            desc=f"train {out.name}",
+            unit="step",
+            dynamic_ncols=True,
+            leave=False,
+        )
     model.train()
     t_start, stop_early, last_loss = time.perf_counter(), False, float("nan")
     while step < cfg.max_steps and not stop_early:
@@ -225,9 +257,17 @@ def train(
             p_emb = net(**p)
             n_emb = None
             if len(shared):
-                n_emb = net(**tokenize(tokenizer, [corpus[int(j)] for j in shared], cfg.passage_max_length, device))
-        loss = loss_fn(q_emb.float(), p_emb.float(), negatives=None if n_emb is None else n_emb.float(),
-                       doc_ids=torch.tensor(doc_ids, dtype=torch.int64, device=device))
+                n_emb = net(
+                    **tokenize(
+                        tokenizer, [corpus[int(j)] for j in shared], cfg.passage_max_length, device
+                    )
+                )
+        loss = loss_fn(
+            q_emb.float(),
+            p_emb.float(),
+            negatives=None if n_emb is None else n_emb.float(),
+            doc_ids=torch.tensor(doc_ids, dtype=torch.int64, device=device),
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -240,7 +280,9 @@ def train(
             raise FloatingPointError(f"training loss became {last_loss} at step {step}; lower lr")
         entry = {"step": step, "loss": last_loss, "lr": scheduler.get_last_lr()[0]}
         if dev_pairs is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-            entry["dev_ce"] = dev_contrastive_entropy(model, tokenizer, dev_pairs, corpus, cfg, device)
+            entry["dev_ce"] = dev_contrastive_entropy(
+                model, tokenizer, dev_pairs, corpus, cfg, device
+            )
             model.train()
             if best_ce is None or entry["dev_ce"] < best_ce:
                 best_ce, best_step, bad_evals = entry["dev_ce"], step, 0
@@ -252,8 +294,11 @@ def train(
         history.append(entry)
         if bar is not None:
             now = time.perf_counter() - t_start
-            bar.set_postfix(loss=f"{last_loss:.3f}", pairs_s=f"{cfg.batch_size * (bar.n + 1 - bar.initial) / max(now, 1e-9):.0f}",
-                            **({"dev_ce": f"{entry['dev_ce']:.3f}"} if "dev_ce" in entry else {}))
+            bar.set_postfix(
+                loss=f"{last_loss:.3f}",
+                pairs_s=f"{cfg.batch_size * (bar.n + 1 - bar.initial) / max(now, 1e-9):.0f}",
+                **({"dev_ce": f"{entry['dev_ce']:.3f}"} if "dev_ce" in entry else {}),
+            )
             bar.update(1)
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stop_early:
             elapsed_now = elapsed + time.perf_counter() - t_start
@@ -266,19 +311,33 @@ def train(
         if dev_pairs is None:
             best_step = step
             atomic_torch_save(model.state_dict(), out / BEST)
-        result = TrainResult(steps=step, best_step=best_step, best_dev_ce=best_ce,
-                             final_loss=last_loss, seconds=elapsed, history=history)
+        result = TrainResult(
+            steps=step,
+            best_step=best_step,
+            best_dev_ce=best_ce,
+            final_loss=last_loss,
+            seconds=elapsed,
+            history=history,
+        )
         atomic_write_text(out / RESULT, json.dumps(result.to_dict()))
         return result
-    return TrainResult(steps=step, best_step=best_step, best_dev_ce=best_ce, final_loss=last_loss,
-                       seconds=elapsed, history=history)
+    return TrainResult(
+        steps=step,
+        best_step=best_step,
+        best_dev_ce=best_ce,
+        final_loss=last_loss,
+        seconds=elapsed,
+        history=history,
+    )
 
 
 def _pair_doc_ids(pairs) -> np.ndarray:
     """Corpus row each pair's positive comes from, used as doc id to mask false negatives: the
     source passage for ICT / cropping pairs, a unique negative id when a pair has none."""
     src = getattr(pairs, "source_indices", None)
-    ids = np.asarray(src if src is not None else [p.positive_index for p in pairs], dtype=np.int64).copy()
+    ids = np.asarray(
+        src if src is not None else [p.positive_index for p in pairs], dtype=np.int64
+    ).copy()
     missing = ids < 0
     ids[missing] = -2 - np.nonzero(missing)[0]
     return ids
@@ -303,9 +362,19 @@ def dev_contrastive_entropy(model, tokenizer, dev_pairs, corpus, cfg: TrainConfi
     if not pool:
         raise ValueError("the dev pool is empty: every corpus passage is a dev positive")
     model.eval()
-    kw = dict(device=device, batch_size=256)
-    q = encode_texts(model, tokenizer, [p.query for p in chosen], max_length=cfg.query_max_length, **kw)
-    pos = encode_texts(model, tokenizer, [p.positive for p in chosen], max_length=cfg.passage_max_length, **kw)
-    pool_emb = encode_texts(model, tokenizer, [corpus[i] for i in pool], max_length=cfg.passage_max_length, **kw)
+    kw = {"device": device, "batch_size": 256}
+    q = encode_texts(
+        model, tokenizer, [p.query for p in chosen], max_length=cfg.query_max_length, **kw
+    )
+    pos = encode_texts(
+        model, tokenizer, [p.positive for p in chosen], max_length=cfg.passage_max_length, **kw
+    )
+    pool_emb = encode_texts(
+        model, tokenizer, [corpus[i] for i in pool], max_length=cfg.passage_max_length, **kw
+    )
     k = min(256, len(pool))
-    return float(contrastive_entropy(q, pos, pool_emb, num_negatives=k, repeats=cfg.dev_repeats, seed=cfg.seed).mean)
+    return float(
+        contrastive_entropy(
+            q, pos, pool_emb, num_negatives=k, repeats=cfg.dev_repeats, seed=cfg.seed
+        ).mean
+    )
