@@ -21,8 +21,10 @@ that low-precision dS tiles stay in range)::
     dS_ij = h * w_i * (exp(S_ij - lse_i) - [j = t_i])
             + [SYMMETRIC and j = t_k] * 0.5 * w_k * (exp(S_ij - col_lse_k) - [i = k])
 
-with h = 1/2 when symmetric, else 1. Then dq = s * dS @ c (row-block kernel), dc = s * dS^T @ q
-(column-block kernel) and dscale = sum_ij dS_ij * a_ij (per-program partial sums). The (BLOCK, D)
+with h = 1/2 when symmetric, else 1, on every column (pool columns too: the pool only takes part
+in the row direction, but that direction is still averaged). The backward kernels therefore get
+``SYMMETRIC`` for the pool region as well; the column term is added on p's positives only.
+Then dq = s * dS @ c (row-block kernel), dc = s * dS^T @ q (column-block kernel) and dscale = sum_ij dS_ij * a_ij (per-program partial sums). The (BLOCK, D)
 gradient rows do not fit in registers for D = 768, so each program owns its output rows exclusively
 and accumulates them chunk by chunk (BLOCK_K columns at a time) in an fp32 buffer: no atomics,
 and no B x N buffer anywhere.
@@ -357,14 +359,17 @@ def _ds_tile(
     if IS_P:
         prob = prob - tl.where(cols[None, :] == tcol[:, None], 1.0, 0.0)
     if SYMMETRIC:
+        # The loss averages two directions, so the row term of every column carries 1/2, pool
+        # columns included; only p's positive columns also have a column direction.
         ds = (0.5 * w_i)[:, None] * prob
-        # Column direction: positive column t_k = k*G of query k (symmetric implies r = 0).
-        is_pos = ((cols % G) == 0) & (cols < n_cols)
-        k = cols // G
-        clse2 = tl.load(clse_ptr + k, mask=is_pos, other=0.0) * LOG2E
-        w_k = tl.load(w_ptr + k, mask=is_pos, other=0.0)
-        pc = tl.exp2(s2 - clse2[None, :]) - tl.where(k[None, :] == rows[:, None], 1.0, 0.0)
-        ds += tl.where(is_pos[None, :], (0.5 * w_k)[None, :] * pc, 0.0)
+        if IS_P:
+            # Column direction: positive column t_k = k*G of query k (symmetric implies r = 0).
+            is_pos = ((cols % G) == 0) & (cols < n_cols)
+            k = cols // G
+            clse2 = tl.load(clse_ptr + k, mask=is_pos, other=0.0) * LOG2E
+            w_k = tl.load(w_ptr + k, mask=is_pos, other=0.0)
+            pc = tl.exp2(s2 - clse2[None, :]) - tl.where(k[None, :] == rows[:, None], 1.0, 0.0)
+            ds += tl.where(is_pos[None, :], (0.5 * w_k)[None, :] * pc, 0.0)
     else:
         ds = w_i[:, None] * prob
     return a, ds
@@ -566,7 +571,7 @@ def _infonce_bwd_dq_kernel(
             False,
             IN_BATCH,
             HAS_IDS,
-            False,
+            SYMMETRIC,
             DOT_F32,
             PRECISION,
             BLOCK_M,

@@ -183,6 +183,18 @@ def test_symmetric(G: int) -> None:
     assert (loss - row_only).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("G", [1, 3])
+@pytest.mark.parametrize("with_ids", [False, True])
+def test_symmetric_with_negatives_pool(G: int, with_ids: bool) -> None:
+    # Regression: the pool takes part in the (averaged) row direction only, so its dS must carry
+    # the same 1/2 as p's row terms; without it dq, dneg and dscale came out wrong (dneg 2x).
+    B, K = 21, 19
+    q, p, neg = _inputs(B, G, K, 40)
+    doc_ids = torch.randint(0, 8, (B * G + K,), device=DEVICE) if with_ids else None
+    opts = LossOptions(group_size=G, symmetric=True)
+    _check(q, p, neg, doc_ids, 2.5, opts, **TINY)
+
+
 @pytest.mark.parametrize("in_batch", [True, False])
 def test_row_offset_gathered_candidates(in_batch: bool) -> None:
     # Local queries are rows 7..7+B of a 3-rank gather; candidates of every rank are present.
@@ -247,10 +259,11 @@ _, bdq, bdc = default_configs(torch.bfloat16, in_batch=False)
 fwd_ib = default_configs(torch.bfloat16, in_batch=True)[0]
 variant = {"IN_BATCH": False, "HAS_IDS": True, "DOT_F32": False, "PRECISION": "tf32"}
 # Three launches cover every code path between them: symmetric column statistics with doc ids
-# (forward), in_batch=False loop bounds with a pool (dq), the transposed dot (dc).
+# (forward), in_batch=False loop bounds with a pool and both symmetric dS branches (p and pool
+# regions, dq), the transposed dot (dc).
 jobs = [
     (kern._infonce_fwd_kernel, fwd_ib, {"HAS_NEG": False, "SYMMETRIC": True, "IN_BATCH": True}),
-    (kern._infonce_bwd_dq_kernel, bdq, {"HAS_NEG": True, "SYMMETRIC": False}),
+    (kern._infonce_bwd_dq_kernel, bdq, {"HAS_NEG": True, "SYMMETRIC": True}),
     (kern._infonce_bwd_dc_kernel, bdc, {"IS_P": True, "SYMMETRIC": False}),
 ]
 for fn, cfg, extra in jobs:

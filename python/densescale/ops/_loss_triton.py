@@ -360,10 +360,12 @@ def loss_backward(
         )
 
     dc = torch.zeros((NP + K, D), **f32)
-    regions = [(p, dc[:NP], NP, 0, True, opts.symmetric)]
+    # Pool columns get SYMMETRIC too: it halves their row-direction dS (the loss averages two
+    # directions); the kernel adds the column direction to p's positive columns only.
+    regions = [(p, dc[:NP], NP, 0, True)]
     if negatives is not None:
-        regions.append((negatives, dc[NP:], K, NP, False, False))
-    for cands, dcands, n_cols, col_start, is_p, sym in regions:
+        regions.append((negatives, dc[NP:], K, NP, False))
+    for cands, dcands, n_cols, col_start, is_p in regions:
         with _on_device(q):
             kern._infonce_bwd_dc_kernel[(triton_cdiv(n_cols, cfg_dc.block_n),)](
                 q,
@@ -381,7 +383,7 @@ def loss_backward(
                 opts.row_offset,
                 float(scale),
                 IS_P=is_p,
-                SYMMETRIC=sym,
+                SYMMETRIC=opts.symmetric,
                 BLOCK_M=cfg_dc.block_m,
                 BLOCK_N=cfg_dc.block_n,
                 BLOCK_K=cfg_dc.block_k,
