@@ -132,7 +132,11 @@ def test_evaluate_end_to_end(setup, tmp_path):
     for qid, rows in by_q.items():
         assert [r for r, _, _ in rows] == list(range(1, 21))
         assert all(a[1] >= b[1] for a, b in itertools.pairwise(rows))
-        assert {d for _, _, d in rows} == set(run[qid])
+        # same top-20 set as the fp64 brute force, up to near-ties at the cut
+        kth = min(run[qid].values())
+        sure = {d for d, sc in run[qid].items() if sc > kth + 1e-4}
+        got = {d for _, _, d in rows}
+        assert len(got) == 20 and sure <= got
     assert [p.name for p in run_path.parent.iterdir()] == ["dev.trec"]
 
 

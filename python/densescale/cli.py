@@ -232,9 +232,6 @@ def cmd_study(args) -> int:
     print(f"\nresults: {study.output / 'results.jsonl'}")
     if result["report"] is not None:
         print(f"report:  {result['report']}")
-        summary = Path(result["report"]).read_text()
-        start = summary.find("## Fitted laws")
-        print(summary[start : start + 2500] if start >= 0 else summary[:2500])
     return 0
 
 
