@@ -34,19 +34,19 @@ void micro(long K, const float* a, long a_rs, long a_cs, const float* b, long ld
   const long n0 = nv, n1 = nv - 8;
   const __m256i m0 = tail_mask(n0 > 0 ? n0 : 0), m1 = tail_mask(n1 > 0 ? n1 : 0);
   __m256 c0[M], c1[M];
-  for (int m = 0; m < M; ++m) c0[m] = c1[m] = _mm256_setzero_ps();
+  _Pragma("GCC unroll 16") for (int m = 0; m < M; ++m) c0[m] = c1[m] = _mm256_setzero_ps();
   for (long k = 0; k < K; ++k) {
     const __m256 b0 = load(b + k * ldb, n0, m0);
     const __m256 b1 = n1 > 0 ? load(b + k * ldb + 8, n1, m1) : _mm256_setzero_ps();
     const float* ak = a + k * a_cs;
-    for (int m = 0; m < M; ++m) {
+    _Pragma("GCC unroll 16") for (int m = 0; m < M; ++m) {
       const __m256 av = _mm256_broadcast_ss(ak + m * a_rs);
       c0[m] = _mm256_fmadd_ps(av, b0, c0[m]);
       c1[m] = _mm256_fmadd_ps(av, b1, c1[m]);
     }
   }
   const __m256 al = _mm256_set1_ps(alpha);
-  for (int m = 0; m < M; ++m) {
+  _Pragma("GCC unroll 16") for (int m = 0; m < M; ++m) {
     float* cm = c + m * ldc;
     __m256 r0 = _mm256_mul_ps(al, c0[m]), r1 = _mm256_mul_ps(al, c1[m]);
     if (acc) r0 = _mm256_add_ps(r0, load(cm, n0, m0));

@@ -4,6 +4,8 @@
 
 #include <cfloat>
 #include <cmath>
+#include <array>
+#include <utility>
 
 #include "contrastive_loss.h"
 
@@ -13,46 +15,32 @@ namespace {
 
 constexpr int MR = 8;     // rows of the register tile
 constexpr int NR = 32;    // columns: two zmm vectors, so 16 accumulators + 2 B vectors in registers
-constexpr long KC = 256;  // depth block: a KC x NR strip of B (32 KiB) stays in L1
+constexpr long KC = 128;  // depth block: KC x N of B (N <= ~768) stays in L2
 
 inline __mmask16 tail_mask(long n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
 }
 
-// C tile (M x nv, nv <= NR) = (acc ? C : 0) + alpha * A(M x K) B(K x nv).
+// C tile (M x nv, nv <= NR) = (acc ? C : 0) + alpha * A(M x K) B(K x nv), A packed [k][MR].
 template <int M>
-void micro(long K, const float* a, long a_rs, long a_cs, const float* b, long ldb, float* c,
-           long ldc, long nv, float alpha, bool acc) {
+void micro(long K, const float* ap, const float* b, long ldb, float* c, long ldc, long nv,
+           float alpha, bool acc) {
   const __mmask16 m0 = tail_mask(nv);
   const __mmask16 m1 = nv > 16 ? tail_mask(nv - 16) : static_cast<__mmask16>(0);
   __m512 c0[M], c1[M];
-  for (int m = 0; m < M; ++m) c0[m] = c1[m] = _mm512_setzero_ps();
-  if (a_cs == 1) {
-    const float* ap[M];
-    for (int m = 0; m < M; ++m) ap[m] = a + m * a_rs;
-    for (long k = 0; k < K; ++k) {
-      const __m512 b0 = _mm512_maskz_loadu_ps(m0, b + k * ldb);
-      const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + k * ldb + 16);
-      for (int m = 0; m < M; ++m) {
-        const __m512 av = _mm512_set1_ps(ap[m][k]);
-        c0[m] = _mm512_fmadd_ps(av, b0, c0[m]);
-        c1[m] = _mm512_fmadd_ps(av, b1, c1[m]);
-      }
-    }
-  } else {
-    for (long k = 0; k < K; ++k) {
-      const __m512 b0 = _mm512_maskz_loadu_ps(m0, b + k * ldb);
-      const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + k * ldb + 16);
-      const float* ak = a + k * a_cs;
-      for (int m = 0; m < M; ++m) {
-        const __m512 av = _mm512_set1_ps(ak[m * a_rs]);
-        c0[m] = _mm512_fmadd_ps(av, b0, c0[m]);
-        c1[m] = _mm512_fmadd_ps(av, b1, c1[m]);
-      }
+  _Pragma("GCC unroll 16") for (int m = 0; m < M; ++m) c0[m] = c1[m] = _mm512_setzero_ps();
+  for (long k = 0; k < K; ++k) {
+    const __m512 b0 = _mm512_maskz_loadu_ps(m0, b + k * ldb);
+    const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + k * ldb + 16);
+    const float* ak = ap + k * MR;
+    _Pragma("GCC unroll 16") for (int m = 0; m < M; ++m) {
+      const __m512 av = _mm512_set1_ps(ak[m]);
+      c0[m] = _mm512_fmadd_ps(av, b0, c0[m]);
+      c1[m] = _mm512_fmadd_ps(av, b1, c1[m]);
     }
   }
   const __m512 al = _mm512_set1_ps(alpha);
-  for (int m = 0; m < M; ++m) {
+  _Pragma("GCC unroll 16") for (int m = 0; m < M; ++m) {
     float* cm = c + m * ldc;
     __m512 r0 = _mm512_mul_ps(al, c0[m]), r1 = _mm512_mul_ps(al, c1[m]);
     if (acc) {
@@ -64,11 +52,15 @@ void micro(long K, const float* a, long a_rs, long a_cs, const float* b, long ld
   }
 }
 
-using MicroFn = void (*)(long, const float*, long, long, const float*, long, float*, long, long,
-                         float, bool);
-constexpr MicroFn kMicro[MR + 1] = {nullptr,  micro<1>, micro<2>, micro<3>, micro<4>,
-                                    micro<5>, micro<6>, micro<7>, micro<8>};
+using MicroFn = void (*)(long, const float*, const float*, long, float*, long, long, float, bool);
+template <int... I>
+constexpr auto micro_table(std::integer_sequence<int, I...>) {
+  return std::array<MicroFn, MR + 1>{nullptr, micro<I + 1>...};
+}
+constexpr auto kMicro = micro_table(std::make_integer_sequence<int, MR>{});
 
+// Goto-style loop: for each depth block and MR-row panel, pack A once ([k][MR], contiguous
+// broadcasts) and sweep every NR-column strip of B; a KC x N block of B stays in L2.
 void gemm(long M, long N, long K, const float* a, long a_rs, long a_cs, const float* b, long ldb,
           float* c, long ldc, float alpha, bool accumulate) {
   if (M <= 0 || N <= 0) return;
@@ -78,16 +70,23 @@ void gemm(long M, long N, long K, const float* a, long a_rs, long a_cs, const fl
         for (long n = 0; n < N; ++n) c[m * ldc + n] = 0.f;
     return;
   }
+  alignas(64) float pack[KC * MR];
   for (long k0 = 0; k0 < K; k0 += KC) {
     const long kc = K - k0 < KC ? K - k0 : KC;
     const bool acc = accumulate || k0 > 0;
-    for (long n0 = 0; n0 < N; n0 += NR) {
-      const long nv = N - n0 < NR ? N - n0 : NR;
-      const float* bk = b + k0 * ldb + n0;
-      for (long m0 = 0; m0 < M; m0 += MR) {
-        const long mm = M - m0 < MR ? M - m0 : MR;
-        kMicro[mm](kc, a + m0 * a_rs + k0 * a_cs, a_rs, a_cs, bk, ldb, c + m0 * ldc + n0, ldc, nv,
-                   alpha, acc);
+    for (long m0 = 0; m0 < M; m0 += MR) {
+      const long mm = M - m0 < MR ? M - m0 : MR;
+      const float* am = a + m0 * a_rs + k0 * a_cs;
+      if (a_cs == 1) {
+        for (long m = 0; m < mm; ++m)
+          for (long k = 0; k < kc; ++k) pack[k * MR + m] = am[m * a_rs + k];
+      } else {
+        for (long k = 0; k < kc; ++k)
+          for (long m = 0; m < mm; ++m) pack[k * MR + m] = am[k * a_cs + m * a_rs];
+      }
+      for (long n0 = 0; n0 < N; n0 += NR) {
+        const long nv = N - n0 < NR ? N - n0 : NR;
+        kMicro[mm](kc, pack, b + k0 * ldb + n0, ldb, c + m0 * ldc + n0, ldc, nv, alpha, acc);
       }
     }
   }
