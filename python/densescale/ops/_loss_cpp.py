@@ -106,7 +106,7 @@ def run(
     B, D = q.shape
     K = 0 if negatives is None else negatives.shape[0]
     N = p.shape[0] + K
-    f32 = dict(dtype=torch.float32, device=q.device)
+    f32 = {"dtype": torch.float32, "device": q.device}
     loss = torch.empty(B, **f32) if need_loss else None
     dq = torch.empty(B, D, **f32) if need_grad else None
     dc = torch.zeros(N, D, **f32) if need_grad else None
@@ -117,7 +117,7 @@ def run(
             raise ValueError(f"weights must have shape ({B},), got {tuple(weights.shape)}")
     if col_lse is not None:
         col_lse = col_lse.to(torch.float32).contiguous()
-    ptr = lambda t: 0 if t is None else t.data_ptr()  # noqa: E731
+    ptr = lambda t: 0 if t is None else t.data_ptr()
     dscale = native().contrastive_loss_cpu(
         ptr(q), ptr(p), ptr(negatives), ptr(doc_ids), _DTYPE_CODE[q.dtype],
         B, p.shape[0], K, D, opts.group_size, bool(opts.in_batch), bool(opts.symmetric),
