@@ -170,13 +170,12 @@ def make_provider(name: str, device: str, q, p, neg, opts: LossOptions):
             from inf_cl import cal_inf_loss
         except ImportError as exc:
             raise Skip("inf-cl not installed") from exc
-        labels = torch.arange(q.shape[0], device=q.device)
-
+        # README usage: cal_inf_loss(q, k, scale=...), labels default to the diagonal.
         def inf_loss(a, b):
-            loss = cal_inf_loss(a, b, labels=labels, scale=SCALE)
-            if sym:
-                loss = 0.5 * (loss + cal_inf_loss(b, a, labels=labels, scale=SCALE))
-            return loss.mean()
+            loss = cal_inf_loss(a, b, scale=SCALE).mean()
+            if sym:  # CLIP style: both directions, averaged
+                loss = 0.5 * (loss + cal_inf_loss(b, a, scale=SCALE).mean())
+            return loss
 
         return _autograd_provider(inf_loss, q, p, None)
     if name == "st-mnrl":
@@ -261,6 +260,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {env['device_name']}  threads={env['threads']}  torch {env['torch']}  "
           f"{dtype} matmul peak {peak / 1e12:.3f} TFLOP/s")
     rows: list[dict] = []
+    try:
+        run_points(args, device, dtype, shapes, symmetrics, rep, env, peak, rows)
+    finally:  # rows measured so far are kept even when a long run is interrupted
+        if rows:
+            path = _harness.write_rows("bench_loss", rows, device)
+            print(f"rows written to {path}")
+    ok = [r for r in rows if r.get("status") == "ok"]
+    if ok:
+        _harness.print_table(ok, ["provider", "B", "N", "D", "symmetric", "mode", "median_ms",
+                                  "p20_ms", "p80_ms", "frac_peak", "peak_extra_mib", "scratch_mib"])
+    return 0
+
+
+def run_points(args, device, dtype, shapes, symmetrics, rep, env, peak, rows) -> None:
+    """Time every (shape, symmetric, provider, mode) point, appending one row per point."""
+    on_gpu = device.startswith("cuda")
     for (B, D, G, K) in shapes:
         for sym in symmetrics:
             gen = torch.Generator(device="cpu").manual_seed(0)
@@ -313,13 +328,6 @@ def main(argv: list[str] | None = None) -> int:
                           flush=True)
                 del fns
                 gc.collect()
-    path = _harness.write_rows("bench_loss", rows, device)
-    ok = [r for r in rows if r.get("status") == "ok"]
-    if ok:
-        _harness.print_table(ok, ["provider", "B", "N", "D", "symmetric", "mode", "median_ms",
-                                  "p20_ms", "p80_ms", "frac_peak", "peak_extra_mib", "scratch_mib"])
-    print(f"rows written to {path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -93,7 +93,8 @@ def run(
     Returns a dict with ``loss`` (B,) fp32 (if ``need_loss``), ``dq`` (B, D), ``dc`` (N, D) =
     gradients of ``sum_i w_i loss_i`` for candidates ``[p; negatives]`` and ``dscale`` (float)
     when ``need_grad`` (``weights`` None = unit weights), and ``col_lse`` (B,) when symmetric.
-    ``threads`` defaults to ``torch.get_num_threads()``; ``block_rows`` > 0 forces the row-block
+    ``threads`` defaults to ``torch.get_num_threads()`` (1 for tiny problems); ``block_rows`` > 0
+    forces the row-block
     size (tests use it to run the block logic on small inputs); ``isa`` caps the SIMD path
     (``"generic"``, ``"avx2"``, ``"avx512"``; the CPU's best when None).
     """
@@ -123,11 +124,20 @@ def run(
         B, p.shape[0], K, D, opts.group_size, bool(opts.in_batch), bool(opts.symmetric),
         int(opts.row_offset), float(scale), ptr(weights), ptr(col_lse),
         ptr(loss), ptr(dq), ptr(dc), ptr(col_out),
-        int(threads if threads is not None else torch.get_num_threads()), int(block_rows),
+        int(threads if threads is not None else _default_threads(B, N, D)), int(block_rows),
         -1 if isa is None else ISA_CODES[isa],
     )
     return {"loss": loss, "dq": dq, "dc": dc, "dscale": dscale if need_grad else None,
             "col_lse": col_out}
+
+
+# Below ~16M multiply-adds (about a millisecond on one core) a second thread costs more in
+# synchronisation (and in waiting for a descheduled thread on a busy machine) than it saves.
+_SMALL_WORK = 1 << 24
+
+
+def _default_threads(B: int, N: int, D: int) -> int:
+    return 1 if B * N * D < _SMALL_WORK else torch.get_num_threads()
 
 
 def _split(dc: torch.Tensor, n_p: int, negatives: torch.Tensor | None
