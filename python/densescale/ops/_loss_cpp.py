@@ -94,9 +94,8 @@ def run(
     gradients of ``sum_i w_i loss_i`` for candidates ``[p; negatives]`` and ``dscale`` (float)
     when ``need_grad`` (``weights`` None = unit weights), and ``col_lse`` (B,) when symmetric.
     ``threads`` defaults to ``torch.get_num_threads()`` (1 for tiny problems); ``block_rows`` > 0
-    forces the row-block
-    size (tests use it to run the block logic on small inputs); ``isa`` caps the SIMD path
-    (``"generic"``, ``"avx2"``, ``"avx512"``; the CPU's best when None).
+    forces the row-block size (tests use it to run the block logic on small inputs); ``isa`` caps
+    the SIMD path (``"generic"``, ``"avx2"``, ``"avx512"``; the CPU's best when None).
     """
     _check(q, p, negatives, doc_ids, opts)
     if col_lse is not None and need_loss:
