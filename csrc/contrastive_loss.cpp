@@ -197,8 +197,8 @@ void run_pass(const Problem& P, Outputs& O, bool need_grad, bool col_stats) {
   const long d0 = P.in_batch ? 0 : Np, d1 = N, Nd = d1 - d0;  // dense columns
   int T = std::max(1, P.threads);
   long R = P.block_rows;
-  if (R <= 0) {  // scores of one block ~8 MiB: big blocks amortise the dC read-modify-write
-    R = (8l << 20) / (4 * std::max(1l, Nd));
+  if (R <= 0) {  // scores of one block <= 16 MiB: big blocks amortise the dC read-modify-write
+    R = (16l << 20) / (4 * std::max(1l, Nd));
     R = std::max(16l, std::min(512l, R));
   }
   R = std::min(R, B);
