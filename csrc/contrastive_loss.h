@@ -1,11 +1,11 @@
-// Fused contrastive loss on the CPU: the per-ISA kernel table and the driver's entry point.
+// Fused contrastive loss on the CPU: the table of per-ISA kernels the driver (contrastive_loss.cpp) calls.
 //
 // Layout used by every kernel below: a block of R query rows keeps its scores transposed,
 // T[j][i] = s * c_j . q_i (j = candidate column, i = row in the block, leading dimension ldt), so
 // per-row statistics (max, sum of exp, softmax gradient) are vector operations over i and the
 // three products of a block are one GEMM primitive with strided A:
 //   scores   T      = C_cols  . Q_R^T        (A = candidate rows, B = Q_R^T packed once per block)
-//   dC_cols += G^T-as-stored . Q_R            (A = T rows,        B = Q_R)
+//   dC_cols += G^T Q_R  (G stored as T)       (A = T rows,        B = Q_R)
 //   U_R    += G . C_cols                      (A = T transposed,  B = candidate rows)
 #pragma once
 
