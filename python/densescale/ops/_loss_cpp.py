@@ -1,0 +1,193 @@
+"""The ``"cpp"`` backend of the contrastive loss: launcher for the fused C++ CPU kernel.
+
+The kernel (csrc/contrastive_loss.cpp) processes query rows in blocks; a block holds its scores
+for every candidate (R x N fp32, never B x N), threads split the candidate columns, and the
+gradients are produced in the same pass as the forward (6*B*N*D FLOPs like eager torch; 8*B*N*D
+with ``symmetric=True``, which needs a statistics pass first). Math: ``_loss_spec``.
+
+Protocol (shared with the Triton backend)::
+
+    loss, saved = loss_forward(q, p, negatives, doc_ids, scale, opts, need_grad)
+    dq, dp, dneg, dscale = loss_backward(q, p, negatives, doc_ids, scale, opts, saved, weights,
+                                         uniform)
+
+With ``need_grad`` the forward already computes the gradients for unit weights; ``loss_backward``
+scales them when ``uniform`` (all weights equal) and otherwise runs the fused pass again with the
+given weights. Gradients are fp32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from densescale._native import native
+from densescale.ops._loss_spec import LossOptions
+
+_DTYPE_CODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+ISA_CODES = {"generic": 0, "avx2": 1, "avx512": 2}
+
+
+@dataclass
+class CppSaved:
+    """What ``loss_backward`` needs: unit-weight gradients (when computed) and, for the symmetric
+    loss, the column log-sum-exp so a recompute skips the statistics pass."""
+
+    dq: torch.Tensor | None
+    dc: torch.Tensor | None
+    dscale: float | None
+    col_lse: torch.Tensor | None
+    factor: float = 1.0  # weight the stored gradients are currently scaled by (scaled in place)
+
+
+def _check(q: torch.Tensor, p: torch.Tensor, negatives: torch.Tensor | None,
+           doc_ids: torch.Tensor | None, opts: LossOptions) -> None:
+    """Last-line checks before raw pointers go to C++ (the public API validates user input)."""
+    for name, t in (("q", q), ("p", p), ("negatives", negatives)):
+        if t is None:
+            continue
+        if t.device.type != "cpu":
+            raise ValueError(f"{name} must be a CPU tensor for backend='cpp', got device {t.device}")
+        if t.dtype not in _DTYPE_CODE:
+            raise TypeError(f"{name} must be float32, float16 or bfloat16 for backend='cpp', got {t.dtype}")
+        if t.dtype != q.dtype:
+            raise TypeError(f"{name} has dtype {t.dtype} but q has {q.dtype}")
+        if t.dim() != 2 or t.shape[1] != q.shape[1]:
+            raise ValueError(f"{name} must have shape (*, {q.shape[1]}), got {tuple(t.shape)}")
+        if not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous")
+    B, G = q.shape[0], opts.group_size
+    if G < 1 or p.shape[0] % G or p.shape[0] < (opts.row_offset + B) * G:
+        raise ValueError(
+            f"p must have (row_offset + B) * group_size <= rows, a multiple of group_size={G}; "
+            f"got {p.shape[0]} rows for B={B}, row_offset={opts.row_offset}"
+        )
+    n = p.shape[0] + (0 if negatives is None else negatives.shape[0])
+    if doc_ids is not None and (doc_ids.dtype != torch.int64 or doc_ids.shape != (n,)
+                                or not doc_ids.is_contiguous()):
+        raise ValueError(f"doc_ids must be contiguous int64 of shape ({n},), got {doc_ids.dtype} "
+                         f"{tuple(doc_ids.shape)}")
+    if opts.symmetric and (not opts.in_batch or opts.row_offset or p.shape[0] != B * G):
+        raise ValueError("symmetric=True needs in_batch=True, row_offset=0 and p of B * group_size rows")
+
+
+def run(
+    q: torch.Tensor,
+    p: torch.Tensor,
+    negatives: torch.Tensor | None,
+    doc_ids: torch.Tensor | None,
+    scale: float,
+    opts: LossOptions,
+    *,
+    need_loss: bool = True,
+    need_grad: bool = False,
+    weights: torch.Tensor | None = None,
+    col_lse: torch.Tensor | None = None,
+    threads: int | None = None,
+    block_rows: int = 0,
+    isa: str | None = None,
+) -> dict:
+    """One call of the fused kernel.
+
+    Returns a dict with ``loss`` (B,) fp32 (if ``need_loss``), ``dq`` (B, D), ``dc`` (N, D) =
+    gradients of ``sum_i w_i loss_i`` for candidates ``[p; negatives]`` and ``dscale`` (float)
+    when ``need_grad`` (``weights`` None = unit weights), and ``col_lse`` (B,) when symmetric.
+    ``threads`` defaults to ``torch.get_num_threads()`` (1 for tiny problems); ``block_rows`` > 0
+    forces the row-block size (tests use it to run the block logic on small inputs); ``isa`` caps
+    the SIMD path (``"generic"``, ``"avx2"``, ``"avx512"``; the CPU's best when None).
+    """
+    _check(q, p, negatives, doc_ids, opts)
+    if col_lse is not None and need_loss:
+        raise ValueError("col_lse (a known column log-sum-exp) is only for gradient recomputation; "
+                         "pass need_loss=False with it")
+    if isa is not None and isa not in ISA_CODES:
+        raise ValueError(f"isa must be one of {tuple(ISA_CODES)} or None, got {isa!r}")
+    B, D = q.shape
+    K = 0 if negatives is None else negatives.shape[0]
+    N = p.shape[0] + K
+    f32 = {"dtype": torch.float32, "device": q.device}
+    loss = torch.empty(B, **f32) if need_loss else None
+    dq = torch.empty(B, D, **f32) if need_grad else None
+    dc = torch.zeros(N, D, **f32) if need_grad else None
+    col_out = torch.empty(B, **f32) if opts.symmetric else None
+    if weights is not None:
+        weights = weights.detach().to(torch.float32).contiguous()
+        if weights.shape != (B,):
+            raise ValueError(f"weights must have shape ({B},), got {tuple(weights.shape)}")
+    if col_lse is not None:
+        col_lse = col_lse.to(torch.float32).contiguous()
+    ptr = lambda t: 0 if t is None else t.data_ptr()
+    dscale = native().contrastive_loss_cpu(
+        ptr(q), ptr(p), ptr(negatives), ptr(doc_ids), _DTYPE_CODE[q.dtype],
+        B, p.shape[0], K, D, opts.group_size, bool(opts.in_batch), bool(opts.symmetric),
+        int(opts.row_offset), float(scale), ptr(weights), ptr(col_lse),
+        ptr(loss), ptr(dq), ptr(dc), ptr(col_out),
+        int(threads if threads is not None else _default_threads(B, N, D)), int(block_rows),
+        -1 if isa is None else ISA_CODES[isa],
+    )
+    return {"loss": loss, "dq": dq, "dc": dc, "dscale": dscale if need_grad else None,
+            "col_lse": col_out}
+
+
+# Below ~16M multiply-adds (about a millisecond on one core) a second thread costs more in
+# synchronisation (and in waiting for a descheduled thread on a busy machine) than it saves.
+_SMALL_WORK = 1 << 24
+
+
+def _default_threads(B: int, N: int, D: int) -> int:
+    return 1 if B * N * D < _SMALL_WORK else torch.get_num_threads()
+
+
+def _split(dc: torch.Tensor, n_p: int, negatives: torch.Tensor | None
+           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return dc[:n_p], (None if negatives is None else dc[n_p:])
+
+
+def loss_forward(
+    q: torch.Tensor,
+    p: torch.Tensor,
+    negatives: torch.Tensor | None,
+    doc_ids: torch.Tensor | None,
+    scale: float,
+    opts: LossOptions,
+    need_grad: bool,
+) -> tuple[torch.Tensor, CppSaved]:
+    """Per-query loss (B,) fp32 and the saved state; with ``need_grad`` the unit-weight gradients
+    come from the same pass."""
+    out = run(q, p, negatives, doc_ids, scale, opts, need_grad=need_grad)
+    saved = CppSaved(out["dq"], out["dc"], out["dscale"], out["col_lse"])
+    return out["loss"], saved
+
+
+def loss_backward(
+    q: torch.Tensor,
+    p: torch.Tensor,
+    negatives: torch.Tensor | None,
+    doc_ids: torch.Tensor | None,
+    scale: float,
+    opts: LossOptions,
+    saved: CppSaved,
+    weights: torch.Tensor,
+    uniform: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Gradients of ``sum_i weights_i * loss_i``: dq (B, D), dp (rows of p, D), dneg (K, D) or None,
+    dscale (0-d) — all fp32."""
+    if uniform and saved.dq is not None:
+        # In place (no second copy of the gradients); `factor` keeps repeated calls correct.
+        w = float(weights.reshape(-1)[0])
+        if saved.factor != 0.0 and w != saved.factor:
+            saved.dq.mul_(w / saved.factor)
+            saved.dc.mul_(w / saved.factor)
+            saved.dscale *= w / saved.factor
+            saved.factor = w
+        if saved.factor == 0.0 and w != 0.0:
+            saved.dq = None  # scaled to zero earlier: recompute below
+    if uniform and saved.dq is not None:
+        dq, dc, dscale = saved.dq, saved.dc, saved.dscale
+    else:
+        out = run(q, p, negatives, doc_ids, scale, opts, need_loss=False, need_grad=True,
+                  weights=weights, col_lse=saved.col_lse)
+        dq, dc, dscale = out["dq"], out["dc"], out["dscale"]
+    dp, dneg = _split(dc, p.shape[0], negatives)
+    return dq, dp, dneg, torch.tensor(dscale, dtype=torch.float32)

@@ -1,0 +1,221 @@
+"""The fused C++ contrastive-loss kernel (backend "cpp") against the fp64 plain-torch reference.
+
+Each case checks the per-query loss and every gradient (q, p, negatives, scale) of a weighted sum
+``sum_i w_i loss_i`` with non-uniform weights; the kernel's error must stay within a small multiple
+of what plain fp32 torch gets on the same inputs (plus a floor), on every SIMD path.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from densescale._native import has_native, native
+from densescale.ops._loss_spec import LossOptions, reference_loss_per_query
+
+pytestmark = pytest.mark.skipif(not has_native(), reason="densescale._C is not built")
+
+if has_native():
+    from densescale.ops import _loss_cpp
+
+ISAS = ["generic", "avx2", "avx512"]
+
+
+def _supported(isa: str) -> bool:
+    return native().contrastive_loss_isa(_loss_cpp.ISA_CODES[isa]) == isa
+
+
+def _make(B, G, K, D, dtype=torch.float32, b_total=None, spread=1.0):
+    b_total = b_total or B
+    q = (torch.randn(B, D) * spread).to(dtype)
+    p = (torch.randn(b_total * G, D) * spread).to(dtype)
+    neg = (torch.randn(K, D) * spread).to(dtype) if K else None
+    return q, p, neg
+
+
+def _grads(q, p, neg, ids, scale, opts, w, acc):
+    """Loss and gradients of sum_i w_i loss_i through the plain reference in dtype ``acc``."""
+    qd = q.detach().to(acc).clone().requires_grad_()
+    pd = p.detach().to(acc).clone().requires_grad_()
+    nd = None if neg is None else neg.detach().to(acc).clone().requires_grad_()
+    sd = torch.tensor(float(scale), dtype=acc, requires_grad=True)
+    loss = reference_loss_per_query(qd, pd, nd, ids, sd, opts)
+    (loss * w.to(acc)).sum().backward()
+    return [loss.detach(), qd.grad, pd.grad, None if nd is None else nd.grad, sd.grad]
+
+
+def _assert_close(name, ours, ref64, ref32, floor):
+    if ref64 is None:
+        assert ours is None, name
+        return
+    ours, ref64, ref32 = (torch.as_tensor(t).double() for t in (ours, ref64, ref32))
+    assert torch.isfinite(ours).all(), f"{name}: non-finite values"
+    err = (ours - ref64).abs().max().item()
+    torch_err = (ref32 - ref64).abs().max().item()
+    tol = 8 * torch_err + floor * max(1.0, ref64.abs().max().item())
+    assert err <= tol, f"{name}: error {err:.3g} > tolerance {tol:.3g} (fp32 torch error {torch_err:.3g})"
+
+
+def _check(q, p, neg, ids, scale, opts, *, isa=None, block_rows=0, threads=None, floor=2e-5,
+           weights=None):
+    B = q.shape[0]
+    w = torch.rand(B) + 0.5 if weights is None else weights
+    out = _loss_cpp.run(q, p, neg, ids, scale, opts, need_grad=True, weights=w, isa=isa,
+                        block_rows=block_rows, threads=threads)
+    ref64 = _grads(q, p, neg, ids, scale, opts, w, torch.float64)
+    ref32 = _grads(q, p, neg, ids, scale, opts, w, torch.float32)
+    n_p = p.shape[0]
+    ours = [out["loss"], out["dq"], out["dc"][:n_p], None if neg is None else out["dc"][n_p:],
+            out["dscale"]]
+    for name, o, r64, r32 in zip(("loss", "dq", "dp", "dneg", "dscale"), ours, ref64, ref32):
+        _assert_close(name, o, r64, r32, floor)
+    return out
+
+
+CASES = {
+    # name: (B, G, K, D, options, block_rows, doc-id kind)
+    "odd_shapes_grouped_pool": (37, 3, 29, 123, {}, 16, None),
+    "pairs_single_block": (37, 1, 0, 123, {}, 0, None),
+    "no_in_batch": (37, 3, 29, 123, {"in_batch": False}, 8, None),
+    "no_in_batch_no_pool": (21, 4, 0, 40, {"in_batch": False}, 16, None),
+    "symmetric_pairs_pool": (37, 1, 5, 64, {"symmetric": True}, 16, None),
+    "symmetric_grouped": (29, 2, 0, 33, {"symmetric": True}, 16, None),
+    "doc_ids": (37, 3, 29, 123, {}, 16, "random"),
+    "doc_ids_no_in_batch": (37, 3, 29, 123, {"in_batch": False}, 16, "random"),
+    "doc_ids_symmetric": (37, 1, 5, 64, {"symmetric": True}, 16, "random"),
+    "only_positive_left": (19, 2, 7, 31, {}, 16, "all_same"),
+    "only_positive_left_no_in_batch": (19, 2, 7, 31, {"in_batch": False}, 16, "all_same"),
+    "tiny": (1, 1, 0, 3, {}, 0, None),
+    "tiny_pool": (2, 1, 1, 5, {}, 1, None),
+}
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_matches_fp64_reference(case, isa):
+    if not _supported(isa):
+        pytest.skip(f"{isa} not available on this CPU")
+    B, G, K, D, kw, block_rows, ids_kind = CASES[case]
+    q, p, neg = _make(B, G, K, D)
+    N = B * G + K
+    ids = None
+    if ids_kind == "random":
+        ids = torch.randint(0, 12, (N,))
+    elif ids_kind == "all_same":
+        ids = torch.zeros(N, dtype=torch.int64)
+    opts = LossOptions(group_size=G, **kw)
+    out = _check(q, p, neg, ids, 2.5, opts, isa=isa, block_rows=block_rows)
+    if ids_kind == "all_same":  # every candidate but the positive is masked: loss exactly 0
+        assert out["loss"].abs().max().item() < 1e-6
+        assert out["dq"].abs().max().item() < 1e-6
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_row_offset(isa):
+    if not _supported(isa):
+        pytest.skip(f"{isa} not available on this CPU")
+    q, p, neg = _make(20, 2, 3, 50, b_total=45)
+    for in_batch in (True, False):
+        _check(q, p, neg, None, 1.5, LossOptions(group_size=2, in_batch=in_batch, row_offset=17),
+               isa=isa, block_rows=16)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_large_scale_does_not_overflow(isa):
+    if not _supported(isa):
+        pytest.skip(f"{isa} not available on this CPU")
+    q, p, neg = _make(37, 1, 5, 64)
+    for opts in (LossOptions(), LossOptions(symmetric=True)):
+        _check(q, p, neg, None, 100.0, opts, isa=isa, block_rows=16, floor=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs(dtype):
+    q, p, neg = _make(37, 3, 29, 123, dtype=dtype, spread=0.5)
+    ids = torch.randint(0, 12, (37 * 3 + 29,))
+    _check(q, p, neg, ids, 3.0, LossOptions(group_size=3), block_rows=16)
+    _check(q, p[: 37 * 1], None, None, 3.0, LossOptions(symmetric=True), block_rows=16)
+
+
+def test_multi_block_many_threads_agree():
+    """Row blocks and column splits change only the summation order."""
+    q, p, neg = _make(70, 2, 13, 77)
+    opts = LossOptions(group_size=2)
+    base = _loss_cpp.run(q, p, neg, None, 2.0, opts, need_grad=True, threads=1, block_rows=70)
+    for threads, block_rows in ((2, 16), (3, 32), (2, 0)):
+        out = _loss_cpp.run(q, p, neg, None, 2.0, opts, need_grad=True, threads=threads,
+                            block_rows=block_rows)
+        for key in ("loss", "dq", "dc"):
+            torch.testing.assert_close(out[key], base[key], rtol=1e-4, atol=1e-4)
+        assert out["dscale"] == pytest.approx(base["dscale"], rel=1e-4, abs=1e-4)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_protocol_forward_backward(symmetric):
+    """loss_forward/loss_backward: unit-weight gradients scaled when uniform, recomputed otherwise."""
+    B = 23
+    q, p, neg = _make(B, 1, 6, 40)
+    opts = LossOptions(symmetric=symmetric)
+    ref64 = lambda w: _grads(q, p, neg, None, 1.7, opts, w, torch.float64)
+
+    loss, saved = _loss_cpp.loss_forward(q, p, neg, None, 1.7, opts, True)
+    assert loss.dtype == torch.float32 and loss.shape == (B,)
+    w = torch.full((B,), 1.0 / B)
+    for _ in range(2):  # a second call (retain_graph) must not scale twice
+        dq, dp, dneg, dscale = _loss_cpp.loss_backward(q, p, neg, None, 1.7, opts, saved, w, True)
+    r = ref64(w)
+    torch.testing.assert_close(loss.double(), r[0], rtol=1e-5, atol=1e-5)
+    for got, want in zip((dq, dp, dneg, dscale), r[1:]):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+    assert dscale.dim() == 0
+
+    w2 = torch.rand(B)
+    loss2, saved2 = _loss_cpp.loss_forward(q, p, neg, None, 1.7, opts, False)
+    torch.testing.assert_close(loss2, loss)
+    dq, dp, dneg, dscale = _loss_cpp.loss_backward(q, p, neg, None, 1.7, opts, saved2, w2, False)
+    r = ref64(w2)
+    for got, want in zip((dq, dp, dneg, dscale), r[1:]):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_inputs_raise_before_work():
+    q, p, neg = _make(4, 1, 2, 8)
+    opts = LossOptions()
+    with pytest.raises(TypeError, match="q"):
+        _loss_cpp.run(q.double(), p.double(), None, None, 1.0, opts)
+    with pytest.raises(TypeError, match="negatives"):
+        _loss_cpp.run(q, p, neg.half(), None, 1.0, opts)
+    with pytest.raises(ValueError, match="doc_ids"):
+        _loss_cpp.run(q, p, neg, torch.zeros(3, dtype=torch.int64), 1.0, opts)
+    with pytest.raises(ValueError, match="p must have"):
+        _loss_cpp.run(q, p[:3], None, None, 1.0, opts)
+    with pytest.raises(ValueError, match="isa"):
+        _loss_cpp.run(q, p, None, None, 1.0, opts, isa="sse9")
+    with pytest.raises(ValueError, match="contiguous"):
+        _loss_cpp.run(q.t().contiguous().t(), p, None, None, 1.0, opts)
+
+
+def test_isa_environment_cap():
+    """DENSESCALE_ISA caps the SIMD path chosen at run time (a fresh process reads it once)."""
+    code = (
+        "import torch; from densescale._native import native; "
+        "from densescale.ops import _loss_cpp; from densescale.ops._loss_spec import LossOptions; "
+        "torch.manual_seed(0); q = torch.randn(9, 20); p = torch.randn(9, 20); "
+        "l = _loss_cpp.run(q, p, None, None, 1.0, LossOptions())['loss']; "
+        "print(native().isa(), native().contrastive_loss_isa(-1), float(l.sum()))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, DENSESCALE_ISA="generic",
+               PYTHONPATH=os.pathsep.join([str(root / "python"), os.environ.get("PYTHONPATH", "")]))
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, check=True)
+    isa, kernels, total = res.stdout.split()
+    assert isa == "generic" and kernels == "generic"
+    torch.manual_seed(0)
+    q, p = torch.randn(9, 20), torch.randn(9, 20)
+    want = reference_loss_per_query(q.double(), p.double(), None, None, 1.0, LossOptions()).sum()
+    assert float(total) == pytest.approx(want.item(), rel=1e-5)
