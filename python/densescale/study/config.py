@@ -62,6 +62,7 @@ class StudyConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     epochs: float = 0.0
     min_steps: int = 1
+    lr_reference_width: int = 0
     eval: dict = field(default_factory=dict)
     executor: dict = field(default_factory=dict)
     estimate_gpu_hours: float = 0.0
@@ -77,6 +78,16 @@ class StudyConfig:
             points = [(m, sizes[0]) for m in reversed(models)]
             points += [(models[-1], d) for d in sizes[1:]]
         return [Cell(m, d, s, seed) for s in self.sources for seed in self.seeds for m, d in points]
+
+    def lr_for(self, model: str) -> float:
+        """Learning rate of a cell: ``train.lr``, or with ``lr_reference_width`` set, scaled by
+        reference_width / hidden width (muP-style, so every size trains near its own optimum
+        instead of the widest one diverging or the narrowest one crawling)."""
+        if not self.lr_reference_width:
+            return self.train.lr
+        from densescale.models import resolve_size
+
+        return self.train.lr * self.lr_reference_width / resolve_size(model).hidden
 
     def steps_for(self, data_size: int) -> int:
         """Training steps for a cell: ``epochs`` passes over its pairs, within [min_steps, max_steps]."""
@@ -184,8 +195,9 @@ def parse_study(raw: dict) -> StudyConfig:
     train_raw = dict(raw.get("train", {}))
     epochs = float(train_raw.pop("epochs", 0.0))
     min_steps = int(train_raw.pop("min_steps", 1))
-    if epochs < 0 or min_steps < 1:
-        raise ValueError("train.epochs must be >= 0 and train.min_steps >= 1")
+    lr_width = int(train_raw.pop("lr_reference_width", 0))
+    if epochs < 0 or min_steps < 1 or lr_width < 0:
+        raise ValueError("train.epochs and train.lr_reference_width must be >= 0, train.min_steps >= 1")
     train = TrainConfig.from_dict(train_raw)
 
     tok = dict(raw.get("tokenizer", {}))
@@ -232,6 +244,7 @@ def parse_study(raw: dict) -> StudyConfig:
         train=train,
         epochs=epochs,
         min_steps=min_steps,
+        lr_reference_width=lr_width,
         eval=ev,
         executor=ex,
         estimate_gpu_hours=float(raw.get("estimate_gpu_hours", 0.0)),

@@ -137,6 +137,7 @@ def run_cell(
     cfg = dataclasses.replace(
         study.train,
         max_steps=study.steps_for(cell.data_size),
+        lr=study.lr_for(cell.model),
         seed=cell.seed,
         batch_size=min(study.train.batch_size, cell.data_size),
     )

@@ -252,16 +252,11 @@ def train(
             doc_ids.append(int(doc_index[int(i)]))
             doc_ids.extend(int(j) for j in g)
         doc_ids += [int(j) for j in shared]
+        n = None
+        if len(shared):
+            n = tokenize(tokenizer, [corpus[int(j)] for j in shared], cfg.passage_max_length, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            q_emb = net(**q)
-            p_emb = net(**p)
-            n_emb = None
-            if len(shared):
-                n_emb = net(
-                    **tokenize(
-                        tokenizer, [corpus[int(j)] for j in shared], cfg.passage_max_length, device
-                    )
-                )
+            q_emb, p_emb, n_emb = _encode_step(net, q, p, n, one_call=distributed)
         loss = loss_fn(
             q_emb.float(),
             p_emb.float(),
@@ -329,6 +324,25 @@ def train(
         seconds=elapsed,
         history=history,
     )
+
+
+def _encode_step(net, q: dict, p: dict, n: dict | None, *, one_call: bool):
+    """Embed the step's queries, grouped passages and shared negatives. Under DDP the three go
+    through the model in one call (padded to one length), since DDP expects one forward per
+    backward; otherwise in three calls, so queries are not padded to passage length."""
+    parts = [x for x in (q, p, n) if x is not None]
+    if not one_call:
+        out = [net(**x) for x in parts]
+    else:
+        width = max(x["input_ids"].shape[1] for x in parts)
+
+        def pad(t: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.pad(t, (0, width - t.shape[1]))
+
+        ids = torch.cat([pad(x["input_ids"]) for x in parts])
+        mask = torch.cat([pad(x["attention_mask"]) for x in parts])
+        out = list(net(input_ids=ids, attention_mask=mask).split([len(x["input_ids"]) for x in parts]))
+    return out[0], out[1], (out[2] if n is not None else None)
 
 
 def _pair_doc_ids(pairs) -> np.ndarray:
