@@ -41,7 +41,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/bench_search.py
 
 lint:
-	$(PY) -m ruff check python kernels tests bench
+	$(PY) -m ruff check python kernels tests bench && $(PY) -m ruff format --check python kernels tests bench
 
 clean:
 	rm -rf build $(VENV) python/densescale/_C*.so

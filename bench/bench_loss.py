@@ -71,8 +71,12 @@ def eager_loss(q, p, neg, scale, symmetric, G):
     loss = F.cross_entropy(scores, target)
     if symmetric:
         pos = p[target]
-        loss = 0.5 * (loss + F.cross_entropy((pos @ q.T).float() * scale,
-                                             torch.arange(q.shape[0], device=q.device)))
+        loss = 0.5 * (
+            loss
+            + F.cross_entropy(
+                (pos @ q.T).float() * scale, torch.arange(q.shape[0], device=q.device)
+            )
+        )
     return loss
 
 
@@ -101,8 +105,12 @@ def _autograd_provider(loss_fn: Callable, q, p, neg):
         zero()
         loss_fn(*leaves).backward()
 
-    return {"forward": forward, "backward": backward, "full": full,
-            "prepare_backward": prepare_backward}
+    return {
+        "forward": forward,
+        "backward": backward,
+        "full": full,
+        "prepare_backward": prepare_backward,
+    }
 
 
 def _protocol_provider(mod, q, p, neg, opts):
@@ -125,15 +133,20 @@ def _protocol_provider(mod, q, p, neg, opts):
         loss.mean()
         return mod.loss_backward(q, p, neg, None, SCALE, opts, saved, w, True)
 
-    return {"forward": forward, "backward": backward, "full": full,
-            "prepare_backward": prepare_backward}
+    return {
+        "forward": forward,
+        "backward": backward,
+        "full": full,
+        "prepare_backward": prepare_backward,
+    }
 
 
 def make_provider(name: str, device: str, q, p, neg, opts: LossOptions):
     G, sym = opts.group_size, opts.symmetric
     if name == "torch":
-        return _autograd_provider(lambda a, b, *n: eager_loss(a, b, n[0] if n else None, SCALE, sym, G),
-                                  q, p, neg)
+        return _autograd_provider(
+            lambda a, b, *n: eager_loss(a, b, n[0] if n else None, SCALE, sym, G), q, p, neg
+        )
     if name == "torch.compile":
         # Donated buffers forbid backward(retain_graph=True), which the backward mode needs.
         import torch._functorch.config as functorch_config
@@ -150,9 +163,12 @@ def make_provider(name: str, device: str, q, p, neg, opts: LossOptions):
         if device != "cpu":
             raise Skip("CPU only")
         from densescale._native import has_native
+
         if not has_native():
             raise Skip("densescale._C not built")
-        return _protocol_provider(importlib.import_module("densescale.ops._loss_cpp"), q, p, neg, opts)
+        return _protocol_provider(
+            importlib.import_module("densescale.ops._loss_cpp"), q, p, neg, opts
+        )
     if name == "ours-triton":
         if not device.startswith("cuda"):
             raise Skip("CUDA only")
@@ -170,6 +186,7 @@ def make_provider(name: str, device: str, q, p, neg, opts: LossOptions):
             from inf_cl import cal_inf_loss
         except ImportError as exc:
             raise Skip("inf-cl not installed") from exc
+
         # README usage: cal_inf_loss(q, k, scale=...), labels default to the diagonal.
         def inf_loss(a, b):
             loss = cal_inf_loss(a, b, scale=SCALE).mean()
@@ -187,8 +204,9 @@ def make_provider(name: str, device: str, q, p, neg, opts: LossOptions):
         except ImportError as exc:
             raise Skip("sentence-transformers not installed") from exc
         try:
-            mnrl = MultipleNegativesRankingLoss(torch.nn.Identity(), scale=SCALE,
-                                                similarity_fct=util.dot_score)
+            mnrl = MultipleNegativesRankingLoss(
+                torch.nn.Identity(), scale=SCALE, similarity_fct=util.dot_score
+            )
         except Exception as exc:  # the constructor's contract differs between versions
             raise Skip(f"MNRL constructor: {exc}") from exc
         if G != 1:
@@ -226,15 +244,25 @@ def _reexec_with_exact_malloc() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     ap.add_argument("--shapes", nargs="+", type=parse_shape, default=None, help="BxD or BxDxGxK")
     ap.add_argument("--providers", nargs="+", default=list(PROVIDERS), choices=PROVIDERS)
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    ap.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
-                    help="default float32 on cpu, bfloat16 on cuda")
-    ap.add_argument("--symmetric", default=None, choices=("no", "yes", "both"),
-                    help="default no on cpu, both on cuda")
+    ap.add_argument(
+        "--dtype",
+        default=None,
+        choices=("float32", "float16", "bfloat16"),
+        help="default float32 on cpu, bfloat16 on cuda",
+    )
+    ap.add_argument(
+        "--symmetric",
+        default=None,
+        choices=("no", "yes", "both"),
+        help="default no on cpu, both on cuda",
+    )
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (torch and ours)")
     ap.add_argument("--rep", type=int, default=None, help="timed repetitions (CPU; default 5)")
     ap.add_argument("--warmup", type=int, default=1)
@@ -257,8 +285,10 @@ def main(argv: list[str] | None = None) -> int:
 
     env = _harness.env_info(device)
     peak = matmul_peak(device, dtype)
-    print(f"# {env['device_name']}  threads={env['threads']}  torch {env['torch']}  "
-          f"{dtype} matmul peak {peak / 1e12:.3f} TFLOP/s")
+    print(
+        f"# {env['device_name']}  threads={env['threads']}  torch {env['torch']}  "
+        f"{dtype} matmul peak {peak / 1e12:.3f} TFLOP/s"
+    )
     rows: list[dict] = []
     try:
         run_points(args, device, dtype, shapes, symmetrics, rep, env, peak, rows)
@@ -268,15 +298,30 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rows written to {path}")
     ok = [r for r in rows if r.get("status") == "ok"]
     if ok:
-        _harness.print_table(ok, ["provider", "B", "N", "D", "symmetric", "mode", "median_ms",
-                                  "p20_ms", "p80_ms", "frac_peak", "peak_extra_mib", "scratch_mib"])
+        _harness.print_table(
+            ok,
+            [
+                "provider",
+                "B",
+                "N",
+                "D",
+                "symmetric",
+                "mode",
+                "median_ms",
+                "p20_ms",
+                "p80_ms",
+                "frac_peak",
+                "peak_extra_mib",
+                "scratch_mib",
+            ],
+        )
     return 0
 
 
 def run_points(args, device, dtype, shapes, symmetrics, rep, env, peak, rows) -> None:
     """Time every (shape, symmetric, provider, mode) point, appending one row per point."""
     on_gpu = device.startswith("cuda")
-    for (B, D, G, K) in shapes:
+    for B, D, G, K in shapes:
         for sym in symmetrics:
             gen = torch.Generator(device="cpu").manual_seed(0)
             mk = functools.partial(_embeddings, D=D, gen=gen, device=device, dtype=dtype)
@@ -285,9 +330,20 @@ def run_points(args, device, dtype, shapes, symmetrics, rep, env, peak, rows) ->
             N = B * G + K
             opts = LossOptions(group_size=G, in_batch=True, symmetric=sym)
             for prov in args.providers:
-                base = {**env, "bench": "contrastive_loss", "provider": prov, "B": B, "N": N,
-                        "D": D, "G": G, "K": K, "dtype": str(dtype).replace("torch.", ""),
-                        "symmetric": sym, "scale": SCALE, "peak_tflops": peak / 1e12}
+                base = {
+                    **env,
+                    "bench": "contrastive_loss",
+                    "provider": prov,
+                    "B": B,
+                    "N": N,
+                    "D": D,
+                    "G": G,
+                    "K": K,
+                    "dtype": str(dtype).replace("torch.", ""),
+                    "symmetric": sym,
+                    "scale": SCALE,
+                    "peak_tflops": peak / 1e12,
+                }
                 try:
                     fns = make_provider(prov, device, q, p, neg, opts)
                 except Skip as why:
@@ -316,16 +372,24 @@ def run_points(args, device, dtype, shapes, symmetrics, rep, env, peak, rows) ->
                     # Gradient outputs (q, p, negatives) are part of every provider's peak; the
                     # scratch column is what is left: the loss's own working memory.
                     grads_mib = (B + N) * D * torch.empty((), dtype=dtype).element_size() / 2**20
-                    row.update(t, status="ok", tflops=tflops, frac_peak=tflops * 1e12 / peak,
-                               peak_extra_mib=None if mem is None else mem / 2**20,
-                               scratch_mib=None if mem is None or mode == "forward"
-                               else mem / 2**20 - grads_mib)
+                    row.update(
+                        t,
+                        status="ok",
+                        tflops=tflops,
+                        frac_peak=tflops * 1e12 / peak,
+                        peak_extra_mib=None if mem is None else mem / 2**20,
+                        scratch_mib=None
+                        if mem is None or mode == "forward"
+                        else mem / 2**20 - grads_mib,
+                    )
                     rows.append(row)
-                    print(f"{prov:14s} {mode:8s} B={B} N={N} D={D} sym={sym}: "
-                          f"{t['median_ms']:9.2f} ms (p20 {t['p20_ms']:.2f}, p80 {t['p80_ms']:.2f})  "
-                          f"{tflops * 1e3:7.1f} GFLOP/s = {tflops * 1e12 / peak:5.1%} of peak  "
-                          f"extra {row['peak_extra_mib'] if mem is not None else float('nan'):8.1f} MiB",
-                          flush=True)
+                    print(
+                        f"{prov:14s} {mode:8s} B={B} N={N} D={D} sym={sym}: "
+                        f"{t['median_ms']:9.2f} ms (p20 {t['p20_ms']:.2f}, p80 {t['p80_ms']:.2f})  "
+                        f"{tflops * 1e3:7.1f} GFLOP/s = {tflops * 1e12 / peak:5.1%} of peak  "
+                        f"extra {row['peak_extra_mib'] if mem is not None else float('nan'):8.1f} MiB",
+                        flush=True,
+                    )
                 del fns
                 gc.collect()
 

@@ -57,20 +57,39 @@ def _assert_close(name, ours, ref64, ref32, floor):
     err = (ours - ref64).abs().max().item()
     torch_err = (ref32 - ref64).abs().max().item()
     tol = 8 * torch_err + floor * max(1.0, ref64.abs().max().item())
-    assert err <= tol, f"{name}: error {err:.3g} > tolerance {tol:.3g} (fp32 torch error {torch_err:.3g})"
+    assert err <= tol, (
+        f"{name}: error {err:.3g} > tolerance {tol:.3g} (fp32 torch error {torch_err:.3g})"
+    )
 
 
-def _check(q, p, neg, ids, scale, opts, *, isa=None, block_rows=0, threads=None, floor=2e-5,
-           weights=None):
+def _check(
+    q, p, neg, ids, scale, opts, *, isa=None, block_rows=0, threads=None, floor=2e-5, weights=None
+):
     B = q.shape[0]
     w = torch.rand(B) + 0.5 if weights is None else weights
-    out = _loss_cpp.run(q, p, neg, ids, scale, opts, need_grad=True, weights=w, isa=isa,
-                        block_rows=block_rows, threads=threads)
+    out = _loss_cpp.run(
+        q,
+        p,
+        neg,
+        ids,
+        scale,
+        opts,
+        need_grad=True,
+        weights=w,
+        isa=isa,
+        block_rows=block_rows,
+        threads=threads,
+    )
     ref64 = _grads(q, p, neg, ids, scale, opts, w, torch.float64)
     ref32 = _grads(q, p, neg, ids, scale, opts, w, torch.float32)
     n_p = p.shape[0]
-    ours = [out["loss"], out["dq"], out["dc"][:n_p], None if neg is None else out["dc"][n_p:],
-            out["dscale"]]
+    ours = [
+        out["loss"],
+        out["dq"],
+        out["dc"][:n_p],
+        None if neg is None else out["dc"][n_p:],
+        out["dscale"],
+    ]
     for name, o, r64, r32 in zip(("loss", "dq", "dp", "dneg", "dscale"), ours, ref64, ref32):
         _assert_close(name, o, r64, r32, floor)
     return out
@@ -120,8 +139,16 @@ def test_row_offset(isa):
         pytest.skip(f"{isa} not available on this CPU")
     q, p, neg = _make(20, 2, 3, 50, b_total=45)
     for in_batch in (True, False):
-        _check(q, p, neg, None, 1.5, LossOptions(group_size=2, in_batch=in_batch, row_offset=17),
-               isa=isa, block_rows=16)
+        _check(
+            q,
+            p,
+            neg,
+            None,
+            1.5,
+            LossOptions(group_size=2, in_batch=in_batch, row_offset=17),
+            isa=isa,
+            block_rows=16,
+        )
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -147,8 +174,9 @@ def test_multi_block_many_threads_agree():
     opts = LossOptions(group_size=2)
     base = _loss_cpp.run(q, p, neg, None, 2.0, opts, need_grad=True, threads=1, block_rows=70)
     for threads, block_rows in ((2, 16), (3, 32), (2, 0)):
-        out = _loss_cpp.run(q, p, neg, None, 2.0, opts, need_grad=True, threads=threads,
-                            block_rows=block_rows)
+        out = _loss_cpp.run(
+            q, p, neg, None, 2.0, opts, need_grad=True, threads=threads, block_rows=block_rows
+        )
         for key in ("loss", "dq", "dc"):
             torch.testing.assert_close(out[key], base[key], rtol=1e-4, atol=1e-4)
         assert out["dscale"] == pytest.approx(base["dscale"], rel=1e-4, abs=1e-4)
@@ -209,10 +237,19 @@ def test_isa_environment_cap():
         "print(native().isa(), native().contrastive_loss_isa(-1), float(l.sum()))"
     )
     root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, DENSESCALE_ISA="generic",
-               PYTHONPATH=os.pathsep.join([str(root / "python"), os.environ.get("PYTHONPATH", "")]))
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120, check=True)
+    env = dict(
+        os.environ,
+        DENSESCALE_ISA="generic",
+        PYTHONPATH=os.pathsep.join([str(root / "python"), os.environ.get("PYTHONPATH", "")]),
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     isa, kernels, total = res.stdout.split()
     assert isa == "generic" and kernels == "generic"
     torch.manual_seed(0)

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from densescale import data
 from densescale.models import build_encoder, train_tokenizer
 from densescale.train import TrainConfig, train
@@ -22,8 +21,9 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, col_path: str, tok_path: str, out: str, q) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     try:
         from densescale.models import load_tokenizer
 
@@ -33,9 +33,18 @@ def _worker(rank: int, world: int, port: int, col_path: str, tok_path: str, out:
         pairs = data.annotation_pairs(col, source="human", split="train")
         torch.manual_seed(0)
         model = build_encoder("L1-H32", vocab_size=tok.vocab_size)
-        cfg = TrainConfig(protocol="paper", batch_size=16, num_negatives=32, lr=2e-3, max_steps=4,
-                          query_max_length=12, passage_max_length=32, checkpoint_every=2,
-                          loss_backend="torch", device="cpu")
+        cfg = TrainConfig(
+            protocol="paper",
+            batch_size=16,
+            num_negatives=32,
+            lr=2e-3,
+            max_steps=4,
+            query_max_length=12,
+            passage_max_length=32,
+            checkpoint_every=2,
+            loss_backend="torch",
+            device="cpu",
+        )
         res = train(model, tok, pairs, col.corpus, out, cfg, progress=False)
         flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
         gathered = [torch.empty_like(flat) for _ in range(world)]
@@ -46,16 +55,21 @@ def _worker(rank: int, world: int, port: int, col_path: str, tok_path: str, out:
 
 
 def test_two_rank_ddp_training_stays_in_sync(tmp_path):
-    path = data.synthetic(tmp_path / "col", num_passages=600, num_train_queries=300, num_dev=50,
-                          num_test=50, seed=5)
+    path = data.synthetic(
+        tmp_path / "col", num_passages=600, num_train_queries=300, num_dev=50, num_test=50, seed=5
+    )
     col = data.load_beir(path)
     train_tokenizer([col.corpus[i] for i in range(len(col.corpus))], 400, tmp_path / "tok")
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_worker,
-                         args=(r, 2, port, str(path), str(tmp_path / "tok"), str(tmp_path / "run"), q))
-             for r in range(2)]
+    procs = [
+        ctx.Process(
+            target=_worker,
+            args=(r, 2, port, str(path), str(tmp_path / "tok"), str(tmp_path / "run"), q),
+        )
+        for r in range(2)
+    ]
     for p in procs:
         p.start()
     results = sorted(q.get(timeout=240) for _ in procs)

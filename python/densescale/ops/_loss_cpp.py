@@ -41,16 +41,25 @@ class CppSaved:
     factor: float = 1.0  # weight the stored gradients are currently scaled by (scaled in place)
 
 
-def _check(q: torch.Tensor, p: torch.Tensor, negatives: torch.Tensor | None,
-           doc_ids: torch.Tensor | None, opts: LossOptions) -> None:
+def _check(
+    q: torch.Tensor,
+    p: torch.Tensor,
+    negatives: torch.Tensor | None,
+    doc_ids: torch.Tensor | None,
+    opts: LossOptions,
+) -> None:
     """Last-line checks before raw pointers go to C++ (the public API validates user input)."""
     for name, t in (("q", q), ("p", p), ("negatives", negatives)):
         if t is None:
             continue
         if t.device.type != "cpu":
-            raise ValueError(f"{name} must be a CPU tensor for backend='cpp', got device {t.device}")
+            raise ValueError(
+                f"{name} must be a CPU tensor for backend='cpp', got device {t.device}"
+            )
         if t.dtype not in _DTYPE_CODE:
-            raise TypeError(f"{name} must be float32, float16 or bfloat16 for backend='cpp', got {t.dtype}")
+            raise TypeError(
+                f"{name} must be float32, float16 or bfloat16 for backend='cpp', got {t.dtype}"
+            )
         if t.dtype != q.dtype:
             raise TypeError(f"{name} has dtype {t.dtype} but q has {q.dtype}")
         if t.dim() != 2 or t.shape[1] != q.shape[1]:
@@ -64,12 +73,17 @@ def _check(q: torch.Tensor, p: torch.Tensor, negatives: torch.Tensor | None,
             f"got {p.shape[0]} rows for B={B}, row_offset={opts.row_offset}"
         )
     n = p.shape[0] + (0 if negatives is None else negatives.shape[0])
-    if doc_ids is not None and (doc_ids.dtype != torch.int64 or doc_ids.shape != (n,)
-                                or not doc_ids.is_contiguous()):
-        raise ValueError(f"doc_ids must be contiguous int64 of shape ({n},), got {doc_ids.dtype} "
-                         f"{tuple(doc_ids.shape)}")
+    if doc_ids is not None and (
+        doc_ids.dtype != torch.int64 or doc_ids.shape != (n,) or not doc_ids.is_contiguous()
+    ):
+        raise ValueError(
+            f"doc_ids must be contiguous int64 of shape ({n},), got {doc_ids.dtype} "
+            f"{tuple(doc_ids.shape)}"
+        )
     if opts.symmetric and (not opts.in_batch or opts.row_offset or p.shape[0] != B * G):
-        raise ValueError("symmetric=True needs in_batch=True, row_offset=0 and p of B * group_size rows")
+        raise ValueError(
+            "symmetric=True needs in_batch=True, row_offset=0 and p of B * group_size rows"
+        )
 
 
 def run(
@@ -99,8 +113,10 @@ def run(
     """
     _check(q, p, negatives, doc_ids, opts)
     if col_lse is not None and need_loss:
-        raise ValueError("col_lse (a known column log-sum-exp) is only for gradient recomputation; "
-                         "pass need_loss=False with it")
+        raise ValueError(
+            "col_lse (a known column log-sum-exp) is only for gradient recomputation; "
+            "pass need_loss=False with it"
+        )
     if isa is not None and isa not in ISA_CODES:
         raise ValueError(f"isa must be one of {tuple(ISA_CODES)} or None, got {isa!r}")
     B, D = q.shape
@@ -119,15 +135,37 @@ def run(
         col_lse = col_lse.to(torch.float32).contiguous()
     ptr = lambda t: 0 if t is None else t.data_ptr()
     dscale = native().contrastive_loss_cpu(
-        ptr(q), ptr(p), ptr(negatives), ptr(doc_ids), _DTYPE_CODE[q.dtype],
-        B, p.shape[0], K, D, opts.group_size, bool(opts.in_batch), bool(opts.symmetric),
-        int(opts.row_offset), float(scale), ptr(weights), ptr(col_lse),
-        ptr(loss), ptr(dq), ptr(dc), ptr(col_out),
-        int(threads if threads is not None else _default_threads(B, N, D)), int(block_rows),
+        ptr(q),
+        ptr(p),
+        ptr(negatives),
+        ptr(doc_ids),
+        _DTYPE_CODE[q.dtype],
+        B,
+        p.shape[0],
+        K,
+        D,
+        opts.group_size,
+        bool(opts.in_batch),
+        bool(opts.symmetric),
+        int(opts.row_offset),
+        float(scale),
+        ptr(weights),
+        ptr(col_lse),
+        ptr(loss),
+        ptr(dq),
+        ptr(dc),
+        ptr(col_out),
+        int(threads if threads is not None else _default_threads(B, N, D)),
+        int(block_rows),
         -1 if isa is None else ISA_CODES[isa],
     )
-    return {"loss": loss, "dq": dq, "dc": dc, "dscale": dscale if need_grad else None,
-            "col_lse": col_out}
+    return {
+        "loss": loss,
+        "dq": dq,
+        "dc": dc,
+        "dscale": dscale if need_grad else None,
+        "col_lse": col_out,
+    }
 
 
 # Below ~16M multiply-adds (about a millisecond on one core) a second thread costs more in
@@ -139,8 +177,9 @@ def _default_threads(B: int, N: int, D: int) -> int:
     return 1 if B * N * D < _SMALL_WORK else torch.get_num_threads()
 
 
-def _split(dc: torch.Tensor, n_p: int, negatives: torch.Tensor | None
-           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _split(
+    dc: torch.Tensor, n_p: int, negatives: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     return dc[:n_p], (None if negatives is None else dc[n_p:])
 
 
@@ -186,8 +225,18 @@ def loss_backward(
     if uniform and saved.dq is not None:
         dq, dc, dscale = saved.dq, saved.dc, saved.dscale
     else:
-        out = run(q, p, negatives, doc_ids, scale, opts, need_loss=False, need_grad=True,
-                  weights=weights, col_lse=saved.col_lse)
+        out = run(
+            q,
+            p,
+            negatives,
+            doc_ids,
+            scale,
+            opts,
+            need_loss=False,
+            need_grad=True,
+            weights=weights,
+            col_lse=saved.col_lse,
+        )
         dq, dc, dscale = out["dq"], out["dc"], out["dscale"]
     dp, dneg = _split(dc, p.shape[0], negatives)
     return dq, dp, dneg, torch.tensor(dscale, dtype=torch.float32)

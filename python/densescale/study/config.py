@@ -197,7 +197,9 @@ def parse_study(raw: dict) -> StudyConfig:
     min_steps = int(train_raw.pop("min_steps", 1))
     lr_width = int(train_raw.pop("lr_reference_width", 0))
     if epochs < 0 or min_steps < 1 or lr_width < 0:
-        raise ValueError("train.epochs and train.lr_reference_width must be >= 0, train.min_steps >= 1")
+        raise ValueError(
+            "train.epochs and train.lr_reference_width must be >= 0, train.min_steps >= 1"
+        )
     train = TrainConfig.from_dict(train_raw)
 
     tok = dict(raw.get("tokenizer", {}))

@@ -344,8 +344,9 @@ def write_study_report(study: StudyConfig, records: list[dict], oracle: dict | N
         print(f.describe())
     if oracle_ce is not None:
         print(f"  oracle contrastive entropy of the collection: {oracle_ce:.4f}")
-    return write_report(records, study_paths(study)["report"], oracle_ce=oracle_ce, n_boot=100,
-                        seed=0, fits=fits)
+    return write_report(
+        records, study_paths(study)["report"], oracle_ce=oracle_ce, n_boot=100, seed=0, fits=fits
+    )
 
 
 def estimate_gpu_hours(

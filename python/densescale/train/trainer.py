@@ -254,7 +254,9 @@ def train(
         doc_ids += [int(j) for j in shared]
         n = None
         if len(shared):
-            n = tokenize(tokenizer, [corpus[int(j)] for j in shared], cfg.passage_max_length, device)
+            n = tokenize(
+                tokenizer, [corpus[int(j)] for j in shared], cfg.passage_max_length, device
+            )
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             q_emb, p_emb, n_emb = _encode_step(net, q, p, n, one_call=distributed)
         loss = loss_fn(
@@ -341,7 +343,9 @@ def _encode_step(net, q: dict, p: dict, n: dict | None, *, one_call: bool):
 
         ids = torch.cat([pad(x["input_ids"]) for x in parts])
         mask = torch.cat([pad(x["attention_mask"]) for x in parts])
-        out = list(net(input_ids=ids, attention_mask=mask).split([len(x["input_ids"]) for x in parts]))
+        out = list(
+            net(input_ids=ids, attention_mask=mask).split([len(x["input_ids"]) for x in parts])
+        )
     return out[0], out[1], (out[2] if n is not None else None)
 
 
