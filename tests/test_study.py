@@ -203,3 +203,31 @@ def test_cli_report_on_a_results_store(tmp_path):
     )
     assert rc.returncode == 0, rc.stderr
     assert (tmp_path / "report" / "summary.md").exists()
+
+
+def test_medquad_preset_runs_on_the_real_collection(medquad_path, tmp_path):
+    """The medquad preset end to end on ../shared/data/medquad, shrunk to two short cells."""
+    import dataclasses
+
+    study = load_study(preset="medquad", output=tmp_path / "mq")
+    assert study.collection["kind"] == "beir"
+    study = dataclasses.replace(
+        study,
+        collection={**study.collection, "path": str(medquad_path)},
+        models=("L1-H32",),
+        data_sizes=(200, 400),
+        tokenizer={"vocab_size": 2000, "train_texts": 3000},
+        train=dataclasses.replace(study.train, max_steps=6, batch_size=16, num_negatives=16,
+                                  eval_every=3, dev_pairs=64, dev_pool=500, dev_repeats=1,
+                                  passage_max_length=48),
+        epochs=0.0,
+        eval={**study.eval, "max_queries": 60, "corpus_limit": 1500, "repeats": 2},
+        executor={"kind": "local", "workers": 1},
+    )
+    out = run_study(study, progress=False)
+    recs = out["records"]
+    assert sorted(r["D"] for r in recs) == [200, 400]
+    for r in recs:
+        assert 0 < r["ce"] < 20 and set(r["metrics"]) >= {"mrr@10", "ndcg@10", "recall@100", "map"}
+        assert r["N"] == 39_104 and r["num_queries"] == 60
+    assert Path(out["report"]).exists()
