@@ -124,7 +124,8 @@ def test_too_few_points_and_fit_errors_are_noted_not_raised(report):
     assert "skipped: 2 model size(s), need 3" in crop
     assert "no joint law could be fitted" in crop
     powerlaw = summary.split("## Source `powerlaw`", 1)[1].split("\n## ", 1)[0]
-    assert "not fitted:" in powerlaw and "lower bound" in powerlaw
+    # a pure power law (floor pinned at its lower bound) is kept as a boundary fit, flagged
+    assert "delta at its lower bound" in powerlaw and "pure power law" in powerlaw
 
 
 def test_budget_given_and_infeasible():

@@ -62,6 +62,9 @@ class FitOutcome:
         error: "" when fitted; otherwise why not (too few points, FitError message).
         extrapolation: the hold-out-the-largest check, or None.
         extrapolation_note: why there is no check ("" when there is one).
+        caveat: set when the law shown is a boundary fit: the only FitError was an irreducible
+            term pinned at its lower bound (no floor visible over the measured range), so the
+            best fit is kept, as a pure power law, with this warning instead of being dropped.
     """
 
     kind: str
@@ -71,6 +74,7 @@ class FitOutcome:
     error: str = ""
     extrapolation: ExtrapolationCheck | None = None
     extrapolation_note: str = ""
+    caveat: str = ""
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: identity equality
@@ -109,7 +113,8 @@ class SourceFits:
         data-size law at the largest N, and the budget answer (what fitted of those)."""
         lines = [f"[{self.source}] {len(self.ce)} cells"]
         for label, o in (("joint", self.joint), ("additive joint", self.chinchilla)):
-            lines.append(f"  {label}: {o.law.describe() if o.law is not None else o.error}")
+            text = o.law.describe() if o.law is not None else o.error
+            lines.append(f"  {label}: {text}" + (f" [{o.caveat}]" if o.caveat else ""))
         for label, outcomes, key in (
             ("model-size", self.model_fits, "D"),
             ("data-size", self.data_fits, "N"),
@@ -117,7 +122,8 @@ class SourceFits:
             fitted = [o for o in outcomes if o.law is not None]
             if fitted:
                 o = max(fitted, key=lambda o: o.fixed[key])
-                lines.append(f"  {label} at {key} = {o.fixed[key]:,}: {o.law.describe()}")
+                caveat = f" [{o.caveat}]" if o.caveat else ""
+                lines.append(f"  {label} at {key} = {o.fixed[key]:,}: {o.law.describe()}{caveat}")
             else:
                 lines.append(f"  {label}: no fit")
         a = self.allocation
@@ -199,10 +205,30 @@ def _check_oracle(oracle_ce, sources: list[str]) -> dict[str, float]:
 # ----------------------------------------------------------------------------- fitting
 
 
+def _floor_only(exc: FitError) -> bool:
+    """True when the fit converged and its only bound hit is delta at the lower bound."""
+    hits = exc.reason.split(": ", 1)[-1].split("; ")
+    return (
+        exc.law is not None
+        and "sits on a bound" in exc.reason
+        and len(hits) == 1
+        and hits[0].startswith("log delta")
+        and "lower bound" in hits[0]
+    )
+
+
 def _try_fit(kind: str, fixed: dict, n_points: int, fit, check) -> FitOutcome:
     try:
         law = fit()
-    except (FitError, ValueError) as exc:
+    except FitError as exc:
+        if not _floor_only(exc):
+            return FitOutcome(kind, fixed, n_points, error=f"not fitted: {exc}")
+        caveat = (
+            "delta at its lower bound: no irreducible loss visible over this range, shown "
+            "as a pure power law (no bootstrap intervals)"
+        )
+        return FitOutcome(kind, fixed, n_points, exc.law, "", None, "boundary fit", caveat)
+    except ValueError as exc:
         return FitOutcome(kind, fixed, n_points, error=f"not fitted: {exc}")
     try:
         extrapolation, note = check(), ""
@@ -557,6 +583,8 @@ def _law_table(outcomes: list[FitOutcome], key: str, names: tuple[str, ...]) -> 
             continue
         cells = " | ".join(_with_ci(o.law, n) for n in names)
         lines.append(f"| {label} | {o.n_points} | {cells} | {o.law.r2:.4f} | {_extrap_text(o)} |")
+        if o.caveat:
+            notes.append(f"- {key} = {label}: {o.caveat}")
     if len(lines) == 2:
         lines = ["(no fit)"]
     return lines + ([""] + notes if notes else [])
