@@ -56,6 +56,9 @@ def cmd_train(args) -> int:
     from densescale.models import build_encoder, num_non_embedding_params, train_tokenizer
     from densescale.train import TrainConfig, train
 
+    from densescale.models import resolve_size
+
+    resolve_size(args.model)  # an unknown size fails before any data is read
     conf = _toml(args.config).get("train", {})
     for key in ("protocol", "batch_size", "lr", "max_steps", "num_negatives", "device", "seed"):
         value = getattr(args, key)
@@ -63,6 +66,7 @@ def cmd_train(args) -> int:
             conf[key] = value
     conf.pop("epochs", None)
     conf.pop("min_steps", None)
+    conf.pop("lr_reference_width", None)
     cfg = TrainConfig.from_dict(conf)
     out = Path(args.out)
     col = _collection(args)
