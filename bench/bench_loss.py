@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 
 import _harness
+
 from densescale.ops._loss_spec import LossOptions
 
 PROVIDERS = ("torch", "torch.compile", "ours-cpp", "ours-triton", "inf-cl", "st-mnrl")

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import densescale
 from _harness import env_info, measure, print_table, write_rows
+
+import densescale
 from densescale.index import FlatIndex
 
 

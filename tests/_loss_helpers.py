@@ -11,9 +11,10 @@ from __future__ import annotations
 import types
 from dataclasses import dataclass
 
-import densescale.ops.contrastive_loss as cl
 import pytest
 import torch
+
+import densescale.ops.contrastive_loss as cl
 from densescale.ops._loss_spec import LossOptions, reference_loss_per_query
 
 # Names of the backends the tests parametrize over; "protocol" is the reference backend below,

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import math
 
-import densescale
-import densescale.ops.contrastive_loss as cl
 import pytest
 import torch
 from _loss_helpers import (
@@ -19,6 +17,9 @@ from _loss_helpers import (
     run,
     select_backend,
 )
+
+import densescale
+import densescale.ops.contrastive_loss as cl
 from densescale.ops._loss_spec import LossOptions, reference_loss_per_query
 
 

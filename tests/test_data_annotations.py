@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from densescale.data import TrainingPair, TrainingPairs, annotation_pairs, load_beir, nested_subsets
 
 PASSAGES = {

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from densescale.data import read_oracle
 from densescale.data.cli import main
 

@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+
 from densescale.data import nested_subsets
 
 

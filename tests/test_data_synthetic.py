@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from densescale.data import (
     SyntheticConfig,
     generate_synthetic,

@@ -6,6 +6,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+
 from densescale.data import Texts, read_tsv_texts
 
 

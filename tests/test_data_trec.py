@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from densescale.data import Texts, read_qrels, read_trec_run, write_qrels, write_trec_run
 
 

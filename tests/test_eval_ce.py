@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from densescale.eval import CEResult, contrastive_entropy, sample_negatives
 from scipy.stats import chisquare
+
+from densescale.eval import CEResult, contrastive_entropy, sample_negatives
 
 
 def _reference(q, pos, pool, ids) -> np.ndarray:

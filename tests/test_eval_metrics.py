@@ -6,6 +6,7 @@ import math
 import random
 
 import pytest
+
 from densescale.eval import rank_run, ranking_metrics
 
 pytrec_eval = pytest.importorskip("pytrec_eval")

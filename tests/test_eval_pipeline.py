@@ -9,6 +9,7 @@ import random
 
 import pytest
 import torch
+
 from densescale.eval import contrastive_entropy, evaluate, ranking_metrics
 from densescale.models import build_encoder, encode_texts, num_non_embedding_params, train_tokenizer
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from _search_ref import assert_topk_matches, reference_scores, reference_topk, tolerance
+
 from densescale.index import FlatIndex
 
 faiss = pytest.importorskip("faiss")

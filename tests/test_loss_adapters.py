@@ -9,8 +9,9 @@ from _loss_helpers import BACKENDS, select_backend
 from torch import nn
 
 st = pytest.importorskip("sentence_transformers")
-from densescale.losses import FusedMultipleNegativesRankingLoss
 from sentence_transformers import SentenceTransformer, util
+
+from densescale.losses import FusedMultipleNegativesRankingLoss
 
 try:  # sentence-transformers >= 6
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -191,9 +192,10 @@ def _rows(n, negatives, seed=0):
 
 def test_hf_trainer_recipe_trains_with_densescale_loss(tmp_path):
     pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate")
+    from transformers import TrainingArguments
+
     import densescale
     from densescale.losses import ContrastiveDataCollator, ContrastiveTrainer
-    from transformers import TrainingArguments
 
     class RecordingLoss(densescale.ContrastiveLoss):
         def forward(self, q, p, negatives=None, doc_ids=None):

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import functools
 
-import densescale
 import pytest
 import torch
 from _loss_helpers import select_backend
 from torch import nn
+
+import densescale
 
 VOCAB, WIDTH, DIM = 200, 48, 32
 STEPS = 10

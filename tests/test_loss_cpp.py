@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from densescale._native import has_native, native
 from densescale.ops._loss_spec import LossOptions, reference_loss_per_query
 

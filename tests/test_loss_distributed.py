@@ -8,13 +8,14 @@ import math
 import os
 import socket
 
-import densescale
-import densescale.ops.contrastive_loss as cl
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from _loss_helpers import make_reference_backend
+
+import densescale
+import densescale.ops.contrastive_loss as cl
 from densescale.losses.distributed import gathered_contrastive_loss
 
 WORLD = 2

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from densescale.models import (
     ALIASES,
     MINIATURES,

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+
 from densescale.scaling import CostModel, JointLaw
 from densescale.scaling.report import fit_study, write_report
 

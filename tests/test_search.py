@@ -7,11 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import densescale
 import numpy as np
 import pytest
 import torch
 from _search_ref import assert_topk_matches, reference_scores, reference_topk, tolerance
+
+import densescale
 from densescale._native import native
 from densescale.ops import search as S
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import socket
 
-import densescale
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+import densescale
 
 SIZES = (130, 77)  # uneven on purpose; rank 1 holds fewer rows than k = 100
 D = 24

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from densescale.study import ResultsStore, load_study, parse_study, run_study
 
 STUDY = """
@@ -217,9 +218,17 @@ def test_medquad_preset_runs_on_the_real_collection(medquad_path, tmp_path):
         models=("L1-H32",),
         data_sizes=(200, 400),
         tokenizer={"vocab_size": 2000, "train_texts": 3000},
-        train=dataclasses.replace(study.train, max_steps=6, batch_size=16, num_negatives=16,
-                                  eval_every=3, dev_pairs=64, dev_pool=500, dev_repeats=1,
-                                  passage_max_length=48),
+        train=dataclasses.replace(
+            study.train,
+            max_steps=6,
+            batch_size=16,
+            num_negatives=16,
+            eval_every=3,
+            dev_pairs=64,
+            dev_pool=500,
+            dev_repeats=1,
+            passage_max_length=48,
+        ),
         epochs=0.0,
         eval={**study.eval, "max_queries": 60, "corpus_limit": 1500, "repeats": 2},
         executor={"kind": "local", "workers": 1},

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from densescale import data
 from densescale.models import build_encoder, train_tokenizer
 from densescale.train import TrainConfig, train

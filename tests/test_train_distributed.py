@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
 from densescale import data
 from densescale.models import build_encoder, train_tokenizer
 from densescale.train import TrainConfig, train

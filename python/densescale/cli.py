@@ -53,10 +53,13 @@ def cmd_train(args) -> int:
     import torch
 
     from densescale import data
-    from densescale.models import build_encoder, num_non_embedding_params, train_tokenizer
+    from densescale.models import (
+        build_encoder,
+        num_non_embedding_params,
+        resolve_size,
+        train_tokenizer,
+    )
     from densescale.train import TrainConfig, train
-
-    from densescale.models import resolve_size
 
     resolve_size(args.model)  # an unknown size fails before any data is read
     conf = _toml(args.config).get("train", {})
