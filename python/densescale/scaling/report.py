@@ -667,9 +667,10 @@ def _source_section(fits: SourceFits, oracle: float | None, files: dict, n_boot:
             out += [
                 "",
                 (
-                    "The oracle contrastive entropy is the loss of the collection's generating "
-                    "embeddings: no encoder can go below it, so a fitted delta near it means the "
-                    "law's floor is the data's own noise."
+                    "The oracle contrastive entropy is the loss of the Bayes-optimal scorer under "
+                    "the collection's known generative model: no encoder can go below it, so a "
+                    "fitted delta near it means the law's floor is the data's own noise, and a "
+                    "delta far below it means the measured range does not reach the floor yet."
                 ),
             ]
     out.append("")
