@@ -73,6 +73,11 @@ class IdsView(Sequence[str]):
     def __len__(self) -> int:
         return len(self._texts)
 
+    @property
+    def owner(self) -> Texts:
+        """The ``Texts`` these ids belong to (for its hashed ``find`` / ``indices`` lookups)."""
+        return self._texts
+
     @overload
     def __getitem__(self, i: int) -> str: ...
     @overload

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from densescale.data.texts import IdsView
 from densescale.data.trec import write_trec_run
 
 from .entropy import contrastive_entropy
@@ -41,6 +42,18 @@ class _Rows:
         if isinstance(i, slice):
             return [self._seq[int(r)] for r in self._rows[i]]
         return self._seq[int(self._rows[i])]
+
+
+def _row_lookup(corpus_ids: Sequence[str]):
+    """docid -> corpus row (-1 when absent). A ``Texts`` id view answers from its hashed index, so
+    an 8.8M-passage corpus needs no dict of millions of Python strings; any other sequence gets a
+    dict (and must hold unique ids)."""
+    if isinstance(corpus_ids, IdsView):
+        return corpus_ids.owner.find
+    index = {d: i for i, d in enumerate(corpus_ids)}
+    if len(index) != len(corpus_ids):
+        raise ValueError("corpus_ids must be unique")
+    return lambda d: index.get(d, -1)
 
 
 def _positive_pairs(qrels: Mapping, relevance_level: int) -> list[tuple[str, str]]:
@@ -153,9 +166,7 @@ def evaluate(
     if run_path is not None and Path(run_path).is_dir():
         raise ValueError(f"run_path must be a file path, got directory {str(run_path)!r}")
 
-    doc_index = {d: i for i, d in enumerate(corpus_ids)}
-    if len(doc_index) != len(corpus_ids):
-        raise ValueError("corpus_ids must be unique")
+    row_of = _row_lookup(corpus_ids)
     query_index = {q: i for i, q in enumerate(query_ids)}
     eval_qids = list(qrels)
     missing_q = [q for q in eval_qids if q not in query_index]
@@ -166,12 +177,13 @@ def evaluate(
     pairs = _positive_pairs(qrels, relevance_level)
     if not pairs:
         raise ValueError(f"qrels must hold at least one pair with grade >= {relevance_level}")
-    missing_d = sorted({d for _, d in pairs if d not in doc_index})
+    rows = {d: row_of(d) for _, d in pairs}
+    missing_d = sorted(d for d, r in rows.items() if r < 0)
     if missing_d:
         raise ValueError(
             f"qrels names {len(missing_d)} positive passages not in corpus_ids, e.g. {missing_d[:3]}"
         )
-    positive_rows = np.fromiter(sorted({doc_index[d] for _, d in pairs}), dtype=np.int64)
+    positive_rows = np.fromiter(sorted(set(rows.values())), dtype=np.int64)
     pool_rows = np.setdiff1d(
         np.arange(len(corpus_ids), dtype=np.int64), positive_rows, assume_unique=True
     )
@@ -248,7 +260,7 @@ def evaluate(
     t0 = time.perf_counter()
     qpos = {q: i for i, q in enumerate(eval_qids)}
     pair_q = torch.tensor([qpos[q] for q, _ in pairs], dtype=torch.long)
-    pair_d = np.array([doc_index[d] for _, d in pairs], dtype=np.int64)
+    pair_d = np.array([rows[d] for _, d in pairs], dtype=np.int64)
     local_pool = pool_rows
     if enc_rows is not None:  # corpus rows -> rows of the encoded subset
         pair_d = np.searchsorted(enc_rows, pair_d)
