@@ -240,3 +240,42 @@ def test_medquad_preset_runs_on_the_real_collection(medquad_path, tmp_path):
         assert 0 < r["ce"] < 20 and set(r["metrics"]) >= {"mrr@10", "ndcg@10", "recall@100", "map"}
         assert r["N"] == 39_104 and r["num_queries"] == 60
     assert Path(out["report"]).exists()
+
+
+def test_pool_workers_stop_when_the_study_process_is_killed(tmp_path):
+    import os
+    import signal
+
+    f = write_study(tmp_path, tmp_path / "orphans")
+    f.write_text(f.read_text().replace("workers = 1", "workers = 2"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "densescale.cli", "study", str(f)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not any((tmp_path / "orphans" / "cells").glob("*/checkpoint.pt")):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    children = [
+        int(p)
+        for p in subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+    ]
+    assert children
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 30
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with open(f"/proc/{pid}/stat") as fh:  # a zombie waiting to be reaped is not running
+            return fh.read().split(") ", 1)[1][0] != "Z"
+
+    while any(alive(p) for p in children):
+        assert time.time() < deadline, "pool workers outlived the killed study"
+        time.sleep(0.2)

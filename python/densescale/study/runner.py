@@ -236,6 +236,21 @@ def _eval_corpus(corpus, qrels: dict, limit: int | None):
     return sub.ids, sub
 
 
+def _exit_with_parent() -> None:
+    """Pool workers stop when the study process dies (killed, Ctrl-C), instead of training on as
+    orphans beside the rerun that resumes their cells."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="densescale-parent-watch").start()
+
+
 def _run_cell_job(study: StudyConfig, cell: Cell, threads: int | None) -> dict:
     """Entry point of a worker process or SLURM task (sets up torch.distributed under submitit
     when a cell spans several GPUs)."""
@@ -301,7 +316,9 @@ def _run_local(study: StudyConfig, todo: list[Cell], workers: int, threads, prog
             bar.write(_describe(rec))
         bar.close()
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent
+    ) as pool:
         futures = {pool.submit(_run_cell_job, study, cell, threads): cell for cell in todo}
         for fut in as_completed(futures):
             rec = fut.result()
