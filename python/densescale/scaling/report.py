@@ -239,50 +239,42 @@ def _try_fit(kind: str, fixed: dict, n_points: int, fit, check) -> FitOutcome:
     return FitOutcome(kind, fixed, n_points, law, "", extrapolation, note)
 
 
+def _per_slice_fits(kind: str, ce, *, fixed, varied, opts) -> list[FitOutcome]:
+    """One single-variable law per value of the fixed coordinate: L(N) at each D ("model") or
+    L(D) at each N ("data"); slices with fewer than 3 sizes are recorded as skipped."""
+    fixed_name, fixed_values = fixed
+    varied_name, varied_values = varied
+    fit = fit_model_law if kind == "model" else fit_data_law
+    what = "model size(s)" if kind == "model" else "data size(s)"
+    out = []
+    for v in np.unique(fixed_values):
+        sel = fixed_values == v
+        k = int(sel.sum())
+        label = {fixed_name: int(v)}
+        if k < 3:
+            out.append(FitOutcome(kind, label, k, error=f"skipped: {k} {what}, need 3"))
+            continue
+        x, y = varied_values[sel], ce[sel]
+        out.append(
+            _try_fit(
+                kind,
+                label,
+                k,
+                lambda x=x, y=y: fit(x, y, **opts),
+                lambda x=x, y=y: extrapolation_check(y, **{varied_name: x}),
+            )
+        )
+    return out
+
+
 def _fit_source(source, cells, n_boot, seed, cost, budget) -> SourceFits:
     N = np.array([c["N"] for c in cells], dtype=float)
     D = np.array([c["D"] for c in cells], dtype=float)
     ce = np.array([c["ce"] for c in cells])
     opts = {"n_boot": n_boot, "seed": seed}
 
-    model_fits = []
-    for d in np.unique(D):
-        sel = D == d
-        k = int(sel.sum())
-        if k < 3:
-            model_fits.append(
-                FitOutcome("model", {"D": int(d)}, k, error=f"skipped: {k} model size(s), need 3")
-            )
-            continue
-        n_sel, l_sel = N[sel], ce[sel]
-        model_fits.append(
-            _try_fit(
-                "model",
-                {"D": int(d)},
-                k,
-                lambda n_sel=n_sel, l_sel=l_sel: fit_model_law(n_sel, l_sel, **opts),
-                lambda n_sel=n_sel, l_sel=l_sel: extrapolation_check(l_sel, N=n_sel),
-            )
-        )
-    data_fits = []
-    for n in np.unique(N):
-        sel = N == n
-        k = int(sel.sum())
-        if k < 3:
-            data_fits.append(
-                FitOutcome("data", {"N": int(n)}, k, error=f"skipped: {k} data size(s), need 3")
-            )
-            continue
-        d_sel, l_sel = D[sel], ce[sel]
-        data_fits.append(
-            _try_fit(
-                "data",
-                {"N": int(n)},
-                k,
-                lambda d_sel=d_sel, l_sel=l_sel: fit_data_law(d_sel, l_sel, **opts),
-                lambda d_sel=d_sel, l_sel=l_sel: extrapolation_check(l_sel, D=d_sel),
-            )
-        )
+    model_fits = _per_slice_fits("model", ce, fixed=("D", D), varied=("N", N), opts=opts)
+    data_fits = _per_slice_fits("data", ce, fixed=("N", N), varied=("D", D), opts=opts)
     joints = {}
     for form in ("paper", "chinchilla"):
         kind = "joint" if form == "paper" else "chinchilla"
