@@ -6,7 +6,7 @@ torch.
 
 from __future__ import annotations
 
-from .budget import Allocation, CostModel, CostSplit, optimal_allocation, plot_budget
+from .budget import Allocation, CostModel, CostSplit, optimal_allocation
 from .fitting import (
     ExtrapolationCheck,
     FitError,
@@ -16,7 +16,9 @@ from .fitting import (
     fit_model_law,
 )
 from .laws import ChinchillaLaw, DataSizeLaw, FitInfo, JointLaw, ModelSizeLaw
-from .report import FitOutcome, SourceFits, fit_study, write_report
+from .plots import plot_budget
+from .study_fits import FitOutcome, SourceFits, fit_study
+from .summary import write_report
 
 __all__ = [
     "Allocation",
