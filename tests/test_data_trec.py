@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +130,81 @@ def test_read_run_malformed(tmp_path: Path, content: str, line: int, message: st
     p.write_text(content)
     with pytest.raises(ValueError, match=rf"run\.txt:{line}: {message}"):
         read_trec_run(p)
+
+
+def _write_refused(tmp_path: Path, docids, ids, match: str, qids=("q",)):
+    """The call raises ValueError matching ``match``; no file is created, an existing one kept."""
+    new = tmp_path / "new.trec"
+    old = tmp_path / "old.trec"
+    old.write_text("old content\n")
+    ids = np.asarray(ids, dtype=np.int64)
+    scores = np.linspace(1.0, 0.0, ids.size, dtype=np.float32).reshape(ids.shape)
+    for path in (new, old):
+        with pytest.raises(ValueError, match=match):
+            write_trec_run(path, list(qids), docids, scores, ids)
+    assert not new.exists()
+    assert old.read_text() == "old content\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.trec"]  # no temp files left
+
+
+def test_write_run_refuses_a_docid_twice_in_one_query(tmp_path: Path):
+    # two rows of docids hold the same string
+    _write_refused(tmp_path, ["A", "B", "A"], [[0, 1, 2]], r"docids: .*'A' twice.*\[0, 2\]")
+    # the same row twice
+    _write_refused(
+        tmp_path, ["A", "B", "C"], [[1, 0, 1]], r"docids: .*'B' twice.*\[1\] of docids repeated"
+    )
+    # in the second query only, with -1 padding around
+    _write_refused(
+        tmp_path,
+        Texts.from_pairs(["x", "y", "z", "y"], ["t"] * 4).ids,
+        [[0, 1, -1], [3, -1, 1]],
+        r"docids: query row 1 .*'y' twice",
+        qids=("q1", "q2"),
+    )
+
+
+def test_write_run_duplicate_strings_in_different_queries_are_fine(tmp_path: Path):
+    # "A" at rows 0 and 2 of docids, but each query lists it once
+    path = write_trec_run(
+        tmp_path / "r.trec", ["q1", "q2"], ["A", "B", "A"], np.ones((2, 2)), [[0, 1], [2, -1]]
+    )
+    assert read_trec_run(path) == {"q1": {"A": 1.0, "B": 1.0}, "q2": {"A": 1.0}}
+
+
+@pytest.mark.parametrize(
+    "bad", ["IPCC report, 1992", "tab\there", "new\nline", "", " lead", "nbsp\u00a0x", "cr\r"]
+)
+def test_write_run_refuses_docids_that_are_not_tokens(tmp_path: Path, bad: str):
+    docids = ["ok1", bad, "ok2"]
+    _write_refused(
+        tmp_path,
+        docids,
+        [[0, 1, 2]],
+        rf"docids\[1\] must be a non-empty string.*{re.escape(repr(bad))}",
+    )
+
+
+def test_write_run_refuses_non_string_docids_and_qids(tmp_path: Path):
+    _write_refused(tmp_path, ["a", 7], [[1, 0]], r"docids\[1\] .* got 7")
+    _write_refused(tmp_path, ["a", None], [[0, 1]], r"docids\[1\] .* got None")
+    for bad in ("q 1", "", "q\t", 3):
+        _write_refused(
+            tmp_path, ["a", "b"], [[0, 1]], r"qids entry must be a non-empty string", qids=(bad,)
+        )
+
+
+def test_write_run_checks_only_the_docids_it_references(tmp_path: Path):
+    class Counting(list):
+        reads = 0
+
+        def __getitem__(self, k):
+            Counting.reads += 1
+            return super().__getitem__(k)
+
+    # unreferenced entries may be anything; each referenced one is read once
+    docids = Counting(["a", "b c", "", "d", None] + [f"x{i}" for i in range(1000)])
+    ids = np.array([[0, 3, 5], [5, 3, -1], [0, 6, 3]])
+    path = write_trec_run(tmp_path / "r.trec", ["q1", "q2", "q3"], docids, np.ones(ids.shape), ids)
+    assert Counting.reads == 4  # rows 0, 3, 5, 6
+    assert read_trec_run(path)["q3"] == {"a": 1.0, "x1": 1.0, "d": 1.0}

@@ -158,9 +158,51 @@ def _to_numpy(name: str, x: object) -> np.ndarray:
     return x
 
 
+def _is_token(value: object) -> bool:
+    """A non-empty ``str`` with no whitespace (``str.split``'s, which the readers split on)."""
+    return isinstance(value, str) and value.split() == [value]
+
+
 def _check_token(what: str, value: object) -> None:
-    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+    if not _is_token(value):
         raise ValueError(f"{what} must be a non-empty string without whitespace, got {value!r}")
+
+
+def _docid_lookup(docids: Sequence[str], i: np.ndarray, valid: np.ndarray) -> dict[int, str]:
+    """``{row: docid}`` for the rows of ``docids`` that ``i`` references, each checked once.
+
+    Raises ``ValueError`` naming ``docids`` for a referenced entry that is not a non-empty string
+    without whitespace, and for a query (row of ``i``) that would list one docid twice, whether
+    through the same row twice or two rows of ``docids`` holding the same string. Cost: one
+    Python step per distinct referenced row; the per-query check is vectorised.
+    """
+    used = np.unique(i[valid])
+    names = [docids[r] for r in used.tolist()]
+    for r, name in zip(used.tolist(), names):
+        if not _is_token(name):
+            raise ValueError(
+                f"docids[{r}] must be a non-empty string without whitespace (TREC runs are "
+                f"whitespace-separated), got {name!r}"
+            )
+    # canonical id per referenced row: rows holding the same string share one
+    first: dict[str, int] = {}
+    canon = np.array([first.setdefault(n, k) for k, n in enumerate(names)], dtype=np.int64)
+    if len(first) == len(names):
+        canon = None  # distinct strings: only a repeated row index can repeat a docid
+    codes = np.full(i.shape, -1, dtype=np.int64)
+    pos = np.searchsorted(used, i[valid])
+    codes[valid] = pos if canon is None else canon[pos]
+    srt = np.sort(codes, axis=1)
+    dup = (srt[:, 1:] == srt[:, :-1]) & (srt[:, 1:] >= 0)
+    if dup.any():
+        r, c = (int(x[0]) for x in np.nonzero(dup))
+        name = names[int(srt[r, c + 1])]
+        rows = sorted({int(x) for x in i[r][valid[r]] if docids[int(x)] == name})
+        raise ValueError(
+            f"docids: query row {r} would list document {name!r} twice (ids {rows} of docids"
+            f"{' repeated' if len(rows) == 1 else ''}); a docid may appear once per query"
+        )
+    return dict(zip(used.tolist(), names))
 
 
 def write_trec_run(
@@ -177,6 +219,12 @@ def write_trec_run(
     scores: (M, k) float array/tensor; ids: (M, k) integer rows into ``docids``, -1 = no result
     (skipped). Each query's results are written in the given order with ranks 1, 2, ...; scores
     are written with enough digits to round-trip (float32: 9 significant digits).
+
+    Raises ``ValueError`` before anything is written (no file created, an existing one untouched)
+    when: a qid or a referenced docid is not a non-empty string without whitespace (what
+    ``read_trec_run`` and trec_eval split on), qids repeat, one query would list a docid twice
+    (``ids`` repeating a row, or two rows of ``docids`` with the same string), or ids/scores are
+    malformed. Only the docids that ``ids`` references are checked, each once.
     """
     s = _to_numpy("scores", scores)
     i = _to_numpy("ids", ids)
@@ -208,6 +256,7 @@ def write_trec_run(
         if qid in seen:
             raise ValueError(f"qids must be unique, {qid!r} appears twice")
         seen.add(qid)
+    lookup = _docid_lookup(docids, i, valid)
     fmt = "{:.17g}" if s.dtype == np.float64 else "{:.9g}"
     # streamed query by query into the temp file: a 7M-line MS MARCO run never sits in memory
     with atomic_writer(path) as f:
@@ -218,7 +267,7 @@ def write_trec_run(
                 if row < 0:
                     continue
                 rank += 1
-                lines.append(f"{qid} Q0 {docids[row]} {rank} {fmt.format(score)} {tag}\n")
+                lines.append(f"{qid} Q0 {lookup[row]} {rank} {fmt.format(score)} {tag}\n")
             f.writelines(lines)
     return Path(path)
 
