@@ -159,7 +159,7 @@ def test_write_run_refuses_a_docid_twice_in_one_query(tmp_path: Path):
         tmp_path,
         Texts.from_pairs(["x", "y", "z", "y"], ["t"] * 4).ids,
         [[0, 1, -1], [3, -1, 1]],
-        r"docids: query row 1 .*'y' twice",
+        r"docids: query 'q2' \(row 1\) .*'y' twice",
         qids=("q1", "q2"),
     )
 

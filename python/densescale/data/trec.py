@@ -168,7 +168,9 @@ def _check_token(what: str, value: object) -> None:
         raise ValueError(f"{what} must be a non-empty string without whitespace, got {value!r}")
 
 
-def _docid_lookup(docids: Sequence[str], i: np.ndarray, valid: np.ndarray) -> dict[int, str]:
+def _docid_lookup(
+    docids: Sequence[str], i: np.ndarray, valid: np.ndarray, qids: Sequence[str]
+) -> dict[int, str]:
     """``{row: docid}`` for the rows of ``docids`` that ``i`` references, each checked once.
 
     Raises ``ValueError`` naming ``docids`` for a referenced entry that is not a non-empty string
@@ -199,7 +201,7 @@ def _docid_lookup(docids: Sequence[str], i: np.ndarray, valid: np.ndarray) -> di
         name = names[int(srt[r, c + 1])]
         rows = sorted({int(x) for x in i[r][valid[r]] if docids[int(x)] == name})
         raise ValueError(
-            f"docids: query row {r} would list document {name!r} twice (ids {rows} of docids"
+            f"docids: query {qids[r]!r} (row {r}) would list document {name!r} twice (ids {rows} of docids"
             f"{' repeated' if len(rows) == 1 else ''}); a docid may appear once per query"
         )
     return dict(zip(used.tolist(), names))
@@ -256,7 +258,7 @@ def write_trec_run(
         if qid in seen:
             raise ValueError(f"qids must be unique, {qid!r} appears twice")
         seen.add(qid)
-    lookup = _docid_lookup(docids, i, valid)
+    lookup = _docid_lookup(docids, i, valid, qids)
     fmt = "{:.17g}" if s.dtype == np.float64 else "{:.9g}"
     # streamed query by query into the temp file: a 7M-line MS MARCO run never sits in memory
     with atomic_writer(path) as f:
