@@ -24,21 +24,30 @@ def _toml(path: str | None) -> dict:
     return tomllib.loads(p.read_text())
 
 
-def _collection(args):
+COLLECTION_HELP = (
+    "a BEIR folder (corpus.jsonl, queries.jsonl, qrels/), an MS MARCO folder (collection.tsv, "
+    "queries*.tsv, qrels*.tsv), irds:<id> (an ir-datasets dataset), or 'synthetic' (the embedded "
+    "default collection)"
+)
+
+
+def _collection(args, splits_dir: Path | None = None):
+    """The collection of ``--collection``; with ``splits_dir``, a dev split is carved from train
+    there when the collection has none."""
     from densescale import data
 
-    if args.collection == "synthetic":
-        path = data.synthetic(Path(args.synthetic_dir), seed=args.seed)
-        return data.load_beir(path)
-    return data.load_beir(Path(args.collection))
+    table = data.collection_table(args.collection)
+    if table["kind"] == "synthetic":
+        table["synthetic"] = {"seed": args.seed}
+    col = data.open_collection(table, synthetic_dir=Path(args.synthetic_dir))
+    if splits_dir is not None and "dev" not in col.splits and "train" in col.splits:
+        col = data.carve_dev_split(col, splits_dir, seed=0)
+    return col
 
 
 def _add_collection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--collection",
-        default="synthetic",
-        help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/), or 'synthetic' for the "
-        "embedded default collection (default)",
+        "--collection", default="synthetic", help=COLLECTION_HELP + " (default synthetic)"
     )
     p.add_argument(
         "--synthetic-dir",
@@ -55,63 +64,97 @@ def cmd_train(args) -> int:
     from densescale import data
     from densescale.models import (
         build_encoder,
+        load_checkpoint_tokenizer,
         num_non_embedding_params,
-        resolve_size,
+        resolve_model,
         train_tokenizer,
     )
+    from densescale.study.runner import _negative_pool_of
     from densescale.train import TrainConfig, train
+    from densescale.train.trainer import atomic_write_text
 
-    resolve_size(args.model)  # an unknown size fails before any data is read
+    spec = resolve_model(args.model)  # an unknown size fails before any data is read
     conf = _toml(args.config).get("train", {})
-    for key in ("protocol", "batch_size", "lr", "max_steps", "num_negatives", "device", "seed"):
+    for key in (
+        "protocol",
+        "batch_size",
+        "lr",
+        "max_steps",
+        "num_negatives",
+        "device",
+        "seed",
+        "patience",
+        "eval_every",
+        "negatives_from",
+    ):
         value = getattr(args, key)
         if value is not None:
             conf[key] = value
-    conf.pop("epochs", None)
-    conf.pop("min_steps", None)
-    conf.pop("lr_reference_width", None)
+    for study_only in ("epochs", "min_steps", "lr_reference_width", "pretrained_lr"):
+        conf.pop(study_only, None)
+    norm_scale = float(conf.pop("norm_scale", 0.0) if args.norm_scale is None else args.norm_scale)
     cfg = TrainConfig.from_dict(conf)
     out = Path(args.out)
-    col = _collection(args)
+    col = _collection(args, splits_dir=out / "splits")
     pairs = data.annotation_pairs(col, source=args.source, split="train", seed=0)
     if args.data_size:
         if args.data_size > len(pairs):
             raise SystemExit(
                 f"error: --data-size {args.data_size} exceeds the {len(pairs)} training pairs"
             )
-        idx = data.nested_subsets(len(pairs), [args.data_size], seed=cfg.seed)[0]
-        pairs = [pairs[int(i)] for i in idx]
-    dev = (
-        data.annotation_pairs(col, source="human", split="dev", seed=0)
-        if "dev" in col.splits
-        else None
-    )
-    tok_dir = Path(args.tokenizer) if args.tokenizer else out / "tokenizer"
-    limit = min(len(col.corpus), 200_000)
-    tokenizer = train_tokenizer(
-        (col.corpus[i] for i in range(limit)),
-        args.vocab_size,
-        tok_dir,
-        cache_key=f"{col.path}:{len(col.corpus)}:{limit}",
-    )
+        pairs = pairs.subset(data.nested_subsets(len(pairs), [args.data_size], seed=cfg.seed)[0])
+    dev = data.annotation_pairs(col, source="human", split="dev", seed=0)
+    if spec.pretrained:
+        tokenizer, tok_dir = load_checkpoint_tokenizer(spec.checkpoint), spec.checkpoint
+    else:
+        tok_dir = Path(args.tokenizer) if args.tokenizer else out / "tokenizer"
+        limit = min(len(col.corpus), 200_000)
+        tokenizer = train_tokenizer(
+            (col.corpus[i] for i in range(limit)),
+            args.vocab_size,
+            tok_dir,
+            cache_key=f"{col.path}:{len(col.corpus)}:{limit}",
+        )
     torch.manual_seed(cfg.seed)
-    model = build_encoder(args.model, vocab_size=tokenizer.vocab_size)
-    print(
-        f"model {args.model}: N = {num_non_embedding_params(model):,} non-embedding parameters; "
-        f"D = {len(pairs):,} pairs; {cfg.max_steps} steps"
+    model = build_encoder(
+        spec.size,
+        vocab_size=None if spec.pretrained else tokenizer.vocab_size,
+        out_dim=args.out_dim,
+        pretrained=spec.checkpoint,
+        norm_scale=norm_scale,
     )
-    result = train(model, tokenizer, pairs, col.corpus, out, cfg, dev_pairs=dev)
+    n_params = num_non_embedding_params(model)
+    print(
+        f"model {args.model}: N = {n_params:,} non-embedding parameters; "
+        f"D = {len(pairs):,} pairs; at most {cfg.max_steps} steps (patience {cfg.patience})"
+    )
+    result = train(
+        model,
+        tokenizer,
+        pairs,
+        col.corpus,
+        out,
+        cfg,
+        dev_pairs=dev,
+        negative_pool=_negative_pool_of(col, cfg.negatives_from),
+    )
     meta = {
         "model": args.model,
+        "checkpoint": spec.checkpoint,
+        "N": n_params,
+        "encoder": dataclasses.asdict(model.config),
         "vocab_size": tokenizer.vocab_size,
         "tokenizer": str(tok_dir),
         "D": len(pairs),
         "source": args.source,
+        "converged": result.converged,
         "config": cfg.to_dict(),
     }
-    (out / "model.json").write_text(json.dumps(meta, indent=2))
+    atomic_write_text(out / "model.json", json.dumps(meta, indent=2))
+    state = "converged" if result.converged else f"NOT converged ({result.stop_reason})"
     print(
-        f"done: {result.steps} steps, best dev CE {result.best_dev_ce}, checkpoint {out / 'best_model.pt'}"
+        f"done: {result.steps} steps, {state}, best dev CE {result.best_dev_ce} at step "
+        f"{result.best_step}, checkpoint {out / 'best_model.pt'}"
     )
     return 0
 
@@ -121,7 +164,13 @@ def cmd_eval(args) -> int:
     import torch
 
     from densescale.eval import evaluate
-    from densescale.models import build_encoder, load_tokenizer
+    from densescale.models import (
+        DenseEncoder,
+        DenseEncoderConfig,
+        build_encoder,
+        load_checkpoint_tokenizer,
+        load_tokenizer,
+    )
 
     conf = _toml(args.config).get("eval", {})
     model_dir = Path(args.model_dir)
@@ -131,8 +180,14 @@ def cmd_eval(args) -> int:
             f"error: --model-dir {model_dir} has no model.json (train it with `densescale train`)"
         )
     meta = json.loads(meta_path.read_text())
-    tokenizer = load_tokenizer(Path(meta["tokenizer"]))
-    model = build_encoder(meta["model"], vocab_size=meta["vocab_size"])
+    if meta.get("checkpoint"):
+        tokenizer = load_checkpoint_tokenizer(meta["checkpoint"])
+    else:
+        tokenizer = load_tokenizer(Path(meta["tokenizer"]))
+    if "encoder" in meta:
+        model = DenseEncoder(DenseEncoderConfig.from_dict(meta["encoder"]))
+    else:  # written before model.json held the encoder config
+        model = build_encoder(meta["model"], vocab_size=meta["vocab_size"])
     model.load_state_dict(
         torch.load(model_dir / "best_model.pt", map_location="cpu", weights_only=True)
     )
@@ -158,7 +213,14 @@ def cmd_eval(args) -> int:
         progress=True,
     )
     record.update(
-        {"model": meta["model"], "D": meta.get("D"), "source": meta.get("source"), "split": split}
+        {
+            "model": meta["model"],
+            "checkpoint": meta.get("checkpoint"),
+            "D": meta.get("D"),
+            "source": meta.get("source"),
+            "split": split,
+            "converged": meta.get("converged"),
+        }
     )
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2))
@@ -209,15 +271,18 @@ def cmd_study(args) -> int:
         value = getattr(args, f"{key}_file" if key in ("collection", "queries") else key, None)
         if value:
             col[key] = value
-    if args.collection_path:
-        col["path"] = args.collection_path
+    if args.collection:
+        from densescale.data.resolve import collection_table
+
+        col = {**{k: v for k, v in col.items() if k == "doc2query_model"}}
+        col.update(collection_table(args.collection))
     executor = dict(study.executor)
     if args.workers:
         executor["workers"] = args.workers
     if args.executor:
         executor["kind"] = args.executor
     study = dataclasses.replace(study, collection=col, executor=executor)
-    if study.collection["kind"] == "msmarco":
+    if study.collection["kind"] == "msmarco" and not study.collection.get("path"):
         missing = [
             k for k in ("collection", "queries", "qrels_train", "qrels_dev") if not col.get(k)
         ]
@@ -310,7 +375,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one dual encoder")
     _add_collection_args(p)
     p.add_argument("--config", help="TOML file with a [train] table")
-    p.add_argument("--model", default="L2-H64", help="a ladder size, e.g. L2-H128 or tiny")
+    p.add_argument(
+        "--model",
+        default="L2-H64",
+        help="a ladder size (random init, e.g. L2-H128 or tiny) or a Hugging Face checkpoint: a "
+        "local folder or a hub id such as google/bert_uncased_L-2_H-128_A-2 (its own tokenizer)",
+    )
+    p.add_argument("--out-dim", type=int, default=768, help="embedding dimension (projection)")
+    p.add_argument(
+        "--norm-scale",
+        type=float,
+        default=None,
+        help="normalise embeddings, score = NORM_SCALE x cosine (default: raw dot products)",
+    )
     p.add_argument("--data-size", type=int, default=None, help="number of annotated pairs (D)")
     p.add_argument(
         "--source", default="human", help="annotation source: human | ict | crop | doc2query"
@@ -327,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("max-steps", int),
         ("num-negatives", int),
         ("device", str),
+        ("patience", int),
+        ("eval-every", int),
+        ("negatives-from", str),
     ):
         p.add_argument(f"--{flag}", type=typ, default=None)
     p.set_defaults(func=cmd_train)
@@ -361,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=("demo", "medquad", "msmarco-paper"))
     p.add_argument("--out", default=None, help="output folder (overrides the study's)")
     p.add_argument(
-        "--collection-path", default=None, help="BEIR folder (overrides collection.path)"
+        "--collection", default=None, help=COLLECTION_HELP + " (overrides the study's [collection])"
     )
     p.add_argument("--collection-file", default=None, help="MS MARCO collection.tsv")
     p.add_argument("--queries-file", default=None, help="MS MARCO queries TSV")

@@ -15,6 +15,8 @@ from .annotations import SOURCES, TrainingPair, TrainingPairs, annotation_pairs
 from .collection import Collection, load_beir, load_msmarco
 from .medquad import load_medquad
 from .readers import read_jsonl_texts, read_tsv_texts
+from .resolve import collection_table, open_collection
+from .splits import carve_dev_split
 from .subsets import nested_subsets
 from .synthetic import (
     SyntheticConfig,
@@ -38,6 +40,9 @@ __all__ = [
     "TrainingPair",
     "TrainingPairs",
     "annotation_pairs",
+    "carve_dev_split",
+    "collection_table",
+    "open_collection",
     "generate_synthetic",
     "load_beir",
     "load_medquad",

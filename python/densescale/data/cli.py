@@ -16,7 +16,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .collection import load_beir
 from .synthetic import SyntheticConfig, read_oracle, synthetic
 
 
@@ -57,9 +56,14 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         help="any other SyntheticConfig field, e.g. --set vocab_size=5000",
     )
     info = actions.add_parser(
-        "info", help="sizes of a BEIR collection (and a synthetic one's oracle)"
+        "info", help="sizes of a collection's splits (and a synthetic one's oracle)"
     )
-    info.add_argument("path", type=Path)
+    info.add_argument("path", nargs="?", default=None, help="a collection folder (or --collection)")
+    info.add_argument(
+        "--collection",
+        default=None,
+        help="a BEIR or MS MARCO folder, 'synthetic' (data/synthetic) or irds:<id>",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -82,7 +86,12 @@ def run(args: argparse.Namespace) -> int:
             "oracle_ce": {s: v["oracle_ce"] for s, v in oracle["splits"].items()},
         }
     else:
-        c = load_beir(args.path)
+        from .resolve import collection_table, open_collection
+
+        spec = args.collection or args.path
+        if spec is None:
+            raise ValueError("data info needs a collection: a folder, or --collection SPEC")
+        c = open_collection(collection_table(spec), synthetic_dir="data/synthetic")
         record = {
             "path": str(c.path),
             "name": c.name,

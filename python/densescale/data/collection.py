@@ -89,6 +89,19 @@ class Collection:
             raise ValueError(f"{path}: no judgement refers to a known query and document")
         return qrels
 
+    def with_qrels_files(self, files: Mapping[str, PathLike]) -> Collection:
+        """A collection sharing this corpus and queries, with the qrels of ``files`` ({split: path})
+        added or replacing those of the same split (e.g. a carved dev split)."""
+        merged = {**self._qrels_files, **{str(k): Path(v) for k, v in files.items()}}
+        for split, f in merged.items():
+            if not Path(f).is_file():
+                raise FileNotFoundError(f"qrels file for split {split!r} does not exist: {f}")
+        order = {"train": 0, "dev": 1, "validation": 1, "test": 2}
+        merged = dict(sorted(merged.items(), key=lambda kv: (order.get(kv[0], 3), kv[0])))
+        return Collection(
+            self.name, self.path, self.corpus, self.queries, merged, strict=self.strict
+        )
+
     def positive_rows(self, split: str) -> np.ndarray:
         """Sorted unique corpus rows judged relevant (> 0) in ``split``, int64."""
         docids = {d for docs in self.qrels(split).values() for d, r in docs.items() if r > 0}

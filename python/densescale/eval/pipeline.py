@@ -85,6 +85,7 @@ def evaluate(
     run_tag: str = "densescale",
     metrics: Sequence[str] | None = DEFAULT_METRICS,
     relevance_level: int = 1,
+    seen_rows: np.ndarray | None = None,
     progress: bool = False,
 ) -> dict:
     """Evaluate a dense encoder on one collection split.
@@ -98,6 +99,9 @@ def evaluate(
     during training) and encodes just the positives and the pool, so a ``pool_size`` cap makes it
     cheap.
     ``dtype`` float16/bfloat16 encodes under autocast (default: bfloat16 on CUDA, fp32 elsewhere).
+    ``seen_rows`` (rows of ``corpus_ids`` that were training positives) adds ``"seen_bias"``, the
+    seen-passage bias of :func:`densescale.eval.bias.seen_passage_bias`, from the same embeddings
+    (needs a search, so ``metrics`` must not be empty).
 
     Returns ``{"N", "metrics", "ce", "ce_stderr", "num_pairs", "num_queries", "num_passages",
     "pool_size", "k", "num_negatives", "repeats", "seed", "time": {"encode", "search", "ce",
@@ -163,6 +167,17 @@ def evaluate(
         raise ValueError("run_path needs a search, but metrics is empty (contrastive entropy only)")
     if not isinstance(run_tag, str) or not run_tag or any(c.isspace() for c in run_tag):
         raise ValueError(f"run_tag must be a non-empty string without whitespace, got {run_tag!r}")
+    if seen_rows is not None:
+        if ce_only:
+            raise ValueError("seen_rows needs a search, but metrics is empty")
+        seen_rows = np.asarray(seen_rows, dtype=np.int64)
+        if seen_rows.ndim != 1 or (
+            len(seen_rows) and (seen_rows.min() < 0 or seen_rows.max() >= len(corpus_ids))
+        ):
+            raise ValueError(
+                f"seen_rows must be a 1-d array of rows in [0, {len(corpus_ids)}), got shape "
+                f"{seen_rows.shape}"
+            )
     if run_path is not None and Path(run_path).is_dir():
         raise ValueError(f"run_path must be a file path, got directory {str(run_path)!r}")
 
@@ -277,6 +292,26 @@ def evaluate(
     )
     timings["ce"] = time.perf_counter() - t0
 
+    bias = None
+    if seen_rows is not None:
+        from .bias import seen_passage_bias
+
+        seen = np.zeros(len(corpus_ids), dtype=bool)
+        seen[seen_rows] = True
+        eligible = np.ones(len(corpus_ids), dtype=bool)
+        eligible[positive_rows] = False
+        bias = seen_passage_bias(
+            q_dev,
+            pair_q.to(device),
+            c_dev[pair_d.to(device)],
+            c_dev,
+            seen,
+            eligible,
+            ids_np[:, :10],
+            num_negatives=num_negatives,
+            seed=seed,
+        )
+
     n_params = num_non_embedding_params(model) if isinstance(model, DenseEncoder) else None
     return {
         "N": n_params,
@@ -292,4 +327,5 @@ def evaluate(
         "repeats": repeats,
         "seed": seed,
         "time": timings,
+        **({"seen_bias": bias} if bias is not None else {}),
     }

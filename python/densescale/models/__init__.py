@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .checkpoints import OFFLINE_MIRRORS, ModelSpec, load_checkpoint_tokenizer, resolve_model
 from .encode import encode_texts
 from .encoder import (
     DenseEncoder,
@@ -24,6 +25,8 @@ from .tokenizer import load_tokenizer, train_tokenizer
 __all__ = [
     "ALIASES",
     "MINIATURES",
+    "OFFLINE_MIRRORS",
+    "ModelSpec",
     "SIZES",
     "DenseEncoder",
     "DenseEncoderConfig",
@@ -31,9 +34,11 @@ __all__ = [
     "build_encoder",
     "encode_texts",
     "load_encoder",
+    "load_checkpoint_tokenizer",
     "load_tokenizer",
     "non_embedding_params_formula",
     "num_non_embedding_params",
+    "resolve_model",
     "resolve_size",
     "save_encoder",
     "train_tokenizer",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, fields
@@ -38,6 +39,7 @@ class DenseEncoderConfig:
     max_position: int = 512
     dropout: float = 0.1
     pad_token_id: int = 0
+    norm_scale: float = 0.0
 
     @property
     def size(self) -> EncoderSize:
@@ -80,6 +82,11 @@ class DenseEncoder(nn.Module):
 
     ``forward(input_ids (n, T) int64, attention_mask (n, T)) -> (n, out_dim) float32``. Pooling and
     the projection run in fp32 even under autocast, so embeddings are fp32-accumulated.
+
+    ``config.norm_scale = 0`` (the paper's model) returns raw embeddings, scored by dot product.
+    ``norm_scale = s > 0`` returns ``sqrt(s) * e / |e|``, so that the dot product of two embeddings
+    is ``s * cos(q, p)``: normalised embeddings with a fixed temperature 1/s, with every consumer
+    (loss, search, contrastive entropy) unchanged. A norm cannot then encode "seen in training".
     """
 
     def __init__(self, config: DenseEncoderConfig, bert: nn.Module | None = None) -> None:
@@ -108,7 +115,10 @@ class DenseEncoder(nn.Module):
             summed = (hidden.float() * mask).sum(dim=1)
             # clamp: an all-padding row (empty text) pools to zeros instead of NaN.
             pooled = summed / mask.sum(dim=1).clamp_min(1.0)
-            return F.linear(pooled, self.proj.weight.float(), self.proj.bias.float())
+            emb = F.linear(pooled, self.proj.weight.float(), self.proj.bias.float())
+            if self.config.norm_scale > 0:
+                emb = F.normalize(emb, dim=-1) * math.sqrt(self.config.norm_scale)
+            return emb
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block's activations in backward (less memory, ~30% more compute)."""
@@ -143,12 +153,15 @@ def build_encoder(
     *,
     dropout: float = 0.1,
     pad_token_id: int = 0,
+    norm_scale: float = 0.0,
     device: str | torch.device | None = None,
 ) -> DenseEncoder:
-    """Build a :class:`DenseEncoder` of a ladder ``size`` with random init, or from a local
-    Hugging Face BERT checkpoint directory ``pretrained`` (its shape and vocabulary win; ``size`` and
-    ``vocab_size``, when given, must agree with it). ``device="meta"`` builds without memory
-    (for counting parameters).
+    """Build a :class:`DenseEncoder` of a ladder ``size`` with random init, or from a Hugging Face
+    BERT checkpoint ``pretrained``: a local folder with ``config.json`` or a hub id that
+    transformers resolves (online). The checkpoint's shape and vocabulary win; ``size`` and
+    ``vocab_size``, when given, must agree with it; the projection to ``out_dim`` is new.
+    ``norm_scale > 0`` normalises embeddings (see :class:`DenseEncoder`). ``device="meta"`` builds
+    without memory (for counting parameters).
     """
     if pretrained is None:
         if size is None:
@@ -162,17 +175,25 @@ def build_encoder(
         raise ValueError(f"max_position must be a positive int, got {max_position!r}")
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    if not float(norm_scale) >= 0.0:
+        raise ValueError(f"norm_scale must be >= 0 (0 = raw dot products), got {norm_scale!r}")
 
     ctx = torch.device(device) if device is not None else contextlib.nullcontext()
     if pretrained is not None:
         path = Path(pretrained)
-        if not (path / "config.json").is_file():
+        from .checkpoints import _HUB_ID
+
+        local = path.is_dir()
+        if (local and not (path / "config.json").is_file()) or (
+            not local and not _HUB_ID.match(str(pretrained))
+        ):
             raise ValueError(
-                f"pretrained must be a local checkpoint directory with config.json, got {str(path)!r}"
+                "pretrained must be a local checkpoint directory with config.json or a hub id "
+                f"(owner/name), got {str(path)!r}"
             )
         from transformers import BertModel
 
-        bert = BertModel.from_pretrained(str(path), add_pooling_layer=True)
+        bert = BertModel.from_pretrained(str(pretrained), add_pooling_layer=True)
         bc = bert.config
         config = DenseEncoderConfig(
             layers=bc.num_hidden_layers,
@@ -184,6 +205,7 @@ def build_encoder(
             max_position=bc.max_position_embeddings,
             dropout=bc.hidden_dropout_prob,
             pad_token_id=bc.pad_token_id if bc.pad_token_id is not None else 0,
+            norm_scale=float(norm_scale),
         )
         if size is not None and resolve_size(size) != config.size:
             raise ValueError(
@@ -206,6 +228,7 @@ def build_encoder(
         max_position=max_position,
         dropout=float(dropout),
         pad_token_id=pad_token_id,
+        norm_scale=float(norm_scale),
     )
     with ctx:
         return DenseEncoder(config)

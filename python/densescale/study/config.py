@@ -18,7 +18,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 PRESETS = ("demo", "medquad", "msmarco-paper")
-COLLECTION_KINDS = ("synthetic", "beir", "msmarco")
+COLLECTION_KINDS = ("synthetic", "beir", "msmarco", "irds")
 SOURCES = ("human", "ict", "crop", "doc2query")
 DESIGNS = ("full", "cross")
 EXECUTORS = ("local", "submitit")
@@ -32,20 +32,27 @@ def _check_keys(table: dict, known: set[str], where: str) -> None:
 
 @dataclass(frozen=True)
 class Cell:
-    """One grid point: train model ``model`` on ``data_size`` pairs from ``source`` with ``seed``."""
+    """One grid point: train model ``model`` (a ladder size or a checkpoint) with embedding
+    dimension ``out_dim`` on ``data_size`` pairs from ``source`` with ``seed``."""
 
     model: str
     data_size: int
     source: str
     seed: int
+    out_dim: int = 768
 
     @property
     def key(self) -> str:
-        return f"{self.model}|D={self.data_size}|{self.source}|seed={self.seed}"
+        dim = "" if self.out_dim == 768 else f"|d={self.out_dim}"
+        return f"{self.model}{dim}|D={self.data_size}|{self.source}|seed={self.seed}"
 
     @property
     def dirname(self) -> str:
-        return f"{self.model}_D{self.data_size}_{self.source}_s{self.seed}"
+        from densescale.models import resolve_model
+
+        dim = "" if self.out_dim == 768 else f"_d{self.out_dim}"
+        slug = resolve_model(self.model).slug
+        return f"{slug}{dim}_D{self.data_size}_{self.source}_s{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -58,36 +65,57 @@ class StudyConfig:
     sources: tuple[str, ...] = ("human",)
     seeds: tuple[int, ...] = (0,)
     design: str = "full"
+    dims: tuple[int, ...] = (768,)
     tokenizer: dict = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     epochs: float = 0.0
     min_steps: int = 1
     lr_reference_width: int = 0
+    pretrained_lr: float = 0.0
+    norm_scale: float = 0.0
     eval: dict = field(default_factory=dict)
     executor: dict = field(default_factory=dict)
     estimate_gpu_hours: float = 0.0
 
     def cells(self) -> list[Cell]:
-        """The grid, largest models and data sizes first so the slowest cells start early."""
+        """The grid, largest models and data sizes first so the slowest cells start early.
+
+        ``full``: every model x data size x dimension. ``cross``: every model at the largest D
+        and dimension, every D at the largest ladder model (the last ladder entry; checkpoints are
+        model-size points only), every dimension at the largest model and D."""
+        from densescale.models import resolve_model
+
         models = list(self.models)
         sizes = sorted(self.data_sizes, reverse=True)
-        points: list[tuple[str, int]] = []
+        dims = sorted(self.dims, reverse=True)
+        points: list[tuple[str, int, int]] = []
         if self.design == "full":
-            points = [(m, d) for m in reversed(models) for d in sizes]
-        else:  # cross: every model at the largest D, every D at the largest model
-            points = [(m, sizes[0]) for m in reversed(models)]
-            points += [(models[-1], d) for d in sizes[1:]]
-        return [Cell(m, d, s, seed) for s in self.sources for seed in self.seeds for m, d in points]
+            points = [(m, d, k) for m in reversed(models) for d in sizes for k in dims]
+        else:
+            ladder = [m for m in models if not resolve_model(m).pretrained] or models
+            points = [(m, sizes[0], dims[0]) for m in reversed(models)]
+            points += [(ladder[-1], d, dims[0]) for d in sizes[1:]]
+            points += [(ladder[-1], sizes[0], k) for k in dims[1:]]
+        return [
+            Cell(m, d, s, seed, out_dim=k)
+            for s in self.sources
+            for seed in self.seeds
+            for m, d, k in points
+        ]
 
     def lr_for(self, model: str) -> float:
         """Learning rate of a cell: ``train.lr``, or with ``lr_reference_width`` set, scaled by
         reference_width / hidden width (muP-style, so every size trains near its own optimum
-        instead of the widest one diverging or the narrowest one crawling)."""
+        instead of the widest one diverging or the narrowest one crawling). A checkpoint is
+        fine-tuned with ``train.pretrained_lr`` when set (a from-scratch rate would wreck it)."""
+        from densescale.models import resolve_model
+
+        spec = resolve_model(model)
+        if spec.pretrained:
+            return self.pretrained_lr or self.train.lr
         if not self.lr_reference_width:
             return self.train.lr
-        from densescale.models import resolve_size
-
-        return self.train.lr * self.lr_reference_width / resolve_size(model).hidden
+        return self.train.lr * self.lr_reference_width / spec.size.hidden
 
     def steps_for(self, data_size: int) -> int:
         """Training steps for a cell: ``epochs`` passes over its pairs, within [min_steps, max_steps]."""
@@ -148,6 +176,7 @@ def parse_study(raw: dict) -> StudyConfig:
         {
             "kind",
             "path",
+            "id",
             "synthetic",
             "collection",
             "queries",
@@ -162,11 +191,13 @@ def parse_study(raw: dict) -> StudyConfig:
         raise ValueError(
             f"collection.kind must be one of {COLLECTION_KINDS}, got {col.get('kind')!r}"
         )
-    if col["kind"] != "synthetic" and not col.get("path") and col["kind"] == "beir":
+    if col["kind"] == "beir" and not col.get("path"):
         raise ValueError("collection.path is required for kind='beir'")
+    if col["kind"] == "irds" and not col.get("id"):
+        raise ValueError("collection.id is required for kind='irds' (e.g. 'beir/scifact')")
 
     grid = dict(raw["grid"])
-    _check_keys(grid, {"models", "data_sizes", "sources", "seeds", "design"}, "grid")
+    _check_keys(grid, {"models", "data_sizes", "sources", "seeds", "design", "dims"}, "grid")
     models = tuple(grid.get("models", ()))
     sizes = tuple(grid.get("data_sizes", ()))
     if not models:
@@ -183,22 +214,36 @@ def parse_study(raw: dict) -> StudyConfig:
     if design not in DESIGNS:
         raise ValueError(f"grid.design must be one of {DESIGNS}, got {design!r}")
     seeds = tuple(int(s) for s in grid.get("seeds", (0,)))
+    dims = tuple(grid.get("dims", (768,)))
+    if not dims or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in dims):
+        raise ValueError(f"grid.dims must be positive integers (embedding dimensions), got {dims}")
+    if len(set(dims)) != len(dims):
+        raise ValueError(f"grid.dims has duplicates: {list(dims)}")
 
-    from densescale.models import resolve_size
+    from densescale.models import resolve_model
 
     for m in models:
+        if not isinstance(m, str):
+            raise ValueError(f"grid.models entries must be strings, got {m!r}")
         try:
-            resolve_size(m)
+            resolve_model(m)
         except ValueError as e:
-            raise ValueError(f"grid.models: unknown model size {m!r} ({e})") from None
+            raise ValueError(f"grid.models: {e}") from None
 
     train_raw = dict(raw.get("train", {}))
     epochs = float(train_raw.pop("epochs", 0.0))
     min_steps = int(train_raw.pop("min_steps", 1))
     lr_width = int(train_raw.pop("lr_reference_width", 0))
+    pretrained_lr = float(train_raw.pop("pretrained_lr", 0.0))
+    norm_scale = float(train_raw.pop("norm_scale", 0.0))
     if epochs < 0 or min_steps < 1 or lr_width < 0:
         raise ValueError(
             "train.epochs and train.lr_reference_width must be >= 0, train.min_steps >= 1"
+        )
+    if pretrained_lr < 0 or norm_scale < 0:
+        raise ValueError(
+            f"train.pretrained_lr and train.norm_scale must be >= 0, got {pretrained_lr} and "
+            f"{norm_scale}"
         )
     train = TrainConfig.from_dict(train_raw)
 
@@ -242,11 +287,14 @@ def parse_study(raw: dict) -> StudyConfig:
         sources=sources,
         seeds=seeds,
         design=design,
+        dims=dims,
         tokenizer=tok,
         train=train,
         epochs=epochs,
         min_steps=min_steps,
         lr_reference_width=lr_width,
+        pretrained_lr=pretrained_lr,
+        norm_scale=norm_scale,
         eval=ev,
         executor=ex,
         estimate_gpu_hours=float(raw.get("estimate_gpu_hours", 0.0)),

@@ -8,14 +8,18 @@ skips finished cells; an interrupted cell resumes from its training checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
 
+from densescale.data.trec import atomic_write_text
 from densescale.study.config import Cell, StudyConfig
 from densescale.study.store import ResultsStore
 
 RESULTS = "results.jsonl"
+# a cell whose test CE is at least this fraction of chance has not learned to rank (SPEC 6)
+NEAR_CHANCE = 0.9
 
 
 def study_paths(study: StudyConfig) -> dict[str, Path]:
@@ -31,23 +35,28 @@ def study_paths(study: StudyConfig) -> dict[str, Path]:
         "results": out / RESULTS,
         "cells": out / "cells",
         "report": out / "report",
+        "splits": out / "splits",
+        "cache": out / "cache",
     }
 
 
 def load_collection(study: StudyConfig):
+    """The study's collection, with a dev split carved from train (recorded in the study folder,
+    so reruns see the same one) when the collection ships none."""
     from densescale import data
 
-    col, paths = study.collection, study_paths(study)
-    if col["kind"] == "synthetic":
-        data.synthetic(paths["collection"], **col.get("synthetic", {}))
-        return data.load_beir(paths["collection"])
-    if col["kind"] == "beir":
-        return data.load_beir(paths["collection"])
-    return data.load_msmarco(
-        col["collection"],
-        col["queries"],
-        {s: col[f"qrels_{s}"] for s in ("train", "dev", "test") if col.get(f"qrels_{s}")},
+    paths = study_paths(study)
+    col = data.open_collection(
+        study.collection, synthetic_dir=paths["collection"], cache_dir=paths["cache"]
     )
+    if "train" not in col.splits:
+        raise ValueError(
+            f"collection {col.name!r} has no training pairs (no train qrels; splits "
+            f"{list(col.splits)}): a study trains on annotated (query, passage) pairs"
+        )
+    if "dev" not in col.splits:
+        col = data.carve_dev_split(col, paths["splits"], seed=0)
+    return col
 
 
 def _training_pairs(study: StudyConfig, collection, source: str):
@@ -62,17 +71,39 @@ def _training_pairs(study: StudyConfig, collection, source: str):
     )
 
 
+def _negative_pool(study: StudyConfig, collection):
+    return _negative_pool_of(collection, study.train.negatives_from)
+
+
+def _negative_pool_of(collection, negatives_from: str):
+    """Corpus rows random training negatives come from: the corpus minus every dev and test
+    positive (``negatives_from = "non-eval"``, the metric's own exclusion), or None for the
+    whole corpus (``"corpus"``, the authors' sampling)."""
+    import numpy as np
+
+    if negatives_from == "corpus":
+        return None
+    held = [collection.positive_rows(s) for s in collection.splits if s != "train"]
+    excluded = np.unique(np.concatenate(held)) if held else np.zeros(0, np.int64)
+    pool = np.setdiff1d(np.arange(len(collection.corpus), dtype=np.int64), excluded)
+    if len(pool) == 0:
+        raise ValueError("every corpus passage is a dev or test positive: no negatives to train on")
+    return pool
+
+
+def _chance(k: int) -> float:
+    """Contrastive entropy of a scorer that knows nothing: ln(K + 1) (SPEC 1.1)."""
+    return math.log(k + 1)
+
+
 def prepare(study: StudyConfig, *, progress: bool = True) -> dict:
-    """Materialise the collection and tokenizer and check the grid fits the data, before any cell."""
-    from densescale.models import load_tokenizer, train_tokenizer
+    """Materialise the collection, the dev split and the tokenizer, check the grid fits the data,
+    and compute the BM25 reference row, before any cell."""
+    from densescale.models import load_tokenizer, resolve_model, train_tokenizer
 
     paths = study_paths(study)
     paths["out"].mkdir(parents=True, exist_ok=True)
     collection = load_collection(study)
-    if "dev" not in collection.splits:
-        raise ValueError(
-            f"collection at {paths['collection']} has no dev split (needed to pick the best checkpoint)"
-        )
     split = study.eval.get("split", "test")
     if split not in collection.splits:
         raise ValueError(
@@ -86,7 +117,9 @@ def prepare(study: StudyConfig, *, progress: bool = True) -> dict:
                 f"grid.data_sizes {too_big} exceed the {n} training pairs of source {source!r}"
             )
     tok_path = paths["tokenizer"]
-    if study.tokenizer.get("path"):
+    if all(resolve_model(m).pretrained for m in study.models):
+        pass  # every model brings its tokenizer
+    elif study.tokenizer.get("path"):
         load_tokenizer(tok_path)
     else:
         corpus = collection.corpus
@@ -100,22 +133,89 @@ def prepare(study: StudyConfig, *, progress: bool = True) -> dict:
         )
     oracle = None
     oracle_file = paths["collection"] / "oracle.json"
-    if oracle_file.exists():
+    if study.collection["kind"] == "synthetic" and oracle_file.exists():
         oracle = json.loads(oracle_file.read_text())
-    return {"oracle": oracle}
+    return {"oracle": oracle, "baselines": {"BM25": bm25_reference(study, collection)}}
+
+
+def _eval_split(study: StudyConfig, collection) -> dict:
+    """What every cell (and the BM25 row) is evaluated on: the split's qrels (a seeded sample of
+    ``eval.max_queries`` queries) over the corpus (or the ``eval.corpus_limit`` sub-corpus)."""
+    import numpy as np
+
+    ev = study.eval
+    split = ev.get("split", "test")
+    qrels = collection.qrels(split)
+    qids = sorted(qrels)
+    max_q = ev.get("max_queries")
+    if max_q and len(qids) > max_q:
+        keep = np.random.default_rng(0).choice(len(qids), max_q, replace=False)
+        qids = [qids[i] for i in sorted(keep)]
+        qrels = {q: qrels[q] for q in qids}
+    queries = collection.queries
+    rows = _eval_corpus_rows(collection.corpus, qrels, ev.get("corpus_limit"))
+    sub = collection.corpus if rows is None else collection.corpus.select(rows)
+    return {
+        "split": split,
+        "qrels": qrels,
+        "qids": qids,
+        "query_texts": [queries[queries.index(q)] for q in qids],
+        "corpus_ids": sub.ids,
+        "corpus_texts": sub,
+        "rows": rows,
+    }
+
+
+def bm25_reference(study: StudyConfig, collection) -> dict:
+    """BM25 ranking metrics on exactly what the cells are evaluated on, computed once per study
+    and kept in ``bm25.<split>.json`` (a lexical reference row for every report)."""
+    from densescale.eval import DEFAULT_METRICS, ranking_metrics
+    from densescale.eval.bm25 import bm25_run
+
+    ev = _eval_split(study, collection)
+    k = int(study.eval.get("k", 100))
+    path = study.output / f"bm25.{ev['split']}.json"
+    settings = {"split": ev["split"], "k": k, "queries": len(ev["qids"]), "passages": len(ev["corpus_ids"])}
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("settings") == settings:
+            return cached
+    t0 = time.perf_counter()
+    run = bm25_run(ev["corpus_ids"], ev["corpus_texts"], ev["qids"], ev["query_texts"], k=k)
+    row = {
+        "name": "BM25",
+        "settings": settings,
+        "split": ev["split"],
+        "metrics": ranking_metrics(ev["qrels"], run, DEFAULT_METRICS),
+        "seconds": time.perf_counter() - t0,
+    }
+    atomic_write_text(path, json.dumps(row, indent=2) + "\n")
+    return row
 
 
 def run_cell(
     study: StudyConfig, cell: Cell, *, threads: int | None = None, progress: bool = False
 ) -> dict:
-    """Train and evaluate one grid cell; append its record to the store and return it."""
+    """Train and evaluate one grid cell; append its record to the store and return it.
+
+    The record carries its yardsticks: ``chance_ce`` (ln(K+1)), ``oracle_ce`` where the collection
+    knows it, ``converged`` (dev CE stopped improving before the step cap), ``near_chance``
+    (CE >= 0.9 x chance: the model has not learned to rank), the seen-passage bias, and
+    ``flags`` naming what is wrong."""
     import dataclasses
 
+    import numpy as np
     import torch
 
     from densescale import data
     from densescale.eval import evaluate
-    from densescale.models import build_encoder, load_tokenizer, num_non_embedding_params
+    from densescale.models import (
+        build_encoder,
+        load_checkpoint_tokenizer,
+        load_tokenizer,
+        num_non_embedding_params,
+        resolve_model,
+    )
     from densescale.train import train
 
     store = ResultsStore(study_paths(study)["results"])
@@ -127,11 +227,15 @@ def run_cell(
     t0 = time.perf_counter()
     paths = study_paths(study)
     collection = load_collection(study)
-    tokenizer = load_tokenizer(paths["tokenizer"])
+    spec = resolve_model(cell.model)
+    if spec.pretrained:
+        tokenizer = load_checkpoint_tokenizer(spec.checkpoint)
+    else:
+        tokenizer = load_tokenizer(paths["tokenizer"])
     pairs = _training_pairs(study, collection, cell.source)
     sizes = sorted(study.data_sizes)
     subset = data.nested_subsets(len(pairs), sizes, seed=cell.seed)[sizes.index(cell.data_size)]
-    train_pairs = [pairs[int(i)] for i in subset]
+    train_pairs = pairs.subset(subset)
     dev_pairs = data.annotation_pairs(collection, source="human", split="dev", seed=0)
 
     cfg = dataclasses.replace(
@@ -142,7 +246,13 @@ def run_cell(
         batch_size=min(study.train.batch_size, cell.data_size),
     )
     torch.manual_seed(cell.seed)
-    model = build_encoder(cell.model, vocab_size=tokenizer.vocab_size)
+    model = build_encoder(
+        spec.size,
+        vocab_size=None if spec.pretrained else tokenizer.vocab_size,
+        out_dim=cell.out_dim,
+        pretrained=spec.checkpoint,
+        norm_scale=study.norm_scale,
+    )
     cell_dir = paths["cells"] / cell.dirname
     result = train(
         model,
@@ -152,60 +262,76 @@ def run_cell(
         cell_dir,
         cfg,
         dev_pairs=dev_pairs,
+        negative_pool=_negative_pool(study, collection),
         progress=progress,
     )
     model.load_state_dict(
         torch.load(cell_dir / "best_model.pt", map_location="cpu", weights_only=True)
     )
 
-    ev = dict(study.eval)
-    split = ev.pop("split", "test")
-    qrels = collection.qrels(split)
-    max_q = ev.pop("max_queries", None)
-    qids = sorted(qrels)
-    if max_q and len(qids) > max_q:
-        import numpy as np
-
-        keep = np.random.default_rng(0).choice(len(qids), max_q, replace=False)
-        qids = [qids[i] for i in sorted(keep)]
-        qrels = {q: qrels[q] for q in qids}
-    queries = collection.queries
-    corpus_ids, corpus_texts = _eval_corpus(collection.corpus, qrels, ev.pop("corpus_limit", None))
+    ev = _eval_split(study, collection)
+    k_neg = int(study.eval.get("num_negatives", 256))
+    seen = np.unique(train_pairs.positive_indices[train_pairs.positive_indices >= 0])
+    if ev["rows"] is not None:  # corpus rows -> rows of the evaluated sub-corpus
+        at = np.searchsorted(ev["rows"], seen).clip(0, len(ev["rows"]) - 1)
+        seen = at[ev["rows"][at] == seen]
     record = evaluate(
         model,
         tokenizer,
-        corpus_ids=corpus_ids,
-        corpus_texts=corpus_texts,
-        query_ids=qids,
-        query_texts=[queries[queries.index(q)] for q in qids],
-        qrels=qrels,
-        k=ev.get("k", 100),
-        num_negatives=ev.get("num_negatives", 256),
-        repeats=ev.get("repeats", 10),
+        corpus_ids=ev["corpus_ids"],
+        corpus_texts=ev["corpus_texts"],
+        query_ids=ev["qids"],
+        query_texts=ev["query_texts"],
+        qrels=ev["qrels"],
+        k=study.eval.get("k", 100),
+        num_negatives=k_neg,
+        repeats=study.eval.get("repeats", 10),
         seed=0,
-        pool_size=ev.get("pool_size") or None,
-        query_max_length=32,
+        pool_size=study.eval.get("pool_size") or None,
+        query_max_length=min(32, model.config.max_position),
         passage_max_length=cfg.passage_max_length,
-        batch_size=ev.get("batch_size", 256),
+        batch_size=study.eval.get("batch_size", 256),
         device=cfg.device
         if cfg.device != "auto"
         else ("cuda" if torch.cuda.is_available() else "cpu"),
-        run_path=cell_dir / f"run.{split}.trec",
+        run_path=cell_dir / f"run.{ev['split']}.trec",
+        seen_rows=seen,
     )
+    chance = _chance(k_neg)
+    oracle = _oracle_ce(study, ev["split"])
+    near_chance = record["ce"] >= NEAR_CHANCE * chance
+    flags = []
+    if near_chance:
+        flags.append("near_chance")
+    if not result.converged:
+        flags.append("not_converged")
+    if record.get("seen_bias", {}).get("decides_ranking"):
+        flags.append("seen_passage_bias")
     record.update(
         {
             "key": cell.key,
             "study": study.name,
             "model": cell.model,
+            "checkpoint": cell.model if spec.pretrained else None,
             "N": num_non_embedding_params(model),
+            "d": cell.out_dim,
             "D": cell.data_size,
             "source": cell.source,
             "seed": cell.seed,
-            "split": split,
+            "split": ev["split"],
+            "chance_ce": chance,
+            "oracle_ce": oracle,
+            "near_chance": near_chance,
+            "converged": result.converged,
+            "flags": flags,
             "train": {
                 "steps": result.steps,
                 "best_step": result.best_step,
                 "best_dev_ce": result.best_dev_ce,
+                "stop_reason": result.stop_reason,
+                "max_steps": cfg.max_steps,
+                "lr": cfg.lr,
+                "tokens_per_second": result.tokens_per_second,
                 "seconds": result.seconds,
             },
             "seconds": time.perf_counter() - t0,
@@ -215,15 +341,24 @@ def run_cell(
     return record
 
 
-def _eval_corpus(corpus, qrels: dict, limit: int | None):
-    """The corpus a cell is evaluated on: all of it, or (``eval.corpus_limit``, for CPU-sized
-    studies) every judged passage of the split plus a seeded uniform sample of the rest up to
-    ``limit`` passages. Ranking metrics are then over that sub-corpus; the contrastive entropy is
-    unaffected by the cap as long as the pool stays much larger than K."""
+def _oracle_ce(study: StudyConfig, split: str) -> float | None:
+    if study.collection["kind"] != "synthetic":
+        return None
+    f = study_paths(study)["collection"] / "oracle.json"
+    if not f.exists():
+        return None
+    return json.loads(f.read_text()).get("splits", {}).get(split, {}).get("oracle_ce")
+
+
+def _eval_corpus_rows(corpus, qrels: dict, limit: int | None):
+    """Rows of the corpus a cell is evaluated on: None for all of it, or (``eval.corpus_limit``,
+    for CPU-sized studies) every judged passage of the split plus a seeded uniform sample of the
+    rest, ``limit`` passages in all, sorted. Ranking metrics are then over that sub-corpus; the
+    contrastive entropy is unaffected by the cap as long as the pool stays much larger than K."""
     import numpy as np
 
     if not limit or limit >= len(corpus):
-        return corpus.ids, corpus
+        return None
     judged = {r for rel in qrels.values() for d in rel if (r := corpus.find(d)) >= 0}
     if len(judged) > limit:
         raise ValueError(
@@ -232,8 +367,7 @@ def _eval_corpus(corpus, qrels: dict, limit: int | None):
     rng = np.random.default_rng(0)
     others = rng.choice(len(corpus), min(len(corpus), limit + len(judged)), replace=False)
     rows = sorted(judged) + [int(i) for i in others if int(i) not in judged][: limit - len(judged)]
-    sub = corpus.select(sorted(rows))
-    return sub.ids, sub
+    return np.array(sorted(rows), dtype=np.int64)
 
 
 def _exit_with_parent() -> None:
@@ -298,7 +432,9 @@ def run_study(study: StudyConfig, *, progress: bool = True, report: bool = True)
     records = ResultsStore(study_paths(study)["results"]).records()
     out = {"records": records, "report": None}
     if report:
-        out["report"] = write_study_report(study, records, info.get("oracle"))
+        out["report"] = write_study_report(
+            study, records, info.get("oracle"), info.get("baselines")
+        )
     return out
 
 
@@ -341,13 +477,36 @@ def _run_submitit(study: StudyConfig, todo: list[Cell], threads) -> None:
 
 
 def _describe(rec: dict) -> str:
-    return (
-        f"  {rec['model']:>8s} D={rec['D']:<7d} {rec['source']:<6s} CE={rec['ce']:.4f} "
-        f"N={rec['N']:,} ({rec['seconds']:.0f}s)"
+    """One line per finished cell, with its yardsticks: chance, convergence, the flags."""
+    tr = rec.get("train", {})
+    chance = rec.get("chance_ce")
+    line = (
+        f"  {rec['model']:>8s} d={rec.get('d', 768):<4d} D={rec['D']:<7d} {rec['source']:<6s} "
+        f"CE={rec['ce']:.4f}"
     )
+    if chance is not None:
+        line += f" (chance {chance:.2f})"
+    mrr = rec.get("metrics", {}).get("mrr@10")
+    if mrr is not None:
+        line += f" MRR@10={mrr:.3f}"
+    line += f" N={rec['N']:,}"
+    if "converged" in rec:
+        line += (
+            f" converged@{tr.get('best_step')}"
+            if rec["converged"]
+            else f" NOT CONVERGED (stopped at the {tr.get('steps')}-step cap)"
+        )
+    line += f" ({rec['seconds']:.0f}s)"
+    if rec.get("near_chance"):
+        line += "  !! AT OR ABOVE 0.9 x CHANCE: this model has not learned to rank; left out of fits"
+    if "seen_passage_bias" in rec.get("flags", ()):
+        line += "  !! seen-passage bias decides the ranking"
+    return line
 
 
-def write_study_report(study: StudyConfig, records: list[dict], oracle: dict | None) -> Path:
+def write_study_report(
+    study: StudyConfig, records: list[dict], oracle: dict | None, baselines: dict | None = None
+) -> Path:
     """Fit every law per annotation source, print them, and write the report folder."""
     from densescale.scaling import fit_study, write_report
 
@@ -356,13 +515,26 @@ def write_study_report(study: StudyConfig, records: list[dict], oracle: dict | N
     if oracle:
         oracle_ce = oracle.get("splits", {}).get(split, {}).get("oracle_ce")
     fits = fit_study(records, n_boot=100, seed=0)
-    print("\nfitted laws (contrastive entropy on the " + split + " split):")
+    k = int(study.eval.get("num_negatives", 256))
+    print(
+        f"\nfitted laws (contrastive entropy on the {split} split; chance = ln({k}+1) = "
+        f"{_chance(k):.3f}):"
+    )
     for f in fits.values():
         print(f.describe())
     if oracle_ce is not None:
         print(f"  oracle contrastive entropy of the collection: {oracle_ce:.4f}")
+    for name, row in (baselines or {}).items():
+        m = row.get("metrics", {})
+        print(f"  {name} reference: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
     return write_report(
-        records, study_paths(study)["report"], oracle_ce=oracle_ce, n_boot=100, seed=0, fits=fits
+        records,
+        study_paths(study)["report"],
+        oracle_ce=oracle_ce,
+        baselines=baselines,
+        n_boot=100,
+        seed=0,
+        fits=fits,
     )
 
 
@@ -372,14 +544,17 @@ def estimate_gpu_hours(
     """Rough compute of a study in H100-hours: training ~ 6 * N * tokens seen (queries, positives
     and the shared negatives of every step), evaluation ~ 2 * N * corpus tokens per cell, at 40% of
     the bf16 datasheet peak. Used to warn before a study that needs a cluster."""
-    from densescale.models import resolve_size
+    from densescale.models import resolve_model
 
     cfg = study.train
     if corpus_size is None:
         corpus_size = 8_841_823 if study.collection["kind"] == "msmarco" else 100_000
     total = 0.0
     for cell in study.cells():
-        n = resolve_size(cell.model).non_embedding_params()
+        shape = resolve_model(cell.model).shape()
+        if shape is None:
+            continue  # a hub checkpoint of unknown shape: not counted
+        n = shape.non_embedding_params(cell.out_dim)
         steps = study.steps_for(cell.data_size)
         tokens = steps * (
             cfg.batch_size

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 
 PROTOCOLS = ("paper", "inbatch")
 SCHEDULES = ("constant", "linear", "cosine")
+# where random training negatives come from: the corpus minus every dev and test positive
+# (default: training never pushes down the passages it is judged on), or the whole corpus (the
+# authors' sampling, DRScale dataset.py)
+NEGATIVE_SOURCES = ("non-eval", "corpus")
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,15 @@ class TrainConfig:
     ``protocol="inbatch"`` uses every other query's candidates as negatives (plus
     ``group_negatives`` random corpus passages per query and the optional shared pool), with a fixed
     or learnable ``scale``.
+
+    Stopping: every ``eval_every`` steps dev CE is measured; after ``patience`` evaluations without
+    an improvement of at least ``min_delta`` nats the run stops as converged; ``max_steps`` is the
+    safety cap (``patience = 0``: always run to the cap). ``negatives_from`` is where random
+    negatives are drawn from, the study's pool (``"non-eval"``: corpus minus dev and test
+    positives) or the whole ``"corpus"`` (the authors' choice; under it, the test positives are
+    pushed down as negatives while training, and a model from scratch learns "was a training
+    positive" instead of relevance). ``log_every`` steps between ``metrics.jsonl`` lines;
+    ``tensorboard`` also writes them to a TensorBoard folder.
     """
 
     protocol: str = "paper"
@@ -40,6 +53,10 @@ class TrainConfig:
     dev_pool: int = 20000
     dev_repeats: int = 2
     patience: int = 0
+    min_delta: float = 0.0
+    log_every: int = 10
+    tensorboard: bool = False
+    negatives_from: str = "non-eval"
     checkpoint_every: int = 100
     seed: int = 0
     device: str = "auto"
@@ -60,6 +77,7 @@ class TrainConfig:
             "eval_every",
             "checkpoint_every",
             "dev_repeats",
+            "log_every",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -74,6 +92,12 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.min_delta >= 0:
+            raise ValueError(f"min_delta must be >= 0 (nats of dev CE), got {self.min_delta}")
+        if self.negatives_from not in NEGATIVE_SOURCES:
+            raise ValueError(
+                f"negatives_from must be one of {NEGATIVE_SOURCES}, got {self.negatives_from!r}"
+            )
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:

@@ -26,6 +26,9 @@ from densescale.train.config import TrainConfig
 CHECKPOINT = "checkpoint.pt"
 BEST = "best_model.pt"
 RESULT = "train_result.json"
+METRICS = "metrics.jsonl"
+# why a run stopped: dev CE stopped improving (converged), the step cap, or no dev pairs to judge by
+STOP_REASONS = ("patience", "max_steps", "no_dev")
 
 
 @dataclass
@@ -38,9 +41,22 @@ class TrainResult:
     final_loss: float
     seconds: float
     history: list[dict] = field(default_factory=list)
+    stop_reason: str = "max_steps"
+    tokens_per_second: float = 0.0
+
+    @property
+    def converged(self) -> bool:
+        """True when training stopped because dev CE stopped improving (``patience`` evaluations
+        without a gain of ``min_delta``), not at the ``max_steps`` safety cap: the best checkpoint
+        is then the model's converged quality, which is what the scaling laws describe."""
+        return self.stop_reason == "patience"
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {**self.__dict__, "converged": self.converged}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainResult:
+        return cls(**{k: v for k, v in d.items() if k != "converged"})
 
 
 def resolve_device(device: str) -> torch.device:
@@ -89,9 +105,19 @@ def _lr_lambda(cfg: TrainConfig):
 
 
 class _Batches:
-    """Step -> (pair indices, negative corpus indices), a pure function of (seed, step, rank)."""
+    """Step -> (pair indices, negative corpus indices), a pure function of (seed, step, rank).
 
-    def __init__(self, num_pairs: int, corpus_size: int, cfg: TrainConfig, rank: int, world: int):
+    Negatives are drawn uniformly from ``pool`` (corpus rows), or from the whole corpus."""
+
+    def __init__(
+        self,
+        num_pairs: int,
+        corpus_size: int,
+        cfg: TrainConfig,
+        rank: int,
+        world: int,
+        pool: np.ndarray | None = None,
+    ):
         if num_pairs < cfg.batch_size:
             raise ValueError(
                 f"batch_size={cfg.batch_size} is larger than the number of training pairs ({num_pairs})"
@@ -109,6 +135,7 @@ class _Batches:
         )
         self.steps_per_epoch = num_pairs // cfg.batch_size
         self._epoch, self._perm = -1, None
+        self.pool = pool
 
     def __call__(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cfg = self.cfg
@@ -121,8 +148,11 @@ class _Batches:
         batch = batch[self.rank * local : (self.rank + 1) * local]
         rng = np.random.default_rng([cfg.seed, 1, step, self.rank])
         k_shared = cfg.num_negatives // self.world if cfg.num_negatives else 0
-        shared = rng.integers(0, self.corpus, size=k_shared)
-        group = rng.integers(0, self.corpus, size=(len(batch), cfg.group_negatives))
+        n = self.corpus if self.pool is None else len(self.pool)
+        shared = rng.integers(0, n, size=k_shared)
+        group = rng.integers(0, n, size=(len(batch), cfg.group_negatives))
+        if self.pool is not None:
+            shared, group = self.pool[shared], self.pool[group]
         return batch, shared, group
 
 
@@ -135,6 +165,7 @@ def train(
     config: TrainConfig,
     *,
     dev_pairs: Sequence | None = None,
+    negative_pool: np.ndarray | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Train ``model`` on annotated ``pairs`` (query, positive text, positive corpus index) and return
@@ -146,6 +177,15 @@ def train(
     on an interrupted one it resumes from the checkpoint. Under ``torchrun`` (torch.distributed
     initialised) every rank trains on its slice of each batch and negatives are gathered across
     ranks by the loss (``gather=True``); rank 0 writes the files.
+
+    ``negative_pool`` (int64 corpus rows) restricts the random negatives to those passages; the
+    study passes the corpus minus every dev and test positive, so training never pushes down the
+    passages it is evaluated on (SPEC 6). Default: the whole corpus.
+
+    Training stops when dev CE has not improved by ``config.min_delta`` for ``config.patience``
+    evaluations (``result.converged``), or at ``config.max_steps``. Every ``config.log_every`` steps
+    and every evaluation append a line to ``out_dir/metrics.jsonl`` (step, loss, dev_ce, lr,
+    tokens_per_s, elapsed), so a run can be watched while it trains.
     """
     cfg = config
     if not isinstance(cfg, TrainConfig):
@@ -156,15 +196,27 @@ def train(
         raise ValueError("corpus must not be empty")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if negative_pool is not None:
+        negative_pool = np.asarray(negative_pool, dtype=np.int64)
+        if negative_pool.ndim != 1 or len(negative_pool) == 0:
+            raise ValueError(
+                f"negative_pool must be a non-empty 1-d array of corpus rows, got shape "
+                f"{negative_pool.shape}"
+            )
+        if negative_pool.min() < 0 or negative_pool.max() >= len(corpus):
+            raise ValueError(
+                f"negative_pool rows must lie in [0, {len(corpus)}), got "
+                f"[{negative_pool.min()}, {negative_pool.max()}]"
+            )
     if (out / RESULT).exists():
-        return TrainResult(**json.loads((out / RESULT).read_text()))
+        return TrainResult.from_dict(json.loads((out / RESULT).read_text()))
 
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank = torch.distributed.get_rank() if distributed else 0
     world = torch.distributed.get_world_size() if distributed else 1
     device = resolve_device(cfg.device)
     use_bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
-    batches = _Batches(len(pairs), len(corpus), cfg, rank, world)
+    batches = _Batches(len(pairs), len(corpus), cfg, rank, world, negative_pool)
     doc_index = _pair_doc_ids(pairs)
 
     torch.manual_seed(cfg.seed)
@@ -202,6 +254,8 @@ def train(
         torch.set_rng_state(state["rng"])
         step, best_step, best_ce = state["step"], state["best_step"], state["best_ce"]
         bad_evals, history, elapsed = state["bad_evals"], state["history"], state["elapsed"]
+    tokens_seen = sum(h.get("tokens", 0) for h in history)
+    log = _MetricsLog(out / METRICS, step, enabled=rank == 0, tensorboard=cfg.tensorboard)
 
     def save_checkpoint() -> None:
         if rank != 0:
@@ -238,6 +292,7 @@ def train(
         )
     model.train()
     t_start, stop_early, last_loss = time.perf_counter(), False, float("nan")
+    last_dev = next((h["dev_ce"] for h in reversed(history) if "dev_ce" in h), None)
     while step < cfg.max_steps and not stop_early:
         idx, shared, group = batches(step)
         batch = [pairs[int(i)] for i in idx]
@@ -275,13 +330,18 @@ def train(
         last_loss = float(loss.detach())
         if not math.isfinite(last_loss):
             raise FloatingPointError(f"training loss became {last_loss} at step {step}; lower lr")
+        n_tokens = int(q["attention_mask"].sum() + p["attention_mask"].sum())
+        if n is not None:
+            n_tokens += int(n["attention_mask"].sum())
+        tokens_seen += n_tokens
         entry = {"step": step, "loss": last_loss, "lr": scheduler.get_last_lr()[0]}
+        entry["tokens"] = n_tokens
         if dev_pairs is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-            entry["dev_ce"] = dev_contrastive_entropy(
+            entry["dev_ce"] = last_dev = dev_contrastive_entropy(
                 model, tokenizer, dev_pairs, corpus, cfg, device
             )
             model.train()
-            if best_ce is None or entry["dev_ce"] < best_ce:
+            if best_ce is None or entry["dev_ce"] < best_ce - cfg.min_delta:
                 best_ce, best_step, bad_evals = entry["dev_ce"], step, 0
                 if rank == 0:
                     atomic_torch_save(model.state_dict(), out / BEST)
@@ -289,12 +349,23 @@ def train(
                 bad_evals += 1
                 stop_early = cfg.patience > 0 and bad_evals >= cfg.patience
         history.append(entry)
+        run_time = elapsed + time.perf_counter() - t_start
+        if step % cfg.log_every == 0 or "dev_ce" in entry or step == cfg.max_steps or stop_early:
+            log.write(
+                {
+                    "step": step,
+                    "loss": last_loss,
+                    **({"dev_ce": entry["dev_ce"]} if "dev_ce" in entry else {}),
+                    "lr": entry["lr"],
+                    "tokens_per_s": tokens_seen / max(run_time, 1e-9),
+                    "elapsed": run_time,
+                }
+            )
         if bar is not None:
-            now = time.perf_counter() - t_start
             bar.set_postfix(
                 loss=f"{last_loss:.3f}",
-                pairs_s=f"{cfg.batch_size * (bar.n + 1 - bar.initial) / max(now, 1e-9):.0f}",
-                **({"dev_ce": f"{entry['dev_ce']:.3f}"} if "dev_ce" in entry else {}),
+                tok_s=f"{tokens_seen / max(run_time, 1e-9):.0f}",
+                **({"dev_ce": f"{last_dev:.3f}"} if last_dev is not None else {}),
             )
             bar.update(1)
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stop_early:
@@ -303,29 +374,72 @@ def train(
             save_checkpoint()
     if bar is not None:
         bar.close()
+    log.close()
     elapsed += time.perf_counter() - t_start
-    if rank == 0:
-        if dev_pairs is None:
-            best_step = step
-            atomic_torch_save(model.state_dict(), out / BEST)
-        result = TrainResult(
-            steps=step,
-            best_step=best_step,
-            best_dev_ce=best_ce,
-            final_loss=last_loss,
-            seconds=elapsed,
-            history=history,
-        )
-        atomic_write_text(out / RESULT, json.dumps(result.to_dict()))
-        return result
-    return TrainResult(
+    if dev_pairs is None:
+        reason = "no_dev"
+    elif stop_early or (cfg.patience > 0 and bad_evals >= cfg.patience):
+        reason = "patience"
+    else:
+        reason = "max_steps"
+    result = TrainResult(
         steps=step,
         best_step=best_step,
         best_dev_ce=best_ce,
         final_loss=last_loss,
         seconds=elapsed,
         history=history,
+        stop_reason=reason,
+        tokens_per_second=tokens_seen / max(elapsed, 1e-9),
     )
+    if rank == 0:
+        if dev_pairs is None:
+            result.best_step = step
+            atomic_torch_save(model.state_dict(), out / BEST)
+        atomic_write_text(out / RESULT, json.dumps(result.to_dict()))
+    return result
+
+
+class _MetricsLog:
+    """Appends one JSON object per line to ``metrics.jsonl`` (flushed, so ``tail -f`` shows it),
+    and optionally to a TensorBoard writer. On resume, lines past the checkpoint's step (written
+    after it, then lost with the process) are dropped first, so the file matches the run."""
+
+    def __init__(self, path: Path, resume_step: int, *, enabled: bool, tensorboard: bool) -> None:
+        self.file = self.writer = None
+        if not enabled:
+            return
+        if path.exists():
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
+        self.file = open(path, "a", buffering=1)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise ValueError(
+                    "tensorboard=True needs the tensorboard package (pip install tensorboard)"
+                ) from e
+            self.writer = SummaryWriter(str(path.parent / "tensorboard"))
+
+    def write(self, row: dict) -> None:
+        if self.file is None:
+            return
+        self.file.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "step":
+                    self.writer.add_scalar(key, value, row["step"])
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _encode_step(net, q: dict, p: dict, n: dict | None, *, one_call: bool):
