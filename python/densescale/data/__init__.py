@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .annotations import SOURCES, TrainingPair, TrainingPairs, annotation_pairs
 from .collection import Collection, load_beir, load_msmarco
+from .irds import load_irds
 from .medquad import load_medquad
 from .readers import read_jsonl_texts, read_tsv_texts
 from .resolve import collection_table, open_collection
@@ -45,6 +46,7 @@ __all__ = [
     "open_collection",
     "generate_synthetic",
     "load_beir",
+    "load_irds",
     "load_medquad",
     "load_msmarco",
     "load_synthetic",
