@@ -3,16 +3,21 @@ evaluation pipeline (encode -> search -> run -> metrics -> CE -> record)."""
 
 from __future__ import annotations
 
+from .bm25 import bm25_baseline, bm25_run
 from .entropy import CEResult, contrastive_entropy, sample_negatives
-from .metrics import DEFAULT_METRICS, rank_run, ranking_metrics
+from .metrics import DEFAULT_METRICS, ParsedMetric, parse_metrics, rank_run, ranking_metrics
 from .pipeline import evaluate, exact_search
 
 __all__ = [
     "DEFAULT_METRICS",
     "CEResult",
+    "ParsedMetric",
+    "bm25_baseline",
+    "bm25_run",
     "contrastive_entropy",
     "evaluate",
     "exact_search",
+    "parse_metrics",
     "rank_run",
     "ranking_metrics",
     "sample_negatives",
