@@ -93,7 +93,8 @@ def test_split_ids_from_sub_datasets_and_single_ids(toy):
     assert split_ids(mapping) == mapping
 
 
-def test_split_ids_of_catalogue_ids_offline():
+def test_split_ids_of_catalogue_ids_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("IR_DATASETS_HOME", str(tmp_path))  # the catalogue is static: no download
     assert split_ids("beir/scifact") == {"train": "beir/scifact/train", "test": "beir/scifact/test"}
     assert split_ids("beir/nfcorpus") == {
         "train": "beir/nfcorpus/train",
