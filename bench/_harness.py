@@ -95,20 +95,12 @@ def _version(mod: str) -> str | None:
 
 def env_info(device: str) -> dict:
     """Device name, library versions, threads and date: stamped on every row."""
-    if device.startswith("cuda"):
-        name = torch.cuda.get_device_name()
-    else:
-        name = "cpu"
-        try:
-            with open("/proc/cpuinfo") as f:
-                name = next(
-                    line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
-                )
-        except (OSError, StopIteration):
-            name = platform.processor() or "cpu"
+    cpu = cpu_model()
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else cpu
     return {
         "device": device,
         "device_name": name,
+        "cpu": cpu,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "triton": _version("triton"),
@@ -119,11 +111,28 @@ def env_info(device: str) -> dict:
     }
 
 
+def cpu_model() -> str:
+    """The CPU's 'model name' from /proc/cpuinfo (printed in every benchmark row)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(
+                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        return platform.processor() or "cpu"
+
+
+def results_dir() -> Path:
+    """bench/results/, or $DENSESCALE_BENCH_RESULTS (dry runs write to a scratch folder)."""
+    return Path(os.environ.get("DENSESCALE_BENCH_RESULTS") or RESULTS)
+
+
 def write_rows(name: str, rows: list[dict], device: str) -> Path:
-    """Write rows as CSV and JSON under bench/results/ (atomically) and return the CSV path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    """Write rows as CSV and JSON under results_dir() (atomically) and return the CSV path."""
+    out = results_dir()
+    out.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = RESULTS / f"{name}-{device.split(':')[0]}-{stamp}"
+    base = out / f"{name}-{device.split(':')[0]}-{stamp}"
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
@@ -150,3 +159,40 @@ def _fmt(v: object) -> str:
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.0f}"
     return "" if v is None else str(v)
+
+
+def gpu_summary(paths: list[str | Path]) -> list[dict]:
+    """One table over bench_loss / bench_search GPU result files: every timed row with its fraction
+    of the matmul peak and of the copy bandwidth measured in the same run (gpu_suite.sh prints it).
+    """
+    rows: list[dict] = []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        for r in data:
+            if r.get("status", "ok") != "ok" or "median_ms" not in r:
+                continue
+            rows.append(
+                {
+                    "bench": Path(path).name.split("-")[0],
+                    "case": r.get("case") or f"B={r.get('B')} sym={r.get('symmetric')}",
+                    "provider": r.get("provider"),
+                    "mode": r.get("mode", ""),
+                    "M": r.get("M", r.get("B")),
+                    "median_ms": r["median_ms"],
+                    "frac_peak_flops": r.get("frac_peak_flops", r.get("frac_peak")),
+                    "frac_copy_bw": r.get("frac_copy_bw"),
+                    "device_name": r.get("device_name"),
+                }
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) < 2 or sys.argv[1] != "summary":
+        raise SystemExit("usage: python bench/_harness.py summary RESULT.json [...]")
+    table = gpu_summary(sys.argv[2:])
+    if not table:
+        raise SystemExit("no timed rows in " + " ".join(sys.argv[2:]))
+    print_table(table, list(table[0]))

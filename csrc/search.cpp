@@ -29,6 +29,9 @@ struct VGeneric {
     for (int l = 0; l < W; ++l) r.v[l] = to_float(p[l]);
     return r;
   }
+  static void store(float* p, const reg& a) {
+    for (int l = 0; l < W; ++l) p[l] = a.v[l];
+  }
   static reg fma(const reg& a, const reg& b, reg c) {
     for (int l = 0; l < W; ++l) c.v[l] += a.v[l] * b.v[l];
     return c;
@@ -65,7 +68,9 @@ P* ptr(uintptr_t address, const char* name) {
   return reinterpret_cast<P*>(address);
 }
 
-void search_topk(uintptr_t queries, int64_t M, int64_t D, uintptr_t corpus, int64_t N,
+// (bad_query, bad_row): the smallest query / corpus row (local index) that produced a non-finite
+// score, -1 when none (see search_kernel.h); the launcher turns them into a clear error.
+py::tuple search_topk(uintptr_t queries, int64_t M, int64_t D, uintptr_t corpus, int64_t N,
                  int64_t corpus_stride, int corpus_type_code, uintptr_t row_scale, int64_t k,
                  int64_t id_offset, uintptr_t out_scores, uintptr_t out_ids, int threads,
                  const std::string& isa) {
@@ -92,15 +97,19 @@ void search_topk(uintptr_t queries, int64_t M, int64_t D, uintptr_t corpus, int6
   a.out_ids = ptr<int64_t>(out_ids, "out_ids");
   a.threads = threads;
   const Isa chosen = pick_isa(isa);
-  py::gil_scoped_release release;
-  switch (chosen) {
-    case Isa::Avx512: topk_avx512(a); break;
-    case Isa::Avx2: topk_avx2(a); break;
-    default: topk_dispatch<VGeneric>(a); break;
+  {
+    py::gil_scoped_release release;
+    switch (chosen) {
+      case Isa::Avx512: topk_avx512(a); break;
+      case Isa::Avx2: topk_avx2(a); break;
+      default: topk_dispatch<VGeneric>(a); break;
+    }
   }
+  return py::make_tuple(a.bad_query, a.bad_row);
 }
 
-void score_candidates(uintptr_t queries, int64_t M, int64_t D, uintptr_t corpus, int64_t N,
+// (bad_query, bad_row) as for search_topk; bad_row is a corpus id.
+py::tuple score_candidates(uintptr_t queries, int64_t M, int64_t D, uintptr_t corpus, int64_t N,
                       int64_t corpus_stride, int corpus_type_code, uintptr_t ids, int64_t C,
                       uintptr_t out, int threads, const std::string& isa) {
   if (M < 1 || D < 1 || N < 1 || C < 0)
@@ -116,7 +125,7 @@ void score_candidates(uintptr_t queries, int64_t M, int64_t D, uintptr_t corpus,
   a.corpus_type = corpus_type(corpus_type_code);
   a.C = C;
   a.threads = threads;
-  if (C == 0) return;
+  if (C == 0) return py::make_tuple(-1, -1);
   a.ids = ptr<const int64_t>(ids, "candidate_ids");
   a.out = ptr<float>(out, "out");
   // Every id is checked before any score is written: a bad id would read outside the corpus.
@@ -128,12 +137,15 @@ void score_candidates(uintptr_t queries, int64_t M, int64_t D, uintptr_t corpus,
                             std::to_string(t % C) + ")");
   }
   const Isa chosen = pick_isa(isa);
-  py::gil_scoped_release release;
-  switch (chosen) {
-    case Isa::Avx512: candidates_avx512(a); break;
-    case Isa::Avx2: candidates_avx2(a); break;
-    default: candidates_dispatch<VGeneric>(a); break;
+  {
+    py::gil_scoped_release release;
+    switch (chosen) {
+      case Isa::Avx512: candidates_avx512(a); break;
+      case Isa::Avx2: candidates_avx2(a); break;
+      default: candidates_dispatch<VGeneric>(a); break;
+    }
   }
+  return py::make_tuple(a.bad_query, a.bad_row);
 }
 
 }  // namespace
@@ -146,12 +158,15 @@ void register_search(py::module_& m) {
         "Exact top-k by inner product over raw buffers (addresses as ints).\n"
         "queries (M, D) fp32; corpus (N, D) fp32/fp16/bf16 (corpus_type 0/1/2) with row stride\n"
         "corpus_stride; row_scale optional (N,) fp32 multiplier (0 = none); writes out_scores (M, k)\n"
-        "fp32 and out_ids (M, k) int64 (+ id_offset), score descending, ties by smaller id.");
+        "fp32 and out_ids (M, k) int64 (+ id_offset), score descending, ties by smaller id.\n"
+        "Returns (bad_query, bad_row): the smallest query and local corpus row whose scores came\n"
+        "out NaN/Inf (-1, -1 when all were finite).");
   m.def("score_candidates", &score_candidates, py::arg("queries"), py::arg("M"), py::arg("D"),
         py::arg("corpus"), py::arg("N"), py::arg("corpus_stride"), py::arg("corpus_type"),
         py::arg("ids"), py::arg("C"), py::arg("out"), py::arg("threads") = 0, py::arg("isa") = "",
         "out[m, c] = queries[m] . corpus[ids[m, c]] (fp32), -inf where ids[m, c] == -1.\n"
-        "ids (M, C) int64 are range-checked before any work.");
+        "ids (M, C) int64 are range-checked before any work. Returns (bad_query, bad_row): the\n"
+        "smallest query and corpus id with a NaN/Inf score (-1, -1 when none).");
   m.def("detected_isa", [] { return std::string(isa_name(detect_isa())); },
         "Widest SIMD path this CPU supports (ignores DENSESCALE_ISA).");
 }

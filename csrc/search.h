@@ -24,6 +24,10 @@ struct TopkArgs {
   float* out_scores = nullptr;  // (M, k)
   int64_t* out_ids = nullptr;   // (M, k)
   int threads = 1;
+  // Out: the smallest query index and the smallest corpus row (local, without id_offset) that
+  // produced a non-finite score, -1 when every score was finite. A NaN/Inf in an input row makes
+  // all of its scores non-finite, so this detects bad inputs without reading them a second time.
+  int64_t bad_query = -1, bad_row = -1;
 };
 
 // out[m, c] = sum_d queries[m, d] * corpus[ids[m, c], d]; -inf where ids[m, c] == -1. Ids are
@@ -38,13 +42,16 @@ struct CandidateArgs {
   int64_t C = 0;
   float* out = nullptr;  // (M, C)
   int threads = 1;
+  // Out: the smallest query index and the smallest corpus id whose score came out non-finite
+  // (-1 when none); padding (-inf by definition) is not counted.
+  int64_t bad_query = -1, bad_row = -1;
 };
 
-void topk_generic(const TopkArgs& a);
-void topk_avx2(const TopkArgs& a);
-void topk_avx512(const TopkArgs& a);
-void candidates_generic(const CandidateArgs& a);
-void candidates_avx2(const CandidateArgs& a);
-void candidates_avx512(const CandidateArgs& a);
+void topk_generic(TopkArgs& a);
+void topk_avx2(TopkArgs& a);
+void topk_avx512(TopkArgs& a);
+void candidates_generic(CandidateArgs& a);
+void candidates_avx2(CandidateArgs& a);
+void candidates_avx512(CandidateArgs& a);
 
 }  // namespace densescale

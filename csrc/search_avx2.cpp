@@ -20,6 +20,7 @@ struct V256 {
     const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
   }
+  static void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
   static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
   static float hsum(reg a) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
@@ -31,7 +32,7 @@ struct V256 {
 
 }  // namespace
 
-void topk_avx2(const TopkArgs& a) { topk_dispatch<V256>(a); }
-void candidates_avx2(const CandidateArgs& a) { candidates_dispatch<V256>(a); }
+void topk_avx2(TopkArgs& a) { topk_dispatch<V256>(a); }
+void candidates_avx2(CandidateArgs& a) { candidates_dispatch<V256>(a); }
 
 }  // namespace densescale

@@ -20,13 +20,14 @@ struct V512 {
     const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
   }
+  static void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
   static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
   static float hsum(reg a) { return _mm512_reduce_add_ps(a); }
 };
 
 }  // namespace
 
-void topk_avx512(const TopkArgs& a) { topk_dispatch<V512>(a); }
-void candidates_avx512(const CandidateArgs& a) { candidates_dispatch<V512>(a); }
+void topk_avx512(TopkArgs& a) { topk_dispatch<V512>(a); }
+void candidates_avx512(CandidateArgs& a) { candidates_dispatch<V512>(a); }
 
 }  // namespace densescale

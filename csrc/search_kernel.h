@@ -5,7 +5,7 @@
 //
 // V provides: `reg`, `W` (lanes), `MR` x `NR` (register tile: MR queries x NR corpus rows),
 // zero(), load(const float*), load(const F16*), load(const BF16*) (both widen to fp32 in register),
-// fma(a, b, c) = a * b + c, hsum(reg) -> float.
+// store(float*, reg), fma(a, b, c) = a * b + c, hsum(reg) -> float.
 //
 // Top-k (per unit = a block of <= MB queries x a contiguous corpus range):
 //   for each corpus block of NB rows:
@@ -14,7 +14,18 @@
 //                     memory once per query block);
 //     per query: candidates with score > threshold (the current k-th best) go to a buffer of
 //                capacity k + slack; a full buffer is cut back to its k best with nth_element,
-//                which raises the threshold.
+//                which raises the threshold; a non-finite score is recorded (see below).
+//   fp16 / bf16 corpus with a large query block: the NB rows are widened to fp32 once per block
+//   (vector load + convert in registers, stored to an L1/L2-resident scratch of NB x D floats)
+//   and the fp32 micro-kernel runs on that, so each element is converted once per query block
+//   rather than once per MR-query register tile (the convert shares the FMA ports; widening per
+//   tile made fp16 ~1.5x slower than fp32 at M = 1000). Small query blocks (memory-bound) widen
+//   directly in the micro-kernel's loads.
+// Non-finite scores: a NaN/Inf element in a query or corpus row makes every score of that row
+// NaN or +-Inf (NaN propagates, Inf * 0 = NaN, Inf - Inf = NaN), so checking the scores, which
+// sit in L1 anyway, detects bad inputs without a second pass over the corpus. Each unit records
+// the smallest query and corpus row with a non-finite score; the launcher reports the row (and
+// tells an overflow of finite inputs apart) on that error path only.
 //   Units split the queries into blocks and, when there are few query blocks, the corpus into
 //   shards (so M = 1 still uses every thread); per-unit top-k lists are merged at the end.
 // Corpus ids within a unit grow monotonically, so "score > threshold" is the exact tie rule
@@ -26,6 +37,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "search.h"
@@ -143,29 +155,84 @@ inline int64_t cut_to_k(Cand* buf, int64_t count, int64_t k) {
 }
 
 constexpr int64_t kBlockRows = 48;  // NB: corpus rows per tile (a multiple of every NR)
+// Query blocks with more rows than this widen fp16 / bf16 corpus blocks once into a scratch.
+constexpr int64_t kWidenMinQueries = 16;
+
+// True when every x[0..n) is finite (exponent bits not all ones); an integer OR the compiler
+// vectorises, so it costs a fraction of one FMA per score.
+inline bool all_finite(const float* x, int64_t n) {
+  uint32_t bad = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    uint32_t b;
+    std::memcpy(&b, x + j, 4);
+    bad |= static_cast<uint32_t>((b & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad == 0;
+}
+
+inline bool is_finite(float x) { return all_finite(&x, 1); }
+
+// Widen rows [0, nb) of a corpus block to fp32 (row stride cs in, D out) in registers.
+template <class V, class T>
+inline void widen_rows(const T* c, int64_t cs, int64_t nb, int64_t D, float* out) {
+  for (int64_t r = 0; r < nb; ++r) {
+    const T* src = c + r * cs;
+    float* dst = out + r * D;
+    int64_t d = 0;
+    for (; d + V::W <= D; d += V::W) V::store(dst + d, V::load(src + d));
+    for (; d < D; ++d) dst[d] = to_float(src[d]);
+  }
+}
+
+struct NonFinite {
+  int64_t query = -1, row = -1;  // smallest query / corpus row seen with a non-finite score
+  void note(int64_t m, int64_t j) {
+    if (query < 0 || m < query) query = m;
+    if (row < 0 || j < row) row = j;
+  }
+};
 
 template <class V, class T>
 void run_unit(const TopkArgs& a, int64_t q0, int64_t mq, int64_t j_begin, int64_t j_end, Cand* bufs,
-              int64_t cap, int64_t* counts, float* tile) {
+              int64_t cap, int64_t* counts, float* tile, float* wide, NonFinite& bad) {
   const T* corpus = static_cast<const T*>(a.corpus);
   const int64_t D = a.D, cs = a.corpus_stride, k = a.k;
   std::vector<float> thr(mq, -std::numeric_limits<float>::infinity());
   for (int64_t i = 0; i < mq; ++i) counts[i] = 0;
+  const bool widen = !std::is_same<T, float>::value && wide != nullptr && mq >= kWidenMinQueries;
   for (int64_t jb = j_begin; jb < j_end; jb += kBlockRows) {
     const int64_t nb = std::min(kBlockRows, j_end - jb);
-    for (int64_t jg = 0; jg < nb; jg += V::NR) {
-      const int nr = static_cast<int>(std::min<int64_t>(V::NR, nb - jg));
-      const T* c = corpus + (jb + jg) * cs;
-      for (int64_t ig = 0; ig < mq; ig += V::MR) {
-        const int mr = static_cast<int>(std::min<int64_t>(V::MR, mq - ig));
-        micro_any<V, T>(mr, nr, a.queries + (q0 + ig) * D, D, c, cs, D, tile + ig * kBlockRows + jg,
-                        kBlockRows);
+    if (widen) {
+      widen_rows<V, T>(corpus + jb * cs, cs, nb, D, wide);
+      for (int64_t jg = 0; jg < nb; jg += V::NR) {
+        const int nr = static_cast<int>(std::min<int64_t>(V::NR, nb - jg));
+        const float* c = wide + jg * D;
+        for (int64_t ig = 0; ig < mq; ig += V::MR) {
+          const int mr = static_cast<int>(std::min<int64_t>(V::MR, mq - ig));
+          micro_any<V, float>(mr, nr, a.queries + (q0 + ig) * D, D, c, D, D,
+                              tile + ig * kBlockRows + jg, kBlockRows);
+        }
+      }
+    } else {
+      for (int64_t jg = 0; jg < nb; jg += V::NR) {
+        const int nr = static_cast<int>(std::min<int64_t>(V::NR, nb - jg));
+        const T* c = corpus + (jb + jg) * cs;
+        for (int64_t ig = 0; ig < mq; ig += V::MR) {
+          const int mr = static_cast<int>(std::min<int64_t>(V::MR, mq - ig));
+          micro_any<V, T>(mr, nr, a.queries + (q0 + ig) * D, D, c, cs, D,
+                          tile + ig * kBlockRows + jg, kBlockRows);
+        }
       }
     }
     for (int64_t i = 0; i < mq; ++i) {
       float* row = tile + i * kBlockRows;
       if (a.row_scale)
         for (int64_t j = 0; j < nb; ++j) row[j] *= a.row_scale[jb + j];
+      if (!all_finite(row, nb)) {
+        int64_t j = 0;
+        while (is_finite(row[j])) ++j;
+        bad.note(q0 + i, jb + j);
+      }
       Cand* buf = bufs + i * cap;
       int64_t n = counts[i];
       if (n + nb > cap) {
@@ -191,7 +258,7 @@ inline int resolve_threads(int threads) {
 }
 
 template <class V, class T>
-void topk_impl(const TopkArgs& a) {
+void topk_impl(TopkArgs& a) {
   const int T_ = resolve_threads(a.threads);
   const int64_t M = a.M, N = a.N, k = a.k;
   // Query block: up to 32 register tiles (128 fp32 queries of D = 768 = 384 KiB, inside L2).
@@ -210,10 +277,13 @@ void topk_impl(const TopkArgs& a) {
 
   std::vector<std::vector<Cand>> unit_bufs(units);
   std::vector<std::vector<int64_t>> unit_counts(units);
+  std::vector<NonFinite> unit_bad(units);
+  const bool widen = !std::is_same<T, float>::value && mb >= kWidenMinQueries;
 
 #pragma omp parallel num_threads(T_)
   {
     std::vector<float> tile(static_cast<size_t>(mb + V::MR) * kBlockRows);
+    std::vector<float> wide(widen ? static_cast<size_t>(kBlockRows) * a.D : 0);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t u = 0; u < units; ++u) {
       const int64_t qb = u / shards, s = u % shards;
@@ -221,7 +291,8 @@ void topk_impl(const TopkArgs& a) {
       const int64_t j0 = N * s / shards, j1 = N * (s + 1) / shards;
       unit_bufs[u].resize(static_cast<size_t>(mq * cap));
       unit_counts[u].resize(mq);
-      run_unit<V, T>(a, q0, mq, j0, j1, unit_bufs[u].data(), cap, unit_counts[u].data(), tile.data());
+      run_unit<V, T>(a, q0, mq, j0, j1, unit_bufs[u].data(), cap, unit_counts[u].data(), tile.data(),
+                     widen ? wide.data() : nullptr, unit_bad[u]);
     }
     // Merge: each query gathers its lists from the shards of its query block.
     std::vector<Cand> merged;
@@ -242,16 +313,22 @@ void topk_impl(const TopkArgs& a) {
         os[r] = merged[r].s;
         oi[r] = merged[r].id + a.id_offset;
       }
-      for (int64_t r = n; r < k; ++r) {  // unreachable while k <= N; kept well-defined
+      for (int64_t r = n; r < k; ++r) {  // reached only when NaN scores were skipped
         os[r] = -std::numeric_limits<float>::infinity();
         oi[r] = -1;
       }
     }
   }
+  NonFinite bad;
+  for (const NonFinite& b : unit_bad) {
+    if (b.query >= 0) bad.note(b.query, b.row);
+  }
+  a.bad_query = bad.query;
+  a.bad_row = bad.row;
 }
 
 template <class V>
-void topk_dispatch(const TopkArgs& a) {
+void topk_dispatch(TopkArgs& a) {
   switch (a.corpus_type) {
     case CorpusType::F32: topk_impl<V, float>(a); break;
     case CorpusType::F16: topk_impl<V, F16>(a); break;
@@ -283,17 +360,23 @@ inline void dot_rows(const float* q, const T* const* rows, const T* const* next,
 }
 
 template <class V, class T>
-void candidates_impl(const CandidateArgs& a) {
+void candidates_impl(CandidateArgs& a) {
   const int T_ = resolve_threads(a.threads);
   const T* corpus = static_cast<const T*>(a.corpus);
   const int64_t C = a.C, D = a.D, cs = a.corpus_stride;
   // 8 rows in flight per pass (8 independent accumulators and memory streams) while the next 8
   // rows are prefetched a line per step: random rows are latency-bound, so parallelism wins.
   constexpr int R = 8;
+  std::vector<NonFinite> thread_bad(T_);
 #pragma omp parallel num_threads(T_)
   {
     std::vector<const T*> ptrs(C + R);
     std::vector<int64_t> pos(C);
+#ifdef DENSESCALE_OPENMP
+    NonFinite& bad = thread_bad[omp_get_thread_num()];
+#else
+    NonFinite& bad = thread_bad[0];
+#endif
 #pragma omp for schedule(dynamic, 8)
     for (int64_t m = 0; m < a.M; ++m) {
       const int64_t* ids = a.ids + m * C;
@@ -316,17 +399,27 @@ void candidates_impl(const CandidateArgs& a) {
         const T* const* next = (g + 2 * R <= n) ? &ptrs[g + R] : nullptr;
         dot_rows<V, T, R>(q, &ptrs[g], next, D, s);
         for (int r = 0; r < R; ++r) out[pos[g + r]] = s[r];
+        if (!all_finite(s, R))
+          for (int r = 0; r < R; ++r)
+            if (!is_finite(s[r])) bad.note(m, ids[pos[g + r]]);
       }
       for (; g < n; ++g) {
         dot_rows<V, T, 1>(q, &ptrs[g], nullptr, D, s);
         out[pos[g]] = s[0];
+        if (!is_finite(s[0])) bad.note(m, ids[pos[g]]);
       }
     }
   }
+  NonFinite bad;
+  for (const NonFinite& b : thread_bad) {
+    if (b.query >= 0) bad.note(b.query, b.row);
+  }
+  a.bad_query = bad.query;
+  a.bad_row = bad.row;
 }
 
 template <class V>
-void candidates_dispatch(const CandidateArgs& a) {
+void candidates_dispatch(CandidateArgs& a) {
   switch (a.corpus_type) {
     case CorpusType::F32: candidates_impl<V, float>(a); break;
     case CorpusType::F16: candidates_impl<V, F16>(a); break;

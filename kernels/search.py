@@ -143,6 +143,7 @@ def _topk_tiles_kernel(
     keys_ptr,
     scores_ptr,
     ids_ptr,
+    bad_ptr,
     M,
     N,
     D,
@@ -168,6 +169,8 @@ def _topk_tiles_kernel(
     FEW (power of two <= K_PAD): size of the cheap selection used when few keys of a tile qualify.
     WRITE_KEYS: store the K_PAD sorted keys to keys[s, m, :] for a later merge across splits;
     otherwise store the first k (score, id) pairs to scores[m, :k], ids[m, :k].
+    bad[i, s] = 1 when some valid score of the program came out NaN/Inf (a NaN/Inf in a query or
+    corpus row makes all its scores non-finite: the input check, from scores already in registers).
     UPCAST: bf16 operands go through fp32 (the Triton 3.9 interpreter mis-computes bf16 dots).
     """
     pid_m = tl.program_id(0).to(tl.int64)
@@ -180,6 +183,7 @@ def _topk_tiles_kernel(
     n_end = tl.minimum(n_begin + tiles_per_split * BLOCK_N, N)
 
     best = tl.full((BLOCK_M, K_PAD), EMPTY_KEY, tl.int64)
+    any_bad = tl.zeros((), dtype=tl.int32)
     for n0 in range(n_begin, n_end, BLOCK_N):
         cols = n0 + offs_n
         col_ok = cols < n_end
@@ -201,6 +205,9 @@ def _topk_tiles_kernel(
                 q = q.to(tl.float32)
                 c = c.to(tl.float32)
             acc = tl.dot(q, tl.trans(c), acc, input_precision=PRECISION)
+        # x - x is 0 for finite x and NaN for NaN / +-Inf
+        nonfinite = ((acc - acc) != 0.0) & row_ok[:, None] & col_ok[None, :]
+        any_bad = tl.maximum(any_bad, tl.max(tl.max(nonfinite.to(tl.int32), axis=1), axis=0))
         keys = _pack_keys(acc, cols[None, :])
         keys = tl.where(col_ok[None, :], keys, EMPTY_KEY)
         # Threshold test: merge only when some row of the tile has a key above its current k-th,
@@ -218,6 +225,7 @@ def _topk_tiles_kernel(
                 cand = _topk_rows(keys, K_PAD, 0)
             best = _merge_sorted(best, cand)
 
+    tl.store(bad_ptr + pid_m * tl.num_programs(1) + pid_s, any_bad)
     offs_k = tl.arange(0, K_PAD).to(tl.int64)
     if WRITE_KEYS:
         out = keys_ptr + (pid_s * M + rows[:, None]) * K_PAD + offs_k[None, :]

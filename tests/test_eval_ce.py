@@ -199,3 +199,39 @@ def test_bad_input():
         contrastive_entropy(q.long(), pos, pool, num_negatives=8)
     with pytest.raises(ValueError, match="num_negatives"):
         sample_negatives(3, 10, 5)
+
+
+# ---- NaN / Inf: named from the scores (issue 10, issue 11 item 3) ----
+
+
+@pytest.mark.parametrize("pool_size", [60, 1000])  # dense scoring / drawn candidates only
+def test_nan_rows_are_named_exactly(pool_size):
+    g = torch.Generator().manual_seed(0)
+    q, pos = torch.randn(200, 16, generator=g), torch.randn(200, 16, generator=g)
+    pool = torch.randn(pool_size, 16, generator=g)
+    # 1000 > 8 * repeats * K: only drawn rows are scored (200 x 100 draws touch every row here)
+    kw = (
+        {"num_negatives": 8, "repeats": 2}
+        if pool_size == 60
+        else {"num_negatives": 100, "repeats": 1}
+    )
+    for name, t in (("q_emb", q), ("pos_emb", pos), ("pool_emb", pool)):
+        bad = t.clone()
+        bad[17, 3] = float("nan")
+        bad[25, 0] = float("inf")
+        args = {"q_emb": q, "pos_emb": pos, "pool_emb": pool, name: bad}
+        with pytest.raises(ValueError, match=rf"^{name} row 17 holds NaN or Inf"):
+            contrastive_entropy(args["q_emb"], args["pos_emb"], args["pool_emb"], **kw)
+
+
+def test_nan_outside_pool_rows_is_not_an_error():
+    g = torch.Generator().manual_seed(0)
+    q, pos = torch.randn(10, 16, generator=g), torch.randn(10, 16, generator=g)
+    pool = torch.randn(40, 16, generator=g)
+    pool[3] = float("nan")  # a test positive, excluded from the pool by pool_rows
+    rows = torch.tensor([r for r in range(40) if r != 3])
+    res = contrastive_entropy(q, pos, pool, num_negatives=8, repeats=2, pool_rows=rows)
+    assert np.isfinite(res.mean)
+    pool[20, 1] = float("inf")
+    with pytest.raises(ValueError, match="pool_emb row 20 holds NaN or Inf"):
+        contrastive_entropy(q, pos, pool, num_negatives=8, repeats=2, pool_rows=rows)

@@ -155,7 +155,7 @@ def test_from_faiss_rejects_l2():
         (
             lambda: _one().search(torch.tensor([[float("inf"), 0, 0, 0]]), 1),
             ValueError,
-            "queries contains",
+            "queries row 0 holds NaN or Inf",
         ),
         (
             lambda: _one().search(torch.randn(1, 4), 1, backend="nope"),

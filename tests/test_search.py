@@ -41,7 +41,9 @@ def run_backend(backend: str, q, corpus, k, *, metric="ip", threads=2, chunk_row
         shards = S._to_shards(corpus, qt.shape[1])
         if metric == "cos":
             qt = S._normalize(qt)
-        return S._search_cpp(qt, shards, k, metric == "cos", threads, backend[4:])
+        s, i, bad = S._search_cpp(qt, shards, k, metric == "cos", threads, backend[4:])
+        assert not bad.any()
+        return s, i
     return densescale.search(
         q, corpus, k, metric=metric, backend=backend, threads=threads, chunk_rows=chunk_rows
     )
@@ -150,9 +152,14 @@ class _TritonStandIn:
     def __init__(self):
         self.calls = []
 
-    def topk(self, queries, corpus, k):
+    def topk(self, queries, corpus, k, return_nonfinite=False):
         self.calls.append((queries.dtype, corpus.shape[0], k))
-        return S.topk_exact(queries.float() @ corpus.float().T, k)
+        scores = queries.float() @ corpus.float().T
+        bad = ~torch.isfinite(scores).all()
+        if bool(bad):  # the kernel's flag; its top-k of NaN scores is not looked at
+            scores = scores.nan_to_num(0.0)
+        s, i = S.topk_exact(scores, k)
+        return (s, i, bad) if return_nonfinite else (s, i)
 
     def score_candidates(self, queries, corpus, ids):
         return S._score_candidates_torch(queries, corpus, ids)
@@ -306,7 +313,11 @@ def test_score_candidates_numpy_memmap_and_int32(tmp_path):
         ({"corpus": torch.zeros(0, 4)}, ValueError, "corpus must not be empty"),
         ({"corpus": []}, ValueError, "corpus must not be empty"),
         ({"corpus": [torch.randn(3, 4), torch.randn(3, 5)]}, ValueError, r"corpus\[1\]"),
-        ({"queries": torch.tensor([[float("nan"), 0, 0, 0]])}, ValueError, "queries contains NaN"),
+        (
+            {"queries": torch.tensor([[1.0, 0, 0, 0], [float("nan"), 0, 0, 0]])},
+            ValueError,
+            "queries row 1 holds NaN or Inf",
+        ),
         (
             {
                 "corpus": torch.randn(10, 4).index_put_(
@@ -314,7 +325,7 @@ def test_score_candidates_numpy_memmap_and_int32(tmp_path):
                 )
             },
             ValueError,
-            "corpus contains NaN or Inf",
+            "corpus row 3 holds NaN or Inf",
         ),
         ({"queries": torch.randn(4)}, ValueError, "queries must have 2 dimensions"),
         ({"queries": torch.zeros(0, 4)}, ValueError, "queries must not be empty"),
@@ -391,3 +402,114 @@ def test_kernel_rejects_bad_arguments():
             1,
             "sse9",
         )
+
+
+# ---- NaN / Inf: found from the scores, the exact row named (issue 10, issue 11 item 3) ----
+
+NAN_BACKENDS = ["cpp", "torch", "faiss"] + [f"cpp-{isa}" for isa in ISAS if isa != "generic"]
+
+
+def _bad_corpus(n=600, d=24, rows=(17, 420), dtype=torch.float32, value=float("nan")):
+    c = torch.randn(n, d, generator=torch.Generator().manual_seed(3))
+    for r in rows:
+        c[r, 5] = value
+    return c.to(dtype)
+
+
+def _search_error(backend, q, corpus, **kw):
+    with pytest.raises(ValueError) as info:
+        if backend.startswith("cpp-"):  # pin the SIMD path (the public call picks the best)
+            qt = S._check_queries(q)
+            shards = S._to_shards(corpus, qt.shape[1])
+            _, _, bad = S._search_cpp(qt, shards, 5, False, 2, backend[4:])
+            assert bad.any()
+            S._raise_nonfinite(qt, shards, bad)
+        else:
+            densescale.search(q, corpus, 5, backend=backend, **kw)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("backend", NAN_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_nan_corpus_row_is_named_exactly(backend, dtype, value):
+    q = torch.randn(3, 24)
+    kw = {} if backend.startswith("cpp") else {"chunk_rows": 64}  # row 17: inside chunk 0
+    msg = _search_error(backend, q, _bad_corpus(dtype=dtype, value=value), **kw)
+    assert msg.startswith("corpus row 17 holds NaN or Inf"), msg
+    # Only a row in a later chunk (torch / faiss stream 64 rows at a time): still that row.
+    msg = _search_error(backend, q, _bad_corpus(rows=(421, 530), dtype=dtype, value=value), **kw)
+    assert msg.startswith("corpus row 421 holds NaN or Inf"), msg
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch", "faiss"])
+def test_nan_in_a_later_shard_names_the_shard_row_and_id(backend):
+    c = _bad_corpus(rows=())
+    later = _bad_corpus(n=300, rows=(17, 200))
+    msg = _search_error(backend, torch.randn(2, 24), [c, np.zeros((0, 24), np.float32), later])
+    assert msg.startswith("corpus[2] row 17 (id 617) holds NaN or Inf"), msg
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch", "faiss"])
+@pytest.mark.parametrize("metric", ["ip", "cos"])
+def test_nan_query_row_is_named(backend, metric):
+    q = torch.randn(40, 24)
+    q[17, 0] = float("nan")
+    q[30, 3] = float("inf")
+    with pytest.raises(ValueError, match=r"^queries row 17 holds NaN or Inf"):
+        densescale.search(q, _bad_corpus(rows=()), 5, backend=backend, metric=metric)
+
+
+def test_nan_in_memmap_and_flat_index():
+    import tempfile
+
+    c = _bad_corpus(rows=(17,))
+    with tempfile.TemporaryDirectory() as tmp:
+        mm = np.lib.format.open_memmap(f"{tmp}/c.npy", "w+", np.float32, tuple(c.shape))
+        mm[:] = c.numpy()
+        with pytest.raises(ValueError, match="corpus row 17 holds NaN"):
+            densescale.search(torch.randn(2, 24), mm, 3)
+        del mm
+    with pytest.raises(ValueError, match="vectors row 17 holds NaN"):
+        densescale.FlatIndex(24).add(c)
+    index = densescale.FlatIndex(24, metric="cos", dtype="float16")
+    index.add(_bad_corpus(rows=()))
+    q = torch.randn(5, 24)
+    q[4, 0] = float("inf")
+    with pytest.raises(ValueError, match="queries row 4 holds NaN"):
+        index.search(q, 3)
+
+
+def test_overflow_of_finite_inputs_is_not_blamed_on_a_row():
+    c = torch.randn(50, 8)
+    c[9] = 1e30
+    with pytest.raises(ValueError, match="scores overflow float32.*corpus row 9"):
+        densescale.search(torch.full((2, 8), 1e20), c, 3, backend="cpp")
+
+
+def test_finite_search_reads_no_input_for_checks(monkeypatch):
+    """The public call spends no pass over the corpus on NaN checks (issue 10)."""
+    c = _bad_corpus(rows=())
+    for name in ("isfinite", "aminmax"):
+        monkeypatch.setattr(torch, name, lambda *a, **k: pytest.fail("an input was scanned"))
+    _, i = densescale.search(torch.randn(3, 24), c, 5, backend="cpp")
+    assert i.shape == (3, 5)
+    densescale.score_candidates(torch.randn(3, 24), c, torch.randint(0, 600, (3, 9)))
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+def test_nan_candidate_row_is_named(backend):
+    c = _bad_corpus(rows=(17, 420))
+    ids = torch.randint(0, 600, (6, 20), generator=torch.Generator().manual_seed(0))
+    ids[ids == 17] = 0
+    # Row 420 is scored; row 17 is never a candidate, so it is not read.
+    ids[3, 4], ids[1, 0] = 420, -1
+    with pytest.raises(ValueError, match=r"^corpus row 420 holds NaN or Inf"):
+        densescale.score_candidates(torch.randn(6, 24), c, ids, backend=backend)
+    ids[5, 7] = 17
+    with pytest.raises(ValueError, match=r"^corpus row 17 holds NaN or Inf"):
+        densescale.score_candidates(torch.randn(6, 24), c, ids, backend=backend)
+    q = torch.randn(6, 24)
+    q[2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"^queries row 2 holds NaN or Inf"):
+        densescale.score_candidates(q, _bad_corpus(rows=()), ids, backend=backend)

@@ -302,7 +302,7 @@ def build(fn, sig, consts, num_warps):
 
 tiles_sig = dict(
     q_ptr="*bf16", c_ptr="*bf16", keys_ptr="*i64", scores_ptr="*fp32", ids_ptr="*i64",
-    M="i32", N="i32", D="i32", k="i32", tiles_per_split="i32",
+    bad_ptr="*i32", M="i32", N="i32", D="i32", k="i32", tiles_per_split="i32",
     stride_qm="i64", stride_qd="i64", stride_cn="i64", stride_cd="i64",
 )
 # Small blocks keep the compile short; every branch (skip, select-few, full merge) is present.

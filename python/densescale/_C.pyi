@@ -1,5 +1,7 @@
 """Type stub of the compiled CPU kernels (csrc/). Pointers are passed as integer addresses by the
-launchers in densescale.ops, which validate every argument first."""
+launchers in densescale.ops, which validate every argument first. search_topk and
+score_candidates return (bad_query, bad_row): the smallest query / corpus row whose scores came
+out NaN/Inf, (-1, -1) when all were finite."""
 
 def isa() -> str: ...
 def detected_isa() -> str: ...
@@ -45,7 +47,7 @@ def search_topk(
     out_ids: int,
     threads: int = 0,
     isa: str = "",
-) -> None: ...
+) -> tuple[int, int]: ...
 def score_candidates(
     queries: int,
     M: int,
@@ -59,4 +61,4 @@ def score_candidates(
     out: int,
     threads: int = 0,
     isa: str = "",
-) -> None: ...
+) -> tuple[int, int]: ...

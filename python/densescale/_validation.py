@@ -39,10 +39,39 @@ def check_embeddings(
     return t
 
 
+# Rows scanned at once on the error path (bounded temporaries for a whole-corpus tensor).
+_LOCATE_ROWS = 1 << 16
+
+
+def first_nonfinite_row(t: torch.Tensor) -> int | None:
+    """Index of the first row of ``t`` (2-D) holding NaN or Inf, or None when every row is finite.
+
+    A full read of ``t``: the kernels detect bad inputs from the scores they compute anyway, and
+    call this only on that error path to name the row.
+    """
+    if t.dim() == 1:
+        t = t[:, None]
+    for r0 in range(0, t.shape[0], _LOCATE_ROWS):
+        bad = ~torch.isfinite(t[r0 : r0 + _LOCATE_ROWS]).all(dim=1)
+        if bool(bad.any()):
+            return r0 + int(bad.nonzero()[0, 0])
+    return None
+
+
+def row_is_finite(t: torch.Tensor, row: int) -> bool:
+    return bool(torch.isfinite(t[row]).all())
+
+
+def nonfinite_row_error(name: str, row: int, *, where: str = "") -> ValueError:
+    """The one error for a NaN/Inf input row: names the argument and the exact row."""
+    return ValueError(f"{name} row {row}{where} holds NaN or Inf; {name} must be finite")
+
+
 def check_finite(name: str, t: torch.Tensor) -> None:
-    """Reject NaN/Inf (they would silently poison every score they touch)."""
-    if t.numel() and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains NaN or Inf values")
+    """Reject NaN/Inf, naming the first bad row (one min/max pass; the row is located only on the
+    error path). For inputs read once per object (``FlatIndex.add``) or too small to matter; the
+    hot paths detect NaN/Inf from their scores instead."""
+    check_all_finite(**{name: t})
 
 
 def check_all_finite(**tensors: torch.Tensor | None) -> None:
@@ -57,9 +86,21 @@ def check_all_finite(**tensors: torch.Tensor | None) -> None:
     flags = torch.stack(
         [torch.isfinite(torch.stack(torch.aminmax(t))).all() for t in present.values()]
     ).tolist()
-    for name, ok in zip(present, flags):
+    for (name, t), ok in zip(present.items(), flags):
         if not ok:
-            raise ValueError(f"{name} contains NaN or Inf values")
+            row = first_nonfinite_row(t.detach())
+            raise nonfinite_row_error(name, 0 if row is None else row)
+
+
+def raise_first_nonfinite(**tensors: torch.Tensor | None) -> None:
+    """Error path of the score-based checks: raise for the first named tensor (in order) that
+    holds a NaN/Inf row; return when all are finite (the scores overflowed instead)."""
+    for name, t in tensors.items():
+        if t is None or not t.numel():
+            continue
+        row = first_nonfinite_row(t.detach())
+        if row is not None:
+            raise nonfinite_row_error(name, row)
 
 
 def check_same_device(**tensors: torch.Tensor | None) -> torch.device:

@@ -90,7 +90,8 @@ class FlatIndex:
         """Exact top-k of queries (M, dim): (scores (M, k) fp32, ids (M, k) int64), best first.
 
         Same as ``densescale.search(queries, <all added vectors>, k, metric=self.metric)``; the
-        stored vectors were checked for NaN/Inf when added.
+        stored vectors were checked for NaN/Inf once, when added (one min/max pass, naming the
+        row); queries are checked from their scores at no extra cost.
         """
         check_choice("backend", backend, SEARCH_BACKENDS)
         if not self._shards:
@@ -100,11 +101,8 @@ class FlatIndex:
         if q.shape[1] != self.dim:
             raise ValueError(f"queries must have dim {self.dim}, got shape {tuple(q.shape)}")
         if self.metric == "cos":
-            check_finite("queries", q)
-            q = _normalize(q)
-        return _search(
-            q, self._shards, k, metric="ip", backend=backend, threads=threads, check_corpus=False
-        )
+            q = _normalize(q)  # a NaN/Inf query stays non-finite and is reported by the search
+        return _search(q, self._shards, k, metric="ip", backend=backend, threads=threads)
 
     # ---- persistence ----
 

@@ -16,12 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._validation import check_embeddings, check_finite, check_same_device
+from .._validation import (
+    check_embeddings,
+    check_same_device,
+    first_nonfinite_row,
+    nonfinite_row_error,
+    raise_first_nonfinite,
+)
 
 # Negatives are drawn this many pairs at a time from one generator per draw, so the ids (and the
 # result) do not depend on batch_size.
 _SAMPLE_BLOCK = 8192
-_FINITE_CHUNK = 65536
 # Score the whole pool densely when it holds at most this many times R*K passages, in chunks of
 # at most _DENSE_SCORES scores.
 _DENSE_POOL_FACTOR = 8
@@ -123,6 +128,12 @@ def contrastive_entropy(
     :func:`sample_negatives`); negatives are scored with ``densescale.score_candidates`` for
     ``batch_size`` pairs at a time; log-sum-exp in float64. The result does not depend on
     ``batch_size``.
+
+    NaN/Inf embeddings raise ``ValueError`` naming the argument and row (``pool_emb row 17 holds
+    NaN or Inf``). They are found from the scores computed anyway, so no pass over the pool is
+    spent on checks: every q_emb / pos_emb row is scored; a pool row is checked whenever it is
+    scored (always when the pool is scored densely; when drawn as a negative otherwise, which at
+    the paper's sizes is every row). A pool row no draw touches cannot change the result.
     """
     q = check_embeddings("q_emb", q_emb)
     p = check_embeddings("pos_emb", pos_emb)
@@ -163,16 +174,15 @@ def contrastive_entropy(
     pool_size = pool.shape[0] if pool_rows is None else pool_rows.numel()
     if k > pool_size:
         raise ValueError(f"num_negatives ({k}) must be <= the pool size ({pool_size})")
-    for name, t in (("q_emb", q), ("pos_emb", p), ("pool_emb", pool)):
-        # in row chunks: a whole-corpus pool must not need a same-size boolean temporary
-        for r0 in range(0, t.shape[0], _FINITE_CHUNK):
-            check_finite(name, t[r0 : r0 + _FINITE_CHUNK])
 
-    from ..ops.search import score_candidates
+    from ..ops.search import _finite_flag, _score_candidates
 
     num_pairs = q.shape[0]
     rows_map = None if pool_rows is None else pool_rows.to(q.device)
     pos_score = (q.double() * p.double()).sum(dim=1).cpu()  # (P,)
+    if not bool(torch.isfinite(pos_score).all()):  # a NaN/Inf in q_emb or pos_emb row i shows here
+        raise_first_nonfinite(q_emb=q, pos_emb=p)
+    dense_checked = False
     total = torch.zeros(num_pairs, dtype=torch.float64)
     # Small pool: one dense (b, Npool) score block per chunk serves all R draws (BLAS, R times
     # fewer passes) and is cheaper than gathering R*K rows per pair. Large pool: score only the
@@ -191,14 +201,39 @@ def contrastive_entropy(
             rows = slice(b0 + c0, b0 + c1)
             s_pos = pos_score[rows].unsqueeze(1)
             scores = q[rows].float() @ pool.float().T if dense else None  # (b, Npool)
+            if dense and not dense_checked and not bool(_finite_flag(scores)):
+                # q_emb is finite (pos_score), so a pool row is bad; the first chunk's scores
+                # cover every pool row, so one check decides for all chunks.
+                _raise_pool_nonfinite(pool, pool_rows)
+            dense_checked = dense
             for r in range(repeats):
                 if dense:
                     neg = scores.gather(1, ids[r][c0:c1])
                 else:
-                    neg = score_candidates(q[rows], pool, ids[r][c0:c1])  # (b, K) fp32
+                    neg = _score_candidates(
+                        q[rows], pool, ids[r][c0:c1], "auto", None,
+                        names=("q_emb", "pool_emb"), query_base=b0 + c0,
+                    )  # fmt: skip
                 logits = torch.cat([s_pos, neg.double().cpu()], dim=1)  # (b, 1 + K)
                 total[rows] += torch.logsumexp(logits, dim=1) - s_pos.squeeze(1)
     per_pair = (total / repeats).numpy()
     mean = float(per_pair.mean())
     stderr = float(per_pair.std(ddof=1) / np.sqrt(num_pairs)) if num_pairs > 1 else float("nan")
     return CEResult(mean=mean, per_pair=per_pair, stderr=stderr, num_negatives=k, repeats=repeats)
+
+
+def _raise_pool_nonfinite(pool: torch.Tensor, pool_rows: torch.Tensor | None) -> None:
+    """Error path of the dense scoring: name the first bad pool row; rows outside ``pool_rows``
+    (test positives) are never drawn, so a NaN there is not an error."""
+    if pool_rows is None:
+        row = first_nonfinite_row(pool)
+        if row is None:
+            raise ValueError(
+                "scores overflow float32: q_emb and pool_emb are finite but some inner products "
+                "are not; scale the embeddings down"
+            )
+        raise nonfinite_row_error("pool_emb", row)
+    rows = torch.sort(pool_rows.to(pool.device)).values
+    row = first_nonfinite_row(pool[rows])
+    if row is not None:
+        raise nonfinite_row_error("pool_emb", int(rows[row]))

@@ -9,7 +9,9 @@ paths order ties identically.
 ``score_candidates(queries, corpus, candidate_ids)`` scores each query against its own candidate rows.
 
 Both run on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1`` (tests). Cosine is the
-caller's business (normalise first); NaN/Inf and id ranges are validated by the caller.
+caller's business (normalise first); id ranges are validated by the caller. NaN/Inf inputs are
+detected from the scores: ``topk(..., return_nonfinite=True)`` also returns a 0-d bool tensor on
+the device, True when some score was NaN/Inf (no extra read of the inputs, no host sync).
 """
 
 from __future__ import annotations
@@ -89,7 +91,8 @@ def topk_chunked(
     *,
     query_chunk: int | None = None,
     corpus_chunk: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    return_nonfinite: bool = False,
+):
     """Large-k path: per (query chunk, corpus chunk), S = Q C^T in fp32, then ``torch.topk`` (radix
     select on GPU) of packed keys, merged chunk by chunk into a running (chunk, k) list.
 
@@ -102,13 +105,17 @@ def topk_chunked(
         query_chunk = max(1, min(M, _FALLBACK_ELEMENTS // (corpus_chunk + 2 * k)))
     scores_out = torch.empty((M, k), dtype=torch.float32, device=queries.device)
     ids_out = torch.empty((M, k), dtype=torch.int64, device=queries.device)
+    bad = torch.zeros((), dtype=torch.bool, device=queries.device)
     for m0 in range(0, M, query_chunk):
         q = queries[m0 : m0 + query_chunk].float()
         best: torch.Tensor | None = None
         for n0 in range(0, N, corpus_chunk):
             c = corpus[n0 : n0 + corpus_chunk].float()
             ids = torch.arange(n0, n0 + c.shape[0], device=q.device, dtype=torch.int64)
-            keys = _pack_keys_torch(q @ c.T, ids)
+            sc = q @ c.T
+            if return_nonfinite:
+                bad |= ~torch.isfinite(sc).all()
+            keys = _pack_keys_torch(sc, ids)
             if best is not None:
                 keys = torch.cat((best, keys), dim=1)
             best = torch.topk(keys, min(k, keys.shape[1]), dim=1, sorted=True).values
@@ -116,6 +123,8 @@ def topk_chunked(
         s, i = _unpack_keys_torch(best)
         scores_out[m0 : m0 + q.shape[0]] = s
         ids_out[m0 : m0 + q.shape[0]] = i
+    if return_nonfinite:
+        return scores_out, ids_out, bad
     return scores_out, ids_out
 
 
@@ -170,7 +179,8 @@ def topk(
     block_d: int | None = None,
     splits: int | None = None,
     few: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    return_nonfinite: bool = False,
+):
     """Exact top-k inner products: queries (M, D), corpus (N, D) -> scores (M, k) fp32, ids (M, k) int64.
 
     scores[m, j] is the j-th largest of S[m, n] = sum_d Q[m, d] C[n, d] (fp32 accumulation) and
@@ -183,6 +193,8 @@ def topk(
     Once a row's list has filled, a tile rarely holds more than a handful of keys above the row's
     k-th, so such tiles select only ``few`` per row (a much shallower sorting network than K_PAD).
     The block/split/few keywords override the heuristics (tests force tiny tiles and many splits).
+    ``return_nonfinite=True`` adds a third result: a 0-d bool tensor, True when some score was
+    NaN/Inf (each program flags it from its score tiles; no extra pass, no host sync).
     """
     _check_pair(queries, corpus)
     M, D = queries.shape
@@ -201,7 +213,7 @@ def topk(
         )
     k_pad = _next_pow2(k)
     if k_pad > MAX_KERNEL_K:
-        return topk_chunked(queries, corpus, k)
+        return topk_chunked(queries, corpus, k, return_nonfinite=return_nonfinite)
 
     small = queries.element_size() == 2
     if block_n is None:
@@ -241,11 +253,14 @@ def topk(
     scores = torch.empty((M, k), dtype=torch.float32, device=device)
     ids = torch.empty((M, k), dtype=torch.int64, device=device)
     keys = torch.empty((splits, M, k_pad), dtype=torch.int64, device=device) if splits > 1 else ids
+    bad = torch.empty((grid_m, splits), dtype=torch.int32, device=device)
     with _on(device):
         _launch_topk(
-            queries, corpus, keys, scores, ids, k, k_pad, tiles_per_split, grid_m, splits,
+            queries, corpus, keys, scores, ids, bad, k, k_pad, tiles_per_split, grid_m, splits,
             block_m=block_m, block_n=block_n, block_d=block_d, few=few,
         )  # fmt: skip
+    if return_nonfinite:
+        return scores, ids, bad.any()
     return scores, ids
 
 
@@ -255,6 +270,7 @@ def _launch_topk(
     keys: torch.Tensor,
     scores: torch.Tensor,
     ids: torch.Tensor,
+    bad: torch.Tensor,
     k: int,
     k_pad: int,
     tiles_per_split: int,
@@ -279,6 +295,7 @@ def _launch_topk(
         keys,
         scores,
         ids,
+        bad,
         M,
         N,
         D,

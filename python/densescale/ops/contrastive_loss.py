@@ -182,6 +182,8 @@ def check_loss_inputs(
     symmetric: object,
     reduction: object,
     backend: object,
+    *,
+    check_finite: bool = True,
 ) -> tuple[
     torch.Tensor,
     torch.Tensor,
@@ -196,6 +198,8 @@ def check_loss_inputs(
     Returns ``(q, p, negatives, doc_ids, scale, group_size, backend)`` with contiguous tensors,
     ``doc_ids`` still unpadded (length B*G or B*G+K) and ``backend`` resolved to the one that runs.
     Raises ``TypeError``/``ValueError`` naming the argument; nothing is computed before that.
+    ``check_finite=False`` leaves NaN/Inf to ``compute_loss(..., check_finite=True)``, which finds
+    them from the loss instead of reading the inputs once more (what ``contrastive_loss`` does).
     """
     V.check_choice("reduction", reduction, REDUCTIONS)
     V.check_choice("backend", backend, V.BACKENDS)
@@ -230,7 +234,8 @@ def check_loss_inputs(
         doc_ids = _check_doc_ids(doc_ids, B * G, K, device)
     scale = _check_scale(scale)
     resolved = resolve_backend(backend, device, q.dtype)  # type: ignore[arg-type]
-    V.check_all_finite(q=q, p=p, negatives=negatives)
+    if check_finite:
+        V.check_all_finite(q=q, p=p, negatives=negatives)
     # Kernels index rows directly; a strided view costs one copy here and keeps gradients flowing.
     q, p = q.contiguous(), p.contiguous()
     if negatives is not None:
@@ -315,6 +320,7 @@ class _BackendLoss(torch.autograd.Function):
         opts: LossOptions,
         reduction: str,
         need_grad: bool,
+        check_finite: bool = False,
     ) -> torch.Tensor:
         loss, saved = backend.loss_forward(q, p, negatives, doc_ids, scale, opts, need_grad)
         if loss.shape != (q.shape[0],):
@@ -322,6 +328,8 @@ class _BackendLoss(torch.autograd.Function):
                 f"backend {backend.__name__} returned a loss of shape {tuple(loss.shape)}, "
                 f"expected ({q.shape[0]},)"
             )
+        if check_finite:
+            _check_outputs_finite(loss, getattr(saved, "dscale", None), q, p, negatives)
         leaves, ctx.rebuild_saved = _split_saved(saved)
         ctx.save_for_backward(q, p, negatives, doc_ids, *leaves)
         ctx.scale, ctx.backend, ctx.opts, ctx.reduction = scale, backend, opts, reduction
@@ -361,7 +369,31 @@ class _BackendLoss(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
+
+
+def _check_outputs_finite(
+    loss: torch.Tensor,
+    dscale: float | None,
+    q: torch.Tensor,
+    p: torch.Tensor,
+    negatives: torch.Tensor | None,
+) -> None:
+    """NaN/Inf inputs from the outputs, without reading the inputs: a NaN/Inf in a row of q makes
+    its loss non-finite, in a candidate row every loss that sees it, and in a column masked for
+    everyone the gradient (0 * NaN), hence ``dscale`` = sum_i q_i . dL/dq_i, where the fused pass
+    computed it. Only on that error path are the inputs read, to name the row."""
+    ok = bool(torch.isfinite(loss).all())
+    if ok and dscale is not None and not math.isfinite(float(dscale)):
+        ok = False
+    if ok:
+        return
+    V.raise_first_nonfinite(q=q, p=p, negatives=negatives)
+    raise ValueError(
+        "the loss is not finite although q, p and negatives are: scale * q . c overflows "
+        "float32; lower scale or normalise the embeddings"
+    )
 
 
 def _scale_value(scale: float | torch.Tensor) -> float:
@@ -381,15 +413,23 @@ def compute_loss(
     opts: LossOptions,
     reduction: str,
     backend: str,
+    *,
+    check_finite: bool = False,
 ) -> torch.Tensor:
     """Run an already resolved backend on already checked inputs (``doc_ids`` padded to N).
 
-    The building block under ``contrastive_loss`` and the gathered (multi-rank) loss; no checks.
+    The building block under ``contrastive_loss`` and the gathered (multi-rank) loss; no input
+    checks. ``check_finite=True``: NaN/Inf in q / p / negatives is detected from the per-query
+    loss (and the fused pass's d/dscale) and raised naming the argument and row; the names are
+    those of ``contrastive_loss``.
     """
     if backend == "torch":
         if isinstance(scale, torch.Tensor):
             scale = scale.reshape(()).to(q.device)
-        return _reduce(reference_loss_per_query(q, p, negatives, doc_ids, scale, opts), reduction)
+        loss = reference_loss_per_query(q, p, negatives, doc_ids, scale, opts)
+        if check_finite:
+            _check_outputs_finite(loss.detach(), None, q, p, negatives)
+        return _reduce(loss, reduction)
     module = load_backend(backend)
     scale_t = scale if isinstance(scale, torch.Tensor) and scale.requires_grad else None
     # needs_input_grad ignores no_grad(), so the backend's hint is decided out here.
@@ -397,8 +437,9 @@ def compute_loss(
         t is not None and t.requires_grad for t in (q, p, negatives, scale_t)
     )
     return _BackendLoss.apply(
-        q, p, negatives, doc_ids, scale_t, _scale_value(scale), module, opts, reduction, need_grad
-    )
+        q, p, negatives, doc_ids, scale_t, _scale_value(scale), module, opts, reduction, need_grad,
+        check_finite,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------
@@ -452,12 +493,17 @@ def contrastive_loss(
 
     Inputs must share one dtype (float32, float16, bfloat16; float64 on backend="torch" only) and
     one device, be non-empty and finite. Non-contiguous inputs are copied to contiguous memory
-    first (gradients still flow to the original tensors). Every check runs before any work.
+    first (gradients still flow to the original tensors). Every check runs before any work, except
+    NaN/Inf: those are found from the loss the kernel computes anyway (no extra pass over the
+    embeddings) and raise ``ValueError`` naming the argument and row (``p row 17 holds NaN or
+    Inf``) before anything is returned.
     """
     q, p, negatives, doc_ids, scale, G, resolved = check_loss_inputs(
-        q, p, negatives, doc_ids, scale, in_batch, symmetric, reduction, backend
+        q, p, negatives, doc_ids, scale, in_batch, symmetric, reduction, backend, check_finite=False
     )
     K = 0 if negatives is None else negatives.shape[0]
     doc_ids = pad_doc_ids(doc_ids, p.shape[0] + K)
     opts = LossOptions(group_size=G, in_batch=in_batch, symmetric=symmetric)
-    return compute_loss(q, p, negatives, doc_ids, scale, opts, reduction, resolved)
+    return compute_loss(
+        q, p, negatives, doc_ids, scale, opts, reduction, resolved, check_finite=True
+    )

@@ -15,6 +15,14 @@ Backends: ``"cpp"`` (CPU, register-tiled SIMD kernels in ``densescale._C``), ``"
 ``densescale.ops._search_triton``), ``"torch"`` (chunked matmul + tie-exact top-k: the reference),
 ``"faiss"`` (``IndexFlatIP`` per shard; faiss orders ties its own way), ``"auto"`` (triton for CUDA
 queries, cpp on the CPU, torch where those are missing).
+
+NaN / Inf inputs cost no pass over the data: a NaN/Inf element in a query or corpus row makes every
+score of that row NaN or +-Inf, so each backend checks the scores it computes anyway (the C++
+kernels record the smallest query / corpus row with a non-finite score, the Triton kernel a flag
+per program, the torch path one min/max per score chunk). Only on that error path are the inputs
+read to name the exact row (``ValueError: corpus row 17 holds NaN or Inf; ...``), or to say that
+finite inputs overflowed float32. faiss drops non-finite scores, so that backend checks its input
+chunks (one min/max pass) instead.
 """
 
 from __future__ import annotations
@@ -28,7 +36,12 @@ import numpy as np
 import torch
 
 from densescale._native import has_native, native
-from densescale._validation import check_choice, check_finite
+from densescale._validation import (
+    check_choice,
+    first_nonfinite_row,
+    nonfinite_row_error,
+    row_is_finite,
+)
 
 METRICS = ("ip", "cos")
 SEARCH_BACKENDS = ("auto", "cpp", "torch", "faiss", "triton")
@@ -41,10 +54,27 @@ _CHUNK_BYTES = 256 << 20
 
 @dataclass(frozen=True)
 class _Shard:
-    """One piece of the corpus: rows ``offset .. offset + len(data)`` of the global id space."""
+    """One piece of the corpus: rows ``offset .. offset + len(data)`` of the global id space;
+    ``name`` is how errors call it (``corpus`` or ``corpus[s]``)."""
 
     data: torch.Tensor
     offset: int
+    name: str = "corpus"
+
+
+@dataclass
+class _NonFinite:
+    """What a backend saw of non-finite scores: ``flag`` (a 0-d bool tensor, possibly on the
+    device, or None) and/or ``hints``: shard index -> smallest local row the C++ kernel flagged."""
+
+    flag: torch.Tensor | None = None
+    hints: dict[int, int] | None = None
+    query: int = -1
+
+    def any(self) -> bool:
+        if self.hints is not None:
+            return bool(self.hints) or self.query >= 0
+        return self.flag is not None and bool(self.flag)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,9 +108,9 @@ def _check_matrix(name: str, t: torch.Tensor, *, allow_empty: bool = False) -> N
 
 
 def _check_queries(queries: object) -> torch.Tensor:
+    """Type / shape / dtype checks; NaN/Inf is detected from the scores (module docstring)."""
     q = _as_tensor("queries", queries)
     _check_matrix("queries", q)
-    check_finite("queries", q)
     return q
 
 
@@ -103,7 +133,7 @@ def _to_shards(corpus: object, dim: int) -> list[_Shard]:
                 f"{name} must have dim {dim} (the queries' dim), got shape {tuple(t.shape)}"
             )
         if t.shape[0]:
-            shards.append(_Shard(t, offset))
+            shards.append(_Shard(t, offset, name))
         offset += t.shape[0]
     if offset == 0:
         raise ValueError(f"corpus must not be empty, got 0 rows of dim {dim}")
@@ -119,13 +149,40 @@ def _chunk_rows(dim: int, width: int = 1) -> int:
     return max(1, _CHUNK_BYTES // (4 * dim * max(1, width)))
 
 
-def _check_corpus_finite(shards: list[_Shard]) -> None:
+def _shard_row_error(shard: _Shard, row: int, distributed: bool = False) -> ValueError:
+    if shard.name != "corpus" or distributed:
+        return nonfinite_row_error(shard.name, row, where=f" (id {shard.offset + row})")
+    return nonfinite_row_error("corpus", row)
+
+
+def _raise_nonfinite(
+    q: torch.Tensor, shards: list[_Shard], bad: _NonFinite, distributed: bool = False
+) -> None:
+    """Error path of the score checks: name the first bad query row, else the smallest bad corpus
+    row (exact, not the start of a chunk), else say that finite inputs overflowed float32."""
+    row = first_nonfinite_row(q)
+    if row is not None:
+        raise nonfinite_row_error("queries", row)
     for s, shard in enumerate(shards):
-        for r, chunk in _row_chunks(shard.data, _chunk_rows(shard.data.shape[1])):
-            if not bool(torch.isfinite(chunk).all()):
-                raise ValueError(
-                    f"corpus contains NaN or Inf values (rows from {shard.offset + r})"
-                )
+        hint = None
+        if bad.hints is not None:
+            if s not in bad.hints:
+                continue  # every bad row flags its scores: this shard has none
+            hint = bad.hints[s]
+        # The kernel's smallest flagged row is the smallest bad row unless an overflow came first.
+        if hint is not None and not row_is_finite(shard.data, hint):
+            raise _shard_row_error(shard, hint, distributed)
+        row = first_nonfinite_row(shard.data)
+        if row is not None:
+            raise _shard_row_error(shard, row, distributed)
+    where = ""
+    if bad.hints:
+        s, j = min(bad.hints.items())
+        where = f" (e.g. {shards[s].name} row {j})"
+    raise ValueError(
+        "scores overflow float32: queries and corpus are finite but some inner products are not"
+        f"{where}; scale the embeddings down"
+    )
 
 
 def _check_k(k: object, n: int) -> int:
@@ -201,7 +258,8 @@ def _search_cpp(q, shards, k, cos, threads, isa=""):
     C = native()
     q = q.float().contiguous()
     parts = []
-    for shard in shards:
+    bad = _NonFinite(hints={})
+    for si, shard in enumerate(shards):
         c = shard.data
         if c.device.type != "cpu":
             raise ValueError(f"backend='cpp' needs a CPU corpus, got a shard on {c.device}")
@@ -214,18 +272,27 @@ def _search_cpp(q, shards, k, cos, threads, isa=""):
         scale = _shard_inverse_norms(c) if cos else None
         s = torch.empty(q.shape[0], ks, dtype=torch.float32)
         i = torch.empty(q.shape[0], ks, dtype=torch.int64)
-        C.search_topk(
+        bad_q, bad_row = C.search_topk(
             q.data_ptr(), q.shape[0], q.shape[1], c.data_ptr(), n, c.stride(0), _CPP_TYPE[c.dtype],
             0 if scale is None else scale.data_ptr(), ks, shard.offset, s.data_ptr(), i.data_ptr(),
             threads, isa,
         )  # fmt: skip
+        if bad_row >= 0:
+            bad.hints[si] = bad_row
+            bad.query = bad_q if bad.query < 0 else min(bad.query, bad_q)
+            break  # the call raises: the remaining shards need not be scored
         parts = [merge_topk(parts + [(s, i)], k)] if parts else [(s, i)]
-    return parts[0]
+    return (*parts[0], bad) if parts else (None, None, bad)
 
 
 def _shard_inverse_norms(c: torch.Tensor) -> torch.Tensor:
     rows = _chunk_rows(c.shape[1])
     return torch.cat([_inverse_norms(chunk) for _, chunk in _row_chunks(c, rows)]).contiguous()
+
+
+def _finite_flag(scores: torch.Tensor) -> torch.Tensor:
+    """0-d bool on the scores' device: False when some score is NaN/Inf (one min/max pass)."""
+    return torch.isfinite(torch.stack(torch.aminmax(scores))).all()
 
 
 def _search_torch(q, shards, k, cos, chunk_rows=None):
@@ -238,9 +305,13 @@ def _search_torch(q, shards, k, cos, chunk_rows=None):
             scores = q @ c.T
             if cos:
                 scores *= _inverse_norms(c)[None, :]
+            # One sync per chunk (~256 MiB of work): NaN scores would break the exact top-k.
+            bad = ~_finite_flag(scores)
+            if bool(bad):
+                return None, None, _NonFinite(flag=bad)
             part = topk_exact(scores, k, shard.offset + r)
             best = part if best is None else merge_topk([best, part], k)
-    return best
+    return (*best, _NonFinite())
 
 
 def _search_faiss(q, shards, k, cos, threads, chunk_rows=None):
@@ -252,9 +323,12 @@ def _search_faiss(q, shards, k, cos, threads, chunk_rows=None):
     qn = np.ascontiguousarray(q.float().cpu().numpy())
     rows = chunk_rows or _chunk_rows(q.shape[1])
     best = None
+    ok = _finite_flag(q)
     for shard in shards:
         for r, chunk in _row_chunks(shard.data, rows):
             c = chunk.cpu().float()
+            # faiss drops NaN scores (they never beat the heap), so its inputs are checked instead.
+            ok &= _finite_flag(c)
             if cos:
                 c = c * _inverse_norms(c)[:, None]
             index = faiss.IndexFlatIP(q.shape[1])
@@ -263,7 +337,7 @@ def _search_faiss(q, shards, k, cos, threads, chunk_rows=None):
             dist, idx = index.search(qn, ks)
             part = sort_pairs(torch.from_numpy(dist), torch.from_numpy(idx) + shard.offset + r)
             best = part if best is None else merge_topk([best, part], k)
-    return best[0].to(q.device), best[1].to(q.device)
+    return best[0].to(q.device), best[1].to(q.device), _NonFinite(flag=~ok)
 
 
 def _triton_module():
@@ -286,6 +360,7 @@ def _search_triton(q, shards, k, cos, chunk_rows=None):
         raise ValueError(f"backend='triton' needs CUDA queries, got queries on {q.device}")
     q = q.float().contiguous()
     best = None
+    bad = torch.zeros((), dtype=torch.bool, device=q.device)
     for shard in shards:
         # A shard already on the device is scored whole (the kernel never materialises scores);
         # others are streamed: copy a chunk, score it, keep only its top-k.
@@ -297,12 +372,16 @@ def _search_triton(q, shards, k, cos, chunk_rows=None):
                 c = c.float()
             if cos:
                 c = (c.float() * _inverse_norms(c)[:, None]).to(c.dtype)
-            s, i = mod.topk(
-                q.to(c.dtype) if c.dtype != torch.float32 else q, c.contiguous(), min(k, c.shape[0])
+            s, i, b = mod.topk(
+                q.to(c.dtype) if c.dtype != torch.float32 else q,
+                c.contiguous(),
+                min(k, c.shape[0]),
+                return_nonfinite=True,
             )
+            bad |= b
             part = (s.float(), i + (shard.offset + r))
             best = part if best is None else merge_topk([best, part], k)
-    return best
+    return (*best, _NonFinite(flag=bad))
 
 
 def _resolve_backend(backend: str, device: torch.device) -> str:
@@ -339,10 +418,18 @@ def _check_backend_inputs(backend: str, q: torch.Tensor, shards: list[_Shard]) -
             raise ImportError("backend='faiss' needs faiss (pip install faiss-cpu)") from e
 
 
-def _local_search(q, shards, k, metric, backend, threads, chunk_rows):
+def _local_search(q, shards, k, metric, backend, threads, chunk_rows, *, distributed=False):
+    """Search one process's shards; NaN/Inf found in the scores raises naming the row."""
+    s, i, bad = _local_search_flagged(q, shards, k, metric, backend, threads, chunk_rows)
+    if bad.any():
+        _raise_nonfinite(q, shards, bad, distributed)
+    return s, i
+
+
+def _local_search_flagged(q, shards, k, metric, backend, threads, chunk_rows):
     cos = metric == "cos"
     if cos:
-        q = _normalize(q)
+        q = _normalize(q)  # a NaN/Inf query stays non-finite (its norm gives 0 * NaN)
     if backend == "cpp":
         if q.device.type != "cpu":
             raise ValueError(f"backend='cpp' needs CPU queries, got queries on {q.device}")
@@ -368,7 +455,6 @@ def search(
     distributed: bool = False,
     threads: int | None = None,
     chunk_rows: int | None = None,
-    check_corpus: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-k: ``(scores (M, k) fp32, ids (M, k) int64)``, best first, ties by smaller id.
 
@@ -384,9 +470,10 @@ def search(
         threads: CPU threads for "cpp" / "faiss" (default ``torch.get_num_threads()``).
         chunk_rows: corpus rows scored at once by the torch / faiss / triton paths (default: about
             256 MiB of work per chunk), the unit of streaming for corpora larger than memory.
-        check_corpus: reject NaN/Inf in the corpus (a full read; FlatIndex checks on ``add``).
 
     Equivalent to ``torch.topk(queries @ corpus.T, k)`` computed in fp32, up to tie order.
+    A NaN/Inf in a query or corpus row raises ``ValueError`` naming the argument and the row
+    (``corpus row 17 holds NaN or Inf``), detected from the scores without a pass over the data.
     """
     check_choice("metric", metric, METRICS)
     check_choice("backend", backend, SEARCH_BACKENDS)
@@ -394,20 +481,16 @@ def search(
     if chunk_rows is not None and (not isinstance(chunk_rows, int) or chunk_rows < 1):
         raise ValueError(f"chunk_rows must be a positive int or None, got {chunk_rows!r}")
     if distributed:
-        return _search_distributed(
-            queries, corpus, k, metric, backend, threads, chunk_rows, check_corpus
-        )
+        return _search_distributed(queries, corpus, k, metric, backend, threads, chunk_rows)
     q = _check_queries(queries)
     shards = _to_shards(corpus, q.shape[1])
     k = _check_k(k, shards[-1].offset + shards[-1].data.shape[0])
     backend = _resolve_backend(backend, q.device)
     _check_backend_inputs(backend, q, shards)
-    if check_corpus:
-        _check_corpus_finite(shards)
     return _local_search(q, shards, k, metric, backend, threads, chunk_rows)
 
 
-def _search_distributed(queries, corpus, k, metric, backend, threads, chunk_rows, check_corpus):
+def _search_distributed(queries, corpus, k, metric, backend, threads, chunk_rows):
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
@@ -428,8 +511,6 @@ def _search_distributed(queries, corpus, k, metric, backend, threads, chunk_rows
                     f"corpus must have dim {q.shape[1]} (the queries' dim), got shape {tuple(t.shape)}"
                 )
         n_local = sum(t.shape[0] for t in tensors)
-        if check_corpus:
-            _check_corpus_finite([_Shard(t, 0) for t in tensors if t.shape[0]])
         backend = _resolve_backend(backend, q.device)
         _check_backend_inputs(backend, q, [_Shard(t, 0) for t in tensors])
         comm_device = q.device if dist.get_backend() == "nccl" else torch.device("cpu")
@@ -452,15 +533,29 @@ def _search_distributed(queries, corpus, k, metric, backend, threads, chunk_rows
     # whole corpus holds at least k real rows.
     s = torch.full((M, k), float("-inf"), dtype=torch.float32, device=q.device)
     i = torch.full((M, k), -1, dtype=torch.int64, device=q.device)
+    error = None
     if n_local:
         shards, off = [], offset
-        for t in tensors:
+        for p_i, t in enumerate(tensors):
             if t.shape[0]:
-                shards.append(_Shard(t, off))
+                shards.append(_Shard(t, off, "corpus" if len(tensors) == 1 else f"corpus[{p_i}]"))
             off += t.shape[0]
-        ls, li = _local_search(q, shards, min(k, n_local), metric, backend, threads, chunk_rows)
-        s[:, : ls.shape[1]] = ls.to(q.device)
-        i[:, : li.shape[1]] = li.to(q.device)
+        try:  # NaN/Inf shows in the scores; the ranks agree on it before exchanging results
+            ls, li = _local_search(
+                q, shards, min(k, n_local), metric, backend, threads, chunk_rows, distributed=True
+            )
+            s[:, : ls.shape[1]] = ls.to(q.device)
+            i[:, : li.shape[1]] = li.to(q.device)
+        except ValueError as e:
+            error = e
+    flag = torch.tensor([int(error is not None)], dtype=torch.int64, device=comm_device)
+    flags = [torch.empty_like(flag) for _ in range(world)]
+    dist.all_gather(flags, flag)
+    if error is not None:
+        raise error
+    bad = [r for r, g in enumerate(flags) if int(g[0])]
+    if bad:
+        raise ValueError(f"ranks {bad} found NaN or Inf in their search inputs (see their errors)")
     all_s = [torch.empty_like(s, device=comm_device) for _ in range(world)]
     all_i = [torch.empty_like(i, device=comm_device) for _ in range(world)]
     dist.all_gather(all_s, s.to(comm_device))
@@ -486,8 +581,18 @@ def score_candidates(
         backend: "auto", "cpp", "torch" or "triton".
 
     Returns (M, C) fp32 with -inf at padding; equivalent to
-    ``einsum("md,mcd->mc", queries, corpus[candidate_ids])`` in fp32.
+    ``einsum("md,mcd->mc", queries, corpus[candidate_ids])`` in fp32. A NaN/Inf in a query or in
+    a candidate row raises ``ValueError`` naming it (``corpus row 17 holds NaN or Inf``), found
+    from the scores; rows that no candidate id points at are not read.
     """
+    return _score_candidates(queries, corpus, candidate_ids, backend, threads)
+
+
+def _score_candidates(
+    queries, corpus, candidate_ids, backend, threads, names=("queries", "corpus"), query_base=0
+):
+    """``score_candidates`` with the names errors use (``contrastive_entropy`` passes its own
+    argument names, and the offset of this block of queries among all of them)."""
     check_choice("backend", backend, CANDIDATE_BACKENDS)
     threads = _threads(threads)
     q = _check_queries(queries)
@@ -531,16 +636,43 @@ def score_candidates(
             c = c.contiguous()
         qf, ids = q.float().contiguous(), ids.contiguous()
         out = torch.empty(M, Cn, dtype=torch.float32)
-        native().score_candidates(
+        _, bad_row = native().score_candidates(
             qf.data_ptr(), M, q.shape[1], c.data_ptr(), N, c.stride(0), _CPP_TYPE[c.dtype],
             ids.data_ptr(), Cn, out.data_ptr(), threads, "",
         )  # fmt: skip
+        if bad_row >= 0:
+            _raise_candidates_nonfinite(q, c, ids, names, query_base, hint=bad_row)
         return out
     if backend == "triton":
         if not _triton_device_ok(q.device):
             raise ValueError(f"backend='triton' needs CUDA queries, got queries on {q.device}")
-        return _triton_module().score_candidates(q, c.to(q.device), ids.to(q.device)).float()
-    return _score_candidates_torch(q, c, ids)
+        ids = ids.to(q.device)
+        out = _triton_module().score_candidates(q, c.to(q.device), ids).float()
+    else:
+        out = _score_candidates_torch(q, c, ids)
+    # Padding is -inf by definition: look at the real candidates only (one pass over (M, C)).
+    if ids.numel() and not bool(_finite_flag(out.masked_fill(ids.to(out.device) < 0, 0.0))):
+        _raise_candidates_nonfinite(q, c, ids, names, query_base)
+    return out
+
+
+def _raise_candidates_nonfinite(q, c, ids, names, query_base, hint=None):
+    """Error path of score_candidates: the first bad query row, else the smallest bad candidate
+    row (only rows some id points at were scored), else an overflow of finite inputs."""
+    q_name, c_name = names
+    row = first_nonfinite_row(q)
+    if row is not None:
+        raise nonfinite_row_error(q_name, query_base + row)
+    if hint is not None and not row_is_finite(c, hint):
+        raise nonfinite_row_error(c_name, hint)  # the kernel reports the smallest flagged id
+    used = torch.unique(ids[ids >= 0].cpu())
+    row = first_nonfinite_row(c[used.to(c.device)] if c.device.type != "cpu" else c[used])
+    if row is not None:
+        raise nonfinite_row_error(c_name, int(used[row]))
+    raise ValueError(
+        f"scores overflow float32: {q_name} and the scored {c_name} rows are finite but some "
+        "inner products are not; scale the embeddings down"
+    )
 
 
 def _score_candidates_torch(q: torch.Tensor, c: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
