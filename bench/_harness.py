@@ -169,7 +169,7 @@ def gpu_summary(paths: list[str | Path]) -> list[dict]:
     for path in paths:
         data = json.loads(Path(path).read_text())
         for r in data:
-            if r.get("status", "ok") != "ok" or "median_ms" not in r:
+            if r.get("status", "ok") not in ("ok", "dry-run") or "median_ms" not in r:
                 continue
             rows.append(
                 {
@@ -181,6 +181,7 @@ def gpu_summary(paths: list[str | Path]) -> list[dict]:
                     "median_ms": r["median_ms"],
                     "frac_peak_flops": r.get("frac_peak_flops", r.get("frac_peak")),
                     "frac_copy_bw": r.get("frac_copy_bw"),
+                    "status": r.get("status", "ok"),
                     "device_name": r.get("device_name"),
                 }
             )

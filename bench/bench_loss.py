@@ -4,6 +4,9 @@ Providers (one axis, all on the same inputs in the same run):
   torch          eager ``q @ c.T * scale`` + ``F.cross_entropy`` (+ the transposed direction when
                  symmetric) and autograd: the baseline of SPEC 4.
   torch.compile  the same function through ``torch.compile`` (skipped with a note when it fails).
+  api            ``densescale.contrastive_loss(q, p, scale=...)`` + ``.backward()``: the call a user
+                 makes (checks, NaN/Inf detection, autograd plumbing, backend "auto"), timed next
+                 to the kernel alone so the two cannot drift apart.
   ours-cpp       densescale.ops._loss_cpp (CPU only). forward = loss only; backward = the gradient
                  pass alone (recompute with weights from a loss-only forward); full = the training
                  path (forward computing the gradients in the same pass + backward scaling them).
@@ -18,8 +21,10 @@ bench/results/bench_loss-<device>-<stamp>.{csv,json} with device name, versions,
 
     python bench/bench_loss.py                       # CPU defaults: B=4096 D=768, D=256, B=16384
     python bench/bench_loss.py --device cuda         # GPU defaults: B=N=65536 D=768 bf16
-    python bench/bench_loss.py --shapes 4096x768 --providers torch ours-cpp --modes full
-Shapes are ``BxD`` or ``BxDxGxK`` (group size G, shared negatives K).
+    python bench/bench_loss.py --shapes 4096x768 --providers torch api ours-cpp --modes full
+    python bench/bench_loss.py --dry-run             # tiny shapes: wiring and table only
+Shapes are ``BxD`` or ``BxDxGxK`` (group size G, shared negatives K). Every row carries the CPU
+model (/proc/cpuinfo "model name").
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ import _harness
 
 from densescale.ops._loss_spec import LossOptions
 
-PROVIDERS = ("torch", "torch.compile", "ours-cpp", "ours-triton", "inf-cl", "st-mnrl")
+PROVIDERS = ("torch", "torch.compile", "api", "ours-cpp", "ours-triton", "inf-cl", "st-mnrl")
 MODES = ("forward", "backward", "full")
 SCALE = 20.0
 DEFAULT_SHAPES = {"cpu": ["4096x768", "4096x256", "16384x768"], "cuda": ["65536x768"]}
@@ -160,6 +165,17 @@ def make_provider(name: str, device: str, q, p, neg, opts: LossOptions):
         except Exception as exc:  # any compiler failure means "not available here"
             raise Skip(f"torch.compile failed: {type(exc).__name__}: {str(exc)[:120]}") from exc
         return fns
+    if name == "api":
+        import densescale
+
+        return _autograd_provider(
+            lambda a, b, *n: densescale.contrastive_loss(
+                a, b, negatives=n[0] if n else None, scale=SCALE, symmetric=sym
+            ),
+            q,
+            p,
+            neg,
+        )
     if name == "ours-cpp":
         if device != "cpu":
             raise Skip("CPU only")
@@ -268,7 +284,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rep", type=int, default=None, help="timed repetitions (CPU; default 5)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    ap.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="tiny shapes on the CPU, one repetition: checks the wiring and the table",
+    )
     args = ap.parse_args(argv)
+    if args.dry_run:
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            print(f"# dry run: {args.device} requested, no GPU here: running the CPU plumbing")
+            args.device = "cpu"
+        args.shapes = [parse_shape("64x32"), parse_shape("32x16x2x8")]
+        args.rep, args.warmup, args.no_memory = 1, 0, True
 
     device = args.device
     if not device.startswith("cuda") and not args.no_memory and argv is None:
@@ -302,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         _harness.print_table(
             ok,
             [
+                "cpu",
                 "provider",
                 "B",
                 "N",
