@@ -124,3 +124,181 @@ def test_killed_run_resumes_to_the_same_result(tiny_setup, tmp_path):
     a, b = _history_losses(tmp_path / "a"), _history_losses(tmp_path / "b")
     assert len(a) == len(b) == cfg["max_steps"]
     assert a == pytest.approx(b, rel=1e-5)
+
+
+# ------------------------------------------------------------------ step inputs (batching.py)
+
+
+def _reference_step(tok, pairs, corpus, doc_index, sampler, step, cfg):
+    """The step inputs as the trainer built them before token caching: the tokenizer on every
+    step, every batch padded to its longest member."""
+    from densescale.train.trainer import tokenize
+
+    idx, shared, group = sampler(step)
+    batch = [pairs[int(i)] for i in idx]
+    cpu = torch.device("cpu")
+    q = tokenize(tok, [b.query for b in batch], cfg.query_max_length, cpu)
+    passages = []
+    for b, g in zip(batch, group):
+        passages.append(b.positive)
+        passages.extend(corpus[int(j)] for j in g)
+    p = tokenize(tok, passages, cfg.passage_max_length, cpu)
+    n = tokenize(tok, [corpus[int(j)] for j in shared], cfg.passage_max_length, cpu)
+    doc_ids = []
+    for i, g in zip(idx, group):
+        doc_ids.append(int(doc_index[int(i)]))
+        doc_ids.extend(int(j) for j in g)
+    doc_ids += [int(j) for j in shared]
+    return q, p, n, doc_ids
+
+
+def _same(a: dict, b: dict) -> None:
+    for key in ("input_ids", "attention_mask"):
+        assert a[key].dtype == b[key].dtype == torch.int64
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_step_inputs_equal_tokenising_every_step(tiny_setup, side):
+    from densescale.train.batching import StepBuilder
+    from densescale.train.trainer import _Batches, _pair_doc_ids
+
+    _, _, col, tok, pairs, _ = tiny_setup
+    tok.padding_side = side
+    try:
+        cfg = TrainConfig(
+            **{**TINY, "protocol": "inbatch", "group_negatives": 2, "passage_max_length": 20}
+        )
+        sampler = _Batches(len(pairs), len(col.corpus), cfg, 0, 1)
+        doc_index = _pair_doc_ids(pairs)
+        build = StepBuilder(
+            sampler,
+            tok,
+            pairs,
+            col.corpus,
+            doc_index,
+            query_max_length=cfg.query_max_length,
+            passage_max_length=cfg.passage_max_length,
+        )
+        for step in (0, 1, 2, 30, 31):  # 25 steps per epoch: the second epoch reuses the cache
+            got = build(step)
+            q, p, n, doc_ids = _reference_step(
+                tok, pairs, col.corpus, doc_index, sampler, step, cfg
+            )
+            _same(got.queries, q)
+            _same(got.passages, p)
+            _same(got.negatives, n)
+            assert got.doc_ids.tolist() == doc_ids
+            masks = (q["attention_mask"], p["attention_mask"], n["attention_mask"])
+            assert got.tokens == sum(int(m.sum()) for m in masks)
+        # the second epoch reads the cache: no query is tokenised twice
+        assert build.queries.cache.tokenised <= len(set(pairs.query_rows.tolist()))
+    finally:
+        tok.padding_side = "right"
+
+
+def test_token_caches_are_shared_by_runs_on_equal_texts(tiny_setup):
+    """A collection loaded again (new objects, same content) reuses the ids tokenised before."""
+    from densescale.train.batching import StepBuilder
+    from densescale.train.trainer import _Batches, _pair_doc_ids
+
+    _, path, col, tok, pairs, _ = tiny_setup
+    cfg = TrainConfig(**TINY)
+    builds = []
+    for collection in (col, data.load_beir(path)):
+        run_pairs = data.annotation_pairs(collection, source="human", split="train")[:400]
+        builds.append(
+            StepBuilder(
+                _Batches(len(run_pairs), len(collection.corpus), cfg, 0, 1),
+                tok,
+                run_pairs,
+                collection.corpus,
+                _pair_doc_ids(run_pairs),
+                query_max_length=cfg.query_max_length,
+                passage_max_length=cfg.passage_max_length,
+            )
+        )
+    first, again = builds
+    assert again.corpus is first.corpus and again.queries.cache is first.queries.cache
+    a = first(3)
+    before = first.corpus.tokenised + first.queries.cache.tokenised
+    b = again(3)
+    assert first.corpus.tokenised + first.queries.cache.tokenised == before
+    _same(a.queries, b.queries)
+    _same(a.negatives, b.negatives)
+    other = StepBuilder(  # a different max_length is a different cache
+        _Batches(len(pairs), len(col.corpus), cfg, 0, 1),
+        tok,
+        pairs,
+        col.corpus,
+        _pair_doc_ids(pairs),
+        query_max_length=cfg.query_max_length,
+        passage_max_length=cfg.passage_max_length + 1,
+    )
+    assert other.corpus is not first.corpus
+
+
+def test_token_cache_checks_rows_and_tokenizer(tiny_setup):
+    from densescale.train.batching import TokenCache
+
+    _, _, col, tok, _, _ = tiny_setup
+    cache = TokenCache(tok, 10, col.corpus.__getitem__, 8)
+    with pytest.raises(IndexError, match="rows must lie in"):
+        cache.batch([3, 10])
+    with pytest.raises(ValueError, match="max_length"):
+        TokenCache(tok, 10, col.corpus.__getitem__, 0)
+    with pytest.raises(TypeError, match="str"):
+        TokenCache(tok, 2, lambda i: 5, 8).batch([1])
+
+
+def test_prefetched_steps_equal_built_steps():
+    from densescale.train.batching import StepInputs, StepPrefetcher
+
+    calls = []
+
+    def build(step: int) -> StepInputs:
+        calls.append(step)
+        t = {"input_ids": torch.full((2, 3), step), "attention_mask": torch.ones(2, 3)}
+        return StepInputs(step, t, t, None, torch.tensor([step]), 6)
+
+    pre = StepPrefetcher(build)
+    try:
+        assert [pre.get(s).step for s in (0, 1, 2)] == [0, 1, 2]
+        pre.wait()
+        assert pre.get(7, prefetch_next=False).step == 7  # a jump rebuilds, no stale step
+        assert calls == [0, 1, 2, 3, 7]
+    finally:
+        pre.close()
+
+
+def test_training_losses_match_per_step_tokenisation(tiny_setup, tmp_path):
+    """train() (cached, prefetched ids) gives the losses of a loop that tokenises every step."""
+    from densescale.losses import ContrastiveLoss
+    from densescale.train.trainer import _Batches, _pair_doc_ids
+
+    _, _, col, tok, pairs, _ = tiny_setup
+    cfg = TrainConfig(**{**TINY, "max_steps": 5, "checkpoint_every": 100})
+    torch.manual_seed(0)
+    init = build_encoder("L1-H32", vocab_size=tok.vocab_size)
+    model = build_encoder("L1-H32", vocab_size=tok.vocab_size)
+    model.load_state_dict(init.state_dict())
+    res = train(model, tok, pairs, col.corpus, tmp_path / "run", cfg, progress=False)
+
+    ref = build_encoder("L1-H32", vocab_size=tok.vocab_size)
+    ref.load_state_dict(init.state_dict())
+    sampler = _Batches(len(pairs), len(col.corpus), cfg, 0, 1)
+    doc_index = _pair_doc_ids(pairs)
+    torch.manual_seed(cfg.seed)
+    loss_fn = ContrastiveLoss(scale=cfg.scale, in_batch=False, backend=cfg.loss_backend)
+    opt = torch.optim.AdamW(ref.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ref.train()
+    losses = []
+    for step in range(cfg.max_steps):
+        q, p, n, doc_ids = _reference_step(tok, pairs, col.corpus, doc_index, sampler, step, cfg)
+        loss = loss_fn(ref(**q), ref(**p), negatives=ref(**n), doc_ids=torch.tensor(doc_ids))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(ref.parameters()), cfg.grad_clip)
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert [h["loss"] for h in res.history] == losses

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from densescale.losses import ContrastiveLoss
+from densescale.train.batching import StepBuilder, StepPrefetcher
 from densescale.train.config import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
@@ -89,8 +90,15 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int, device: torch.dev
     }
 
 
-def _lr_lambda(cfg: TrainConfig):
+def _lr_lambda(cfg: TrainConfig, plateau: list[float] | None = None):
+    """Schedule factor of step ``step``, times ``plateau[0]`` (the product of the decays applied
+    on dev-CE plateaus so far; a list so the loop can change it)."""
+    plateau = plateau if plateau is not None else [1.0]
+
     def factor(step: int) -> float:
+        return plateau[0] * _schedule(step)
+
+    def _schedule(step: int) -> float:
         if cfg.warmup_steps and step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
         if cfg.schedule == "constant":
@@ -186,6 +194,11 @@ def train(
     evaluations (``result.converged``), or at ``config.max_steps``. Every ``config.log_every`` steps
     and every evaluation append a line to ``out_dir/metrics.jsonl`` (step, loss, dev_ce, lr,
     tokens_per_s, elapsed), so a run can be watched while it trains.
+
+    Each text is tokenised once per process (``batching.shared_token_cache``: ids kept per
+    tokenizer, text content and max length) and each batch is padded to its longest member, as
+    tokenising on every step would give; the next step's batch is built in a thread while this
+    one trains. Neither changes a result.
     """
     cfg = config
     if not isinstance(cfg, TrainConfig):
@@ -241,9 +254,11 @@ def train(
     ).to(device)
     params = list(model.parameters()) + list(loss_fn.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
+    plateau = [1.0]  # lr factor from plateau decays (cfg.plateau_factor ** decays)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, plateau))
 
     step, best_step, best_ce, bad_evals, history, elapsed = 0, 0, None, 0, [], 0.0
+    decays = 0
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
@@ -254,6 +269,8 @@ def train(
         torch.set_rng_state(state["rng"])
         step, best_step, best_ce = state["step"], state["best_step"], state["best_ce"]
         bad_evals, history, elapsed = state["bad_evals"], state["history"], state["elapsed"]
+        decays = state.get("decays", 0)
+        plateau[0] = cfg.plateau_factor**decays if decays else 1.0
     tokens_seen = sum(h.get("tokens", 0) for h in history)
     log = _MetricsLog(out / METRICS, step, enabled=rank == 0, tensorboard=cfg.tensorboard)
 
@@ -271,6 +288,7 @@ def train(
                 "best_step": best_step,
                 "best_ce": best_ce,
                 "bad_evals": bad_evals,
+                "decays": decays,
                 "history": history,
                 "elapsed": elapsed,
                 "config": cfg.to_dict(),
@@ -293,85 +311,94 @@ def train(
     model.train()
     t_start, stop_early, last_loss = time.perf_counter(), False, float("nan")
     last_dev = next((h["dev_ce"] for h in reversed(history) if "dev_ce" in h), None)
-    while step < cfg.max_steps and not stop_early:
-        idx, shared, group = batches(step)
-        batch = [pairs[int(i)] for i in idx]
-        q = tokenize(tokenizer, [b.query for b in batch], cfg.query_max_length, device)
-        passages = []
-        for b, g in zip(batch, group):
-            passages.append(b.positive)
-            passages.extend(corpus[int(j)] for j in g)
-        p = tokenize(tokenizer, passages, cfg.passage_max_length, device)
-        doc_ids = []
-        for i, g in zip(idx, group):
-            doc_ids.append(int(doc_index[int(i)]))
-            doc_ids.extend(int(j) for j in g)
-        doc_ids += [int(j) for j in shared]
-        n = None
-        if len(shared):
-            n = tokenize(
-                tokenizer, [corpus[int(j)] for j in shared], cfg.passage_max_length, device
+    build = StepBuilder(
+        batches,
+        tokenizer,
+        pairs,
+        corpus,
+        doc_index,
+        query_max_length=cfg.query_max_length,
+        passage_max_length=cfg.passage_max_length,
+    )
+    prefetcher = StepPrefetcher(build)
+    try:
+        while step < cfg.max_steps and not stop_early:
+            inputs = prefetcher.get(step, prefetch_next=step + 1 < cfg.max_steps).to(device)
+            q, p, n = inputs.queries, inputs.passages, inputs.negatives
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                q_emb, p_emb, n_emb = _encode_step(net, q, p, n, one_call=distributed)
+            loss = loss_fn(
+                q_emb.float(),
+                p_emb.float(),
+                negatives=None if n_emb is None else n_emb.float(),
+                doc_ids=inputs.doc_ids,
             )
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            q_emb, p_emb, n_emb = _encode_step(net, q, p, n, one_call=distributed)
-        loss = loss_fn(
-            q_emb.float(),
-            p_emb.float(),
-            negatives=None if n_emb is None else n_emb.float(),
-            doc_ids=torch.tensor(doc_ids, dtype=torch.int64, device=device),
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        last_loss = float(loss.detach())
-        if not math.isfinite(last_loss):
-            raise FloatingPointError(f"training loss became {last_loss} at step {step}; lower lr")
-        n_tokens = int(q["attention_mask"].sum() + p["attention_mask"].sum())
-        if n is not None:
-            n_tokens += int(n["attention_mask"].sum())
-        tokens_seen += n_tokens
-        entry = {"step": step, "loss": last_loss, "lr": scheduler.get_last_lr()[0]}
-        entry["tokens"] = n_tokens
-        if dev_pairs is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-            entry["dev_ce"] = last_dev = dev_contrastive_entropy(
-                model, tokenizer, dev_pairs, corpus, cfg, device
-            )
-            model.train()
-            if best_ce is None or entry["dev_ce"] < best_ce - cfg.min_delta:
-                best_ce, best_step, bad_evals = entry["dev_ce"], step, 0
-                if rank == 0:
-                    atomic_torch_save(model.state_dict(), out / BEST)
-            else:
-                bad_evals += 1
-                stop_early = cfg.patience > 0 and bad_evals >= cfg.patience
-        history.append(entry)
-        run_time = elapsed + time.perf_counter() - t_start
-        if step % cfg.log_every == 0 or "dev_ce" in entry or step == cfg.max_steps or stop_early:
-            log.write(
-                {
-                    "step": step,
-                    "loss": last_loss,
-                    **({"dev_ce": entry["dev_ce"]} if "dev_ce" in entry else {}),
-                    "lr": entry["lr"],
-                    "tokens_per_s": tokens_seen / max(run_time, 1e-9),
-                    "elapsed": run_time,
-                }
-            )
-        if bar is not None:
-            bar.set_postfix(
-                loss=f"{last_loss:.3f}",
-                tok_s=f"{tokens_seen / max(run_time, 1e-9):.0f}",
-                **({"dev_ce": f"{last_dev:.3f}"} if last_dev is not None else {}),
-            )
-            bar.update(1)
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stop_early:
-            elapsed_now = elapsed + time.perf_counter() - t_start
-            elapsed, t_start = elapsed_now, time.perf_counter()
-            save_checkpoint()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            last_loss = float(loss.detach())
+            if not math.isfinite(last_loss):
+                raise FloatingPointError(
+                    f"training loss became {last_loss} at step {step}; lower lr"
+                )
+            n_tokens = inputs.tokens
+            tokens_seen += n_tokens
+            entry = {"step": step, "loss": last_loss, "lr": scheduler.get_last_lr()[0]}
+            entry["tokens"] = n_tokens
+            if dev_pairs is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+                prefetcher.wait()  # the evaluation tokenises too; the tokenizer is not thread-safe
+                entry["dev_ce"] = last_dev = dev_contrastive_entropy(
+                    model, tokenizer, dev_pairs, corpus, cfg, device
+                )
+                model.train()
+                if best_ce is None or entry["dev_ce"] < best_ce - cfg.min_delta:
+                    best_ce, best_step, bad_evals = entry["dev_ce"], step, 0
+                    if rank == 0:
+                        atomic_torch_save(model.state_dict(), out / BEST)
+                else:
+                    bad_evals += 1
+                    plateaued = cfg.patience > 0 and bad_evals >= cfg.patience
+                    if plateaued and decays < cfg.plateau_decays:
+                        # a plateau at this lr: lower it and look again (ReduceLROnPlateau)
+                        decays, bad_evals = decays + 1, 0
+                        plateau[0] = cfg.plateau_factor**decays
+                    else:
+                        stop_early = plateaued
+            history.append(entry)
+            run_time = elapsed + time.perf_counter() - t_start
+            if (
+                step % cfg.log_every == 0
+                or "dev_ce" in entry
+                or step == cfg.max_steps
+                or stop_early
+            ):
+                log.write(
+                    {
+                        "step": step,
+                        "loss": last_loss,
+                        **({"dev_ce": entry["dev_ce"]} if "dev_ce" in entry else {}),
+                        "lr": entry["lr"],
+                        "tokens_per_s": tokens_seen / max(run_time, 1e-9),
+                        "elapsed": run_time,
+                    }
+                )
+            if bar is not None:
+                bar.set_postfix(
+                    loss=f"{last_loss:.3f}",
+                    tok_s=f"{tokens_seen / max(run_time, 1e-9):.0f}",
+                    **({"dev_ce": f"{last_dev:.3f}"} if last_dev is not None else {}),
+                )
+                bar.update(1)
+            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stop_early:
+                elapsed_now = elapsed + time.perf_counter() - t_start
+                elapsed, t_start = elapsed_now, time.perf_counter()
+                save_checkpoint()
+    finally:
+        prefetcher.close()
     if bar is not None:
         bar.close()
     log.close()
@@ -416,7 +443,7 @@ class _MetricsLog:
                 if line.strip() and json.loads(line).get("step", 0) <= resume_step
             ]
             atomic_write_text(path, "".join(line + "\n" for line in kept))
-        self.file = open(path, "a", buffering=1)
+        self.file = open(path, "a", buffering=1)  # noqa: SIM115 - open for the run, closed in close()
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
