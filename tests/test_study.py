@@ -238,7 +238,8 @@ def test_medquad_preset_runs_on_the_real_collection(medquad_path, tmp_path):
     assert sorted(r["D"] for r in recs) == [200, 400]
     for r in recs:
         assert 0 < r["ce"] < 20 and set(r["metrics"]) >= {"mrr@10", "ndcg@10", "recall@100", "map"}
-        assert r["N"] == 39_104 and r["num_queries"] == 60
+        assert r["N"] == 17_984 and r["d"] == 128 and r["num_queries"] == 60  # L1-H32, 128-d head
+        assert r["chance_ce"] > 0 and "converged" in r and "seen_bias" in r
     assert Path(out["report"]).exists()
 
 

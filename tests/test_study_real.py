@@ -244,6 +244,13 @@ def test_convergence_flag_and_metrics_log(tmp_path, beir_no_dev):
     )
     res = train(model, tok, pairs, col.corpus, tmp_path / "conv", cfg, dev_pairs=dev, progress=False)
     assert res.converged and res.stop_reason == "patience" and res.steps == 6
+    # one plateau lowers the lr and training goes on; the second stops it
+    decay = dataclasses.replace(cfg, plateau_decays=1, plateau_factor=0.5)
+    model = build_encoder("L1-H32", vocab_size=tok.vocab_size)
+    res = train(model, tok, pairs, col.corpus, tmp_path / "dec", decay, dev_pairs=dev, progress=False)
+    assert res.converged and res.steps == 10
+    lrs = {h["step"]: h["lr"] for h in res.history}
+    assert lrs[6] == pytest.approx(cfg.lr) and lrs[7] == pytest.approx(cfg.lr * 0.5)
     capped = TrainConfig(**{**TINY_TRAIN, "max_steps": 4, "patience": 5})
     model = build_encoder("L1-H32", vocab_size=tok.vocab_size)
     res = train(model, tok, pairs, col.corpus, tmp_path / "cap", capped, dev_pairs=dev, progress=False)

@@ -262,7 +262,7 @@ def cmd_study(args) -> int:
     from densescale.study.runner import estimate_gpu_hours
 
     if args.file is None and args.preset is None:
-        raise SystemExit("error: give a study file or --preset (demo, medquad, msmarco-paper)")
+        raise SystemExit("error: give a study file or --preset NAME")
     study = load_study(
         args.file, preset=args.preset if args.file is None else None, output=args.out
     )
@@ -308,20 +308,36 @@ def cmd_study(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from densescale.scaling import fit_study, write_report
+    from densescale.scaling import fit_study, plot_training_curves, write_report
     from densescale.study.store import ResultsStore
 
-    records = ResultsStore(args.results).records()
+    results = Path(args.results)
+    records = ResultsStore(results).records()
     if not records:
-        raise SystemExit(f"error: {args.results} holds no results")
-    out = Path(args.out) if args.out else Path(args.results).parent / "report"
+        raise SystemExit(f"error: {results} holds no results")
+    out = Path(args.out) if args.out else results.parent / "report"
+    # the study's BM25 reference rows sit beside its results (bm25.<split>.json)
+    baselines = {
+        f.stem.replace(".", " "): json.loads(f.read_text())
+        for f in sorted(results.parent.glob("bm25.*.json"))
+    }
     fits = fit_study(records, n_boot=args.n_boot, seed=0)
     for f in fits.values():
         print(f.describe())
     path = write_report(
-        records, out, oracle_ce=args.oracle_ce, n_boot=args.n_boot, seed=0, fits=fits
+        records,
+        out,
+        oracle_ce=args.oracle_ce,
+        baselines=baselines or None,
+        n_boot=args.n_boot,
+        seed=0,
+        fits=fits,
     )
     print(f"report: {path}")
+    cells = results.parent / "cells"
+    if args.curves and cells.is_dir():
+        curves = plot_training_curves(cells, out / "training_curves.png")
+        print(f"training curves: {curves}")
     return 0
 
 
@@ -366,6 +382,7 @@ def cmd_budget(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from densescale.data.cli import add_subcommand as add_data_subcommand
+    from densescale.study.config import PRESETS
 
     parser = argparse.ArgumentParser(prog="densescale", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -438,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("study", help="run a scaling study (resumable) and write its report")
     p.add_argument("file", nargs="?", help="study TOML file")
-    p.add_argument("--preset", choices=("demo", "medquad", "msmarco-paper"))
+    p.add_argument("--preset", choices=PRESETS)
     p.add_argument("--out", default=None, help="output folder (overrides the study's)")
     p.add_argument(
         "--collection", default=None, help=COLLECTION_HELP + " (overrides the study's [collection])"
@@ -459,6 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--oracle-ce", type=float, default=None, help="known floor to compare delta with"
     )
     p.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples for the intervals")
+    p.add_argument(
+        "--no-curves",
+        dest="curves",
+        action="store_false",
+        help="skip the training-curve figure (dev CE and loss of every cell against steps)",
+    )
     p.set_defaults(func=cmd_report)
 
     from dataclasses import fields

@@ -17,6 +17,9 @@ from .entropy import contrastive_entropy
 
 # passages sampled from each side to estimate mean scores: enough for a stable mean, cheap to score
 _SAMPLE = 2000
+# nats by which seen negatives must hurt more than unseen ones before the bias is called decisive
+# (an untrained model scores both alike, so the flag does not fire on noise)
+_CE_GAP = 0.5
 
 
 def seen_passage_bias(
@@ -48,8 +51,9 @@ def seen_passage_bias(
     ``ce_*_pool`` is the contrastive entropy with negatives drawn only from one side (None when
     that side has fewer than ``num_negatives`` passages). ``decides_ranking`` is True when a random
     training positive outscores the average test positive (``mean_score_seen >
-    mean_score_positive``): being seen in training then lifts a passage more than being relevant
-    does, and the ranking follows seen / unseen, not relevance.
+    mean_score_positive``) and seen negatives cost more than 0.5 nats over unseen ones
+    (``ce_seen_pool - ce_unseen_pool``): being seen in training then lifts a passage more than
+    being relevant does, and the ranking follows seen / unseen, not relevance.
     """
     rng = np.random.default_rng(seed)
     seen_rows = np.flatnonzero(seen & eligible)
@@ -85,5 +89,8 @@ def seen_passage_bias(
         float(seen[top10_rows[top10_rows >= 0]].mean()) if top10_rows is not None else None
     )
     s, p = out["mean_score_seen"], out["mean_score_positive"]
-    out["decides_ranking"] = bool(s is not None and s > p)
+    cs, cu = out["ce_seen_pool"], out["ce_unseen_pool"]
+    out["decides_ranking"] = bool(
+        s is not None and s > p and cs is not None and cu is not None and cs - cu > _CE_GAP
+    )
     return out

@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-PRESETS = ("demo", "medquad", "msmarco-paper")
+PRESETS = ("demo", "medquad", "medquad-finetune", "msmarco-paper")
 COLLECTION_KINDS = ("synthetic", "beir", "msmarco", "irds")
 SOURCES = ("human", "ict", "crop", "doc2query")
 DESIGNS = ("full", "cross")

@@ -26,7 +26,10 @@ class TrainConfig:
 
     Stopping: every ``eval_every`` steps dev CE is measured; after ``patience`` evaluations without
     an improvement of at least ``min_delta`` nats the run stops as converged; ``max_steps`` is the
-    safety cap (``patience = 0``: always run to the cap). ``negatives_from`` is where random
+    safety cap (``patience = 0``: always run to the cap). With ``plateau_decays = n`` the first n
+    plateaus multiply the learning rate by ``plateau_factor`` and training goes on (as
+    ReduceLROnPlateau does); the n+1-th stops it, so a noisy dev curve at a high rate is not
+    mistaken for convergence. ``negatives_from`` is where random
     negatives are drawn from, the study's pool (``"non-eval"``: corpus minus dev and test
     positives) or the whole ``"corpus"`` (the authors' choice; under it, the test positives are
     pushed down as negatives while training, and a model from scratch learns "was a training
@@ -54,6 +57,8 @@ class TrainConfig:
     dev_repeats: int = 2
     patience: int = 0
     min_delta: float = 0.0
+    plateau_decays: int = 0
+    plateau_factor: float = 0.3
     log_every: int = 10
     tensorboard: bool = False
     negatives_from: str = "non-eval"
@@ -92,6 +97,10 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.plateau_decays < 0:
+            raise ValueError(f"plateau_decays must be >= 0, got {self.plateau_decays}")
+        if not 0.0 < self.plateau_factor < 1.0:
+            raise ValueError(f"plateau_factor must be in (0, 1), got {self.plateau_factor}")
         if not self.min_delta >= 0:
             raise ValueError(f"min_delta must be >= 0 (nats of dev CE), got {self.min_delta}")
         if self.negatives_from not in NEGATIVE_SOURCES:
