@@ -9,6 +9,15 @@ Cost model (SPEC 1.6; the paper's own constants are not public, so every number 
                                               + queries_served * tokens_per_query)
     dollars_per_flop = accelerator_dollars_per_hour / (3600 * achieved_flops)
 
+With a law of model size and embedding dimension (:class:`~densescale.scaling.ModelDimLaw`) the
+question is what to serve under a memory budget (bytes), where the index and the encoder share it::
+
+    memory = corpus_size * d * bytes_per_value  +  N * bytes_per_param
+
+(``bytes_per_value`` = 4 for fp32 vectors, 2 for fp16, 1 for int8), optionally with the dollar
+budget above at the law's data size D as well. A dimension costs ``corpus_size * bytes_per_value``
+bytes, the memory of that many parameters: the answer trades d against N.
+
 N is the non-embedding parameter count (SPEC 1.2); ``6 N`` FLOPs per token for a forward and
 backward pass and ``2 N`` for a forward pass are the usual dense-transformer estimates (attention
 and embedding lookups ignored).
@@ -22,7 +31,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from ._checks import positive_number, positive_values
-from .laws import ChinchillaLaw, JointLaw
+from .laws import ChinchillaLaw, JointLaw, ModelDimLaw
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,8 @@ class CostModel:
         tokens_per_passage: mean tokens per passage.
         queries_served: queries encoded in deployment.
         tokens_per_query: mean tokens per query.
+        bytes_per_value: bytes per stored vector component of the index (4: fp32).
+        bytes_per_param: bytes per encoder parameter in serving memory (4: fp32).
     """
 
     dollars_per_annotation: float = 0.5
@@ -59,13 +70,19 @@ class CostModel:
     tokens_per_passage: float = 80.0
     queries_served: float = 1e9
     tokens_per_query: float = 10.0
+    bytes_per_value: float = 4.0
+    bytes_per_param: float = 4.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
             if f.name == "train_examples" and v is None:
                 continue
-            positive_number(f.name, v, allow_zero=f.name not in ("achieved_flops",))
+            positive_number(
+                f.name,
+                v,
+                allow_zero=f.name not in ("achieved_flops", "bytes_per_value", "bytes_per_param"),
+            )
 
     @property
     def dollars_per_flop(self) -> float:
@@ -102,6 +119,15 @@ class CostModel:
         """Total dollars of (N, D): annotation + training (+ inference)."""
         return self.split(N, D, include_inference=include_inference).total
 
+    def index_bytes(self, d) -> float | np.ndarray:
+        """Bytes of the index: ``corpus_size * d * bytes_per_value``."""
+        return _out(self.corpus_size * positive_values("d", d) * self.bytes_per_value)
+
+    def serving_bytes(self, N, d) -> float | np.ndarray:
+        """Index plus encoder: ``corpus_size * d * bytes_per_value + N * bytes_per_param``."""
+        n, x = np.broadcast_arrays(positive_values("N", N), positive_values("d", d))
+        return _out(self.corpus_size * x * self.bytes_per_value + n * self.bytes_per_param)
+
 
 def _out(x: np.ndarray) -> float | np.ndarray:
     return float(x) if np.ndim(x) == 0 else x
@@ -132,15 +158,21 @@ class Allocation:
         include_inference: whether inference cost counted.
         at_bound: "" or which search bound the optimum sits on (e.g. "N upper bound"): the law
             would take the allocation beyond the range searched.
+        d: the embedding dimension (answers of a law of N and d), else None.
+        memory_budget, memory_bytes: the serving-memory budget asked and what the answer uses
+            (index + encoder, bytes), for answers of a law of N and d; else None.
     """
 
     N: float
     D: float
     loss: float
     cost: CostSplit
-    budget: float
+    budget: float | None
     include_inference: bool
     at_bound: str = ""
+    d: float | None = None
+    memory_budget: float | None = None
+    memory_bytes: float | None = None
 
 
 def _check_law(law) -> None:
@@ -171,15 +203,23 @@ def _max_d(cost: CostModel, budget: float, n: np.ndarray, include_inference: boo
 
 
 def optimal_allocation(
-    law: JointLaw | ChinchillaLaw,
+    law: JointLaw | ChinchillaLaw | ModelDimLaw,
     cost: CostModel,
-    budget: float,
+    budget: float | None,
     *,
     include_inference: bool = True,
     N_bounds: tuple[float, float] = (1e5, 1e11),
     D_bounds: tuple[float, float] = (1e2, 1e9),
+    memory_budget: float | None = None,
+    d_bounds: tuple[float, float] = (8.0, 8192.0),
+    D: float | None = None,
 ) -> Allocation:
     """Solve ``min_{N, D} L(N, D)  s.t.  cost(N, D) <= budget`` within the given bounds.
+
+    With a :class:`ModelDimLaw` it solves ``min_{N, d} L(N, d)`` s.t.
+    ``cost.serving_bytes(N, d) <= memory_budget`` (and ``cost(N, D) <= budget`` at the law's D,
+    or ``D``, when ``budget`` is given), searching ``d_bounds`` and ``N_bounds``; see
+    :func:`optimal_dim_allocation`.
 
     The loss falls with D, so the optimum spends the whole budget: for each N the best D is the
     largest affordable one, ``D*(N)``. A dense 1-D search over log N of ``L(N, D*(N))`` finds the
@@ -197,9 +237,22 @@ def optimal_allocation(
         TypeError / ValueError: bad arguments, or a budget below the cheapest point of the box
             (the message gives that cost).
     """
+    if isinstance(law, ModelDimLaw):
+        return optimal_dim_allocation(
+            law,
+            cost,
+            memory_budget,
+            budget=budget,
+            D=D,
+            include_inference=include_inference,
+            N_bounds=N_bounds,
+            d_bounds=d_bounds,
+        )
     _check_law(law)
     if not isinstance(cost, CostModel):
         raise TypeError(f"cost must be a CostModel, got {type(cost).__name__}")
+    if memory_budget is not None:
+        raise ValueError("memory_budget needs a law of N and d (ModelDimLaw), got a law of N, D")
     budget = positive_number("budget", budget)
     n_lo, n_hi = _check_bounds("N_bounds", N_bounds)
     d_lo, d_hi = _check_bounds("D_bounds", D_bounds)
@@ -254,4 +307,124 @@ def optimal_allocation(
         budget=budget,
         include_inference=include_inference,
         at_bound=", ".join(at_bound),
+    )
+
+
+def optimal_dim_allocation(
+    law: ModelDimLaw,
+    cost: CostModel,
+    memory_budget: float,
+    *,
+    budget: float | None = None,
+    D: float | None = None,
+    include_inference: bool = True,
+    N_bounds: tuple[float, float] = (1e5, 1e11),
+    d_bounds: tuple[float, float] = (8.0, 8192.0),
+) -> Allocation:
+    """Trade embedding dimension against model size: ``min_{N, d} L(N, d)`` s.t.
+
+        corpus_size * d * bytes_per_value + N * bytes_per_param <= memory_budget
+        cost(N, D) <= budget                                      (only when budget is given)
+
+    The loss falls with N, so for each d the best N is the largest one both budgets allow; a
+    dense search over log d of ``L(N*(d), d)`` and a bounded polish find the optimum.
+
+    Args:
+        law: a fitted :class:`ModelDimLaw`.
+        cost: the :class:`CostModel` (corpus_size, bytes_per_value, bytes_per_param; dollars).
+        memory_budget: bytes of serving memory for the index and the encoder, > 0.
+        budget: dollars (optional), spent at the data size ``D`` (default ``law.D``).
+        include_inference: count the inference cost in the dollar budget.
+        N_bounds, d_bounds: the search box; the answer says when it sits on it.
+
+    Raises:
+        TypeError / ValueError: bad arguments, a budget that no point of the box meets, or a
+            dollar budget without a data size.
+    """
+    if not isinstance(law, ModelDimLaw):
+        raise TypeError(f"law must be a ModelDimLaw (a law of N and d), got {type(law).__name__}")
+    if not isinstance(cost, CostModel):
+        raise TypeError(f"cost must be a CostModel, got {type(cost).__name__}")
+    if memory_budget is None:
+        raise ValueError("memory_budget (bytes) is needed to trade d against N, got None")
+    memory = positive_number("memory_budget", memory_budget)
+    n_lo, n_hi = _check_bounds("N_bounds", N_bounds)
+    d_lo, d_hi = _check_bounds("d_bounds", d_bounds)
+    data = None
+    if budget is not None:
+        budget = positive_number("budget", budget)
+        data = D if D is not None else law.D
+        if data is None:
+            raise ValueError("a dollar budget needs the data size: pass D (the law has no D)")
+        data = positive_number("D", data)
+
+    def n_star(log_d: np.ndarray) -> np.ndarray:
+        d = np.exp(log_d)
+        room = memory - cost.corpus_size * d * cost.bytes_per_value
+        n = np.where(room > 0, room / cost.bytes_per_param, 0.0)
+        if budget is not None:
+            # cost is affine in N at fixed D: the largest affordable N
+            c1 = cost.cost(1.0, data, include_inference=include_inference)
+            c2 = cost.cost(2.0, data, include_inference=include_inference)
+            per_n, fixed = c2 - c1, c1 - (c2 - c1)
+            n = np.minimum(n, (budget - fixed) / per_n if per_n > 0 else np.inf)
+        return np.minimum(n, n_hi)
+
+    def objective(log_d: np.ndarray) -> np.ndarray:
+        n = n_star(log_d)
+        ok = n >= n_lo
+        loss = np.full(np.shape(log_d), np.inf)
+        if np.any(ok):
+            loss[ok] = law.predict(n[ok], np.exp(log_d[ok]))
+        return loss
+
+    grid = np.linspace(np.log(d_lo), np.log(d_hi), 801)
+    values = objective(grid)
+    if not np.any(np.isfinite(values)):
+        need = float(cost.serving_bytes(n_lo, d_lo))
+        raise ValueError(
+            f"memory_budget {memory:.4g} bytes (with budget {budget!r}) is infeasible: the "
+            f"smallest point of the box (N = {n_lo:.3g}, d = {d_lo:.3g}) needs {need:.4g} bytes"
+            + ("" if budget is None else " or more dollars than the budget")
+        )
+    i = int(np.argmin(values))
+    best_log_d, best = grid[i], values[i]
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    if hi > lo:
+        res = minimize_scalar(
+            lambda x: float(objective(np.array([x]))[0]),
+            bounds=(lo, hi),
+            method="bounded",
+            options={"xatol": 1e-8},
+        )
+        if res.success and res.fun <= best:
+            best_log_d, best = float(res.x), float(res.fun)
+    d = float(np.exp(best_log_d))
+    n = float(n_star(np.array([best_log_d]))[0])
+    at_bound = []
+    if best_log_d <= grid[0] + 1e-6:
+        at_bound.append("d lower bound")
+    if best_log_d >= grid[-1] - 1e-6:
+        at_bound.append("d upper bound")
+    if n >= n_hi * (1 - 1e-9):
+        at_bound.append("N upper bound")
+    if n <= n_lo * (1 + 1e-9):
+        at_bound.append("N lower bound")
+    split_d = data if data is not None else law.D
+    if split_d is None:  # no data size: the dollar cost is not defined
+        nan = float("nan")
+        dollars = CostSplit(annotation=nan, training=nan, inference=nan)
+    else:
+        dollars = cost.split(n, split_d, include_inference=include_inference)
+    return Allocation(
+        N=n,
+        D=float("nan") if split_d is None else float(split_d),
+        loss=float(best),
+        cost=dollars,
+        budget=budget,
+        include_inference=include_inference,
+        at_bound=", ".join(at_bound),
+        d=d,
+        memory_budget=memory,
+        memory_bytes=float(cost.serving_bytes(n, d)),
     )

@@ -38,6 +38,8 @@ class FitInfo:
         huber_delta: the Huber threshold on log-L residuals.
         bootstrap: (n_boot, n_params) bootstrap estimates of the parameters in ``params`` order,
             or None.
+        noise_scale: the noise of one measurement in log L, ``sqrt(sum r_i^2 / (n - p))``
+            (None when ``n <= p``); a new observation is ``L_hat * exp(noise)``.
     """
 
     r2: float
@@ -50,6 +52,7 @@ class FitInfo:
     objective: float
     huber_delta: float
     bootstrap: np.ndarray | None = field(default=None, repr=False)
+    noise_scale: float | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,37 @@ class _Law:
     def with_fit(self, fit: FitInfo | None):
         return replace(self, fit=fit)
 
+    def interval(
+        self, *coords, level: float | None = None, observation: bool = False, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Bootstrap interval of the prediction at ``coords`` (as ``predict`` takes them).
+
+        Percentiles of ``predict`` over the bootstrap parameter sets (``fit.bootstrap``), at
+        ``level`` (default the fit's ``ci_level``). ``observation=True`` gives the interval of a
+        new measurement instead: each bootstrap curve times ``exp(noise_scale * t)``, ``t`` drawn
+        from Student's t with ``n - p`` degrees of freedom (seeded). None without a bootstrap.
+        """
+        if self.fit is None or self.fit.bootstrap is None or len(self.fit.bootstrap) < 2:
+            return None
+        level = self.fit.ci_level if level is None else float(level)
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level!r}")
+        boot = self.fit.bootstrap
+        preds = np.stack(
+            [
+                np.asarray(type(self)(**dict(zip(self.param_names, row))).predict(*coords))
+                for row in boot
+            ]
+        )
+        if observation and self.fit.noise_scale:
+            dof = max(self.fit.n_points - len(self.param_names), 1)
+            rng = np.random.default_rng(seed)
+            t = rng.standard_t(dof, size=preds.shape)
+            preds = preds * np.exp(self.fit.noise_scale * t)
+        tail = 100.0 * (1.0 - level) / 2.0
+        lo, hi = np.percentile(preds, [tail, 100.0 - tail], axis=0)
+        return _out(lo), _out(hi)
+
     def __post_init__(self) -> None:
         for k in self.param_names:
             v = getattr(self, k)
@@ -106,17 +140,23 @@ def _out(x: np.ndarray) -> float | np.ndarray:
 
 def _lse(*terms: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """log(sum exp(terms)) and the softmax weights of each term (the derivative of the result)."""
-    m = np.maximum.reduce(terms)
-    exps = [np.exp(t - m) for t in terms]
-    total = np.sum(exps, axis=0)
-    return m + np.log(total), [e / total for e in exps]
+    if len(terms) == 2:  # the common case, without stacking (fits call this thousands of times)
+        a, b = terms
+        out = np.logaddexp(a, b)
+        return out, [np.exp(a - out), np.exp(b - out)]
+    stacked = np.stack(np.broadcast_arrays(*terms))
+    out = np.logaddexp.reduce(stacked, axis=0)
+    return out, list(np.exp(stacked - out))
 
 
 def _power_plus_floor(log_c: float, exponent: float, log_delta: float, log_x: np.ndarray):
     """log[(C/x)^e + delta] and its Jacobian w.r.t. (log C, e, log delta); shapes (n,), (n, 3)."""
     u = exponent * (log_c - log_x)
-    out, (w_u, w_d) = _lse(u, np.full_like(u, log_delta))
-    jac = np.stack([w_u * exponent, w_u * (log_c - log_x), w_d], axis=-1)
+    out, (w_u, w_d) = _lse(u, log_delta)
+    jac = np.empty(u.shape + (3,))
+    jac[..., 0] = w_u * exponent
+    jac[..., 1] = w_u * (log_c - log_x)
+    jac[..., 2] = w_d
     return out, jac
 
 
@@ -279,7 +319,7 @@ class JointLaw(_Law):
         # s = log[(A/N)^(alpha/beta) + B/D];  log L = logaddexp(beta * s, log delta)
         s, (p1, p2) = _lse((alpha / beta) * (a - log_n), b - log_d)
         t = beta * s
-        out, (w_t, w_e) = _lse(t, np.full_like(t, e))
+        out, (w_t, w_e) = _lse(t, e)
         jac = np.stack(
             [
                 w_t * p1 * alpha,
@@ -361,4 +401,102 @@ class ChinchillaLaw(_Law):
         )
 
 
-Law = ModelSizeLaw | DataSizeLaw | JointLaw | ChinchillaLaw
+@dataclass(frozen=True)
+class EmbeddingDimLaw(_Law):
+    """Embedding-dimension law ``L(d) = (C / d)^gamma + delta``.
+
+    d: output dimension of the encoder (the vector stored per passage); L: contrastive entropy
+    (nats); ``delta``: the loss with unbounded vectors at this model and data size (Killingback
+    et al. 2026 report such a power law in d).
+    """
+
+    C: float
+    gamma: float
+    delta: float
+
+    param_names: ClassVar[tuple[str, ...]] = ("C", "gamma", "delta")
+    formula: ClassVar[str] = "L(d) = (C/d)^gamma + delta"
+
+    def predict(self, d) -> float | np.ndarray:
+        """Predicted loss at embedding dimension(s) ``d`` (any shape, > 0)."""
+        x = positive_values("d", d)
+        return _out(np.exp(self._log_predict(self._theta(), np.log(x))[0]))
+
+    def d_for_loss(self, target) -> float | np.ndarray:
+        """Dimension needed to reach ``target``: ``d = C * (target - delta)^(-1/gamma)``; inf if
+        ``target <= delta``."""
+        t = positive_values("target", target)
+        gap = t - self.delta
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = np.where(gap > 0, self.C * np.abs(gap) ** (-1.0 / self.gamma), np.inf)
+        return _out(d)
+
+    def _theta(self) -> np.ndarray:
+        return np.array([np.log(self.C), self.gamma, np.log(self.delta)])
+
+    @classmethod
+    def _from_theta(cls, theta: np.ndarray) -> EmbeddingDimLaw:
+        return cls(C=float(np.exp(theta[0])), gamma=float(theta[1]), delta=float(np.exp(theta[2])))
+
+    @staticmethod
+    def _log_predict(theta: np.ndarray, log_x: np.ndarray, _unused: np.ndarray | None = None):
+        return _power_plus_floor(theta[0], theta[1], theta[2], log_x)
+
+    def _filled_formula(self) -> str:
+        return f"L(d) = ({self.C:.4g}/d)^{self.gamma:.4g} + {self.delta:.4g}"
+
+
+@dataclass(frozen=True)
+class ModelDimLaw(_Law):
+    """Joint law of model size and embedding dimension, in the paper's joint form::
+
+        L(N, d) = [(A/N)^(alpha/gamma) + C/d]^gamma + delta
+
+    With d -> inf it reduces to the model-size law ``(A/N)^alpha + delta``; with N -> inf to the
+    dimension law ``(C/d)^gamma + delta``. Fitted at one data size D (``D`` records it, or None).
+    """
+
+    A: float
+    C: float
+    alpha: float
+    gamma: float
+    delta: float
+    D: float | None = field(default=None, kw_only=True, compare=False)
+
+    param_names: ClassVar[tuple[str, ...]] = ("A", "C", "alpha", "gamma", "delta")
+    formula: ClassVar[str] = "L(N, d) = [(A/N)^(alpha/gamma) + C/d]^gamma + delta"
+
+    def predict(self, N, d) -> float | np.ndarray:
+        """Predicted loss; ``N`` and ``d`` broadcast against each other (any shapes, > 0)."""
+        n, x = np.broadcast_arrays(positive_values("N", N), positive_values("d", d))
+        return _out(np.exp(self._log_predict(self._theta(), np.log(n), np.log(x))[0]))
+
+    def at_infinite_dim(self) -> ModelSizeLaw:
+        """The model-size law this law tends to as d -> inf."""
+        return ModelSizeLaw(A=self.A, alpha=self.alpha, delta=self.delta)
+
+    def at_infinite_model(self) -> EmbeddingDimLaw:
+        """The dimension law this law tends to as N -> inf."""
+        return EmbeddingDimLaw(C=self.C, gamma=self.gamma, delta=self.delta)
+
+    def _theta(self) -> np.ndarray:
+        return np.array(
+            [np.log(self.A), np.log(self.C), self.alpha, self.gamma, np.log(self.delta)]
+        )
+
+    @classmethod
+    def _from_theta(cls, theta: np.ndarray) -> ModelDimLaw:
+        a, c, alpha, gamma, e = (float(v) for v in theta)
+        return cls(A=np.exp(a), C=np.exp(c), alpha=alpha, gamma=gamma, delta=np.exp(e))
+
+    # the same algebra as the paper's L(N, D), with (C, gamma, d) in place of (B, beta, D)
+    _log_predict = staticmethod(JointLaw._log_predict)
+
+    def _filled_formula(self) -> str:
+        return (
+            f"L(N, d) = [({self.A:.4g}/N)^({self.alpha:.4g}/{self.gamma:.4g}) + {self.C:.4g}/d]"
+            f"^{self.gamma:.4g} + {self.delta:.4g}"
+        )
+
+
+Law = ModelSizeLaw | DataSizeLaw | JointLaw | ChinchillaLaw | EmbeddingDimLaw | ModelDimLaw

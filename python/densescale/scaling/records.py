@@ -1,11 +1,23 @@
-"""Study result records: checked, then averaged into cells (one point per (source, N, D)).
+"""Study result records: checked, then averaged into cells (one point per (source, N, D, d)).
 
 A record is one trained and evaluated grid cell of a study::
 
     {"model": "bert-L4-H256", "N": 3422208, "D": 10000, "source": "human", "ce": 0.119,
-     "metrics": {"mrr@10": 0.31, ...}, ...}   # further keys are ignored
+     "metrics": {"mrr@10": 0.31, "ndcg@10": 0.37, ...},
+     # optional yardsticks (older records lack them; each is used when present):
+     "d": 768,                      # embedding dimension (out_dim); absent: one d for all
+     "chance_ce": 5.5491,           # ln(K + 1) for the K evaluation negatives
+     "oracle_ce": 0.12,             # the collection's oracle CE, or None
+     "converged": True,             # stopped by patience (not by the step cap)
+     "near_chance": False,          # ce >= 0.9 * chance_ce
+     "flags": ["not_converged"],    # e.g. near_chance, not_converged, seen_passage_bias
+     "seen_bias": {"mean_score_seen": ..., "mean_score_unseen": ..., "mean_score_positive": ...,
+                   "top10_seen_fraction": ..., "corpus_seen_fraction": ...,
+                   "decides_ranking": False},
+     "checkpoint": "google/bert_uncased_L-4_H-256_A-4",   # or None (random init)
+     ...}   # further keys are ignored
 
-Records of the same (source, N, D) (e.g. several seeds) are averaged into one point before
+Records of the same (source, N, D, d) (e.g. several seeds) are averaged into one point before
 fitting, so repeated seeds never count as extra design points.
 """
 
@@ -19,8 +31,63 @@ import numpy as np
 
 from ._checks import positive_number
 
+NEAR_CHANCE_FRACTION = 0.9
+"""A cell whose CE is at least this fraction of chance, ln(K+1), has not learned to rank."""
+
+_SEEN_BIAS_NUMBERS = (
+    "mean_score_seen",
+    "mean_score_unseen",
+    "mean_score_positive",
+    "top10_seen_fraction",
+    "corpus_seen_fraction",
+)
+
+
+def _optional_positive(where: str, r: Mapping, key: str) -> float | None:
+    v = r.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{where}[{key!r}] must be a real number or None, got {v!r}")
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{where}[{key!r}] must be finite and > 0, got {v!r}")
+    return float(v)
+
+
+def _optional_bool(where: str, r: Mapping, key: str) -> bool | None:
+    v = r.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{where}[{key!r}] must be a bool or None, got {v!r}")
+    return bool(v)
+
+
+def _seen_bias(where: str, r: Mapping) -> dict | None:
+    v = r.get("seen_bias")
+    if v is None:
+        return None
+    if not isinstance(v, Mapping):
+        raise TypeError(f"{where}['seen_bias'] must be a dict or None, got {type(v).__name__}")
+    out: dict = {}
+    for key in _SEEN_BIAS_NUMBERS:
+        x = v.get(key)
+        if x is None:
+            continue
+        if isinstance(x, bool) or not isinstance(x, numbers.Real):
+            raise TypeError(f"{where}['seen_bias'][{key!r}] must be a number, got {x!r}")
+        out[key] = float(x)
+    out["decides_ranking"] = bool(_optional_bool(f"{where}['seen_bias']", v, "decides_ranking"))
+    return out
+
 
 def check_records(records) -> list[dict]:
+    """Check every record (the error names the record and key) and return normalised copies.
+
+    Each copy has every key of the module docstring (None / [] / {} where a record lacks it);
+    ``near_chance`` is also set when ``ce >= 0.9 * chance_ce``, and ``flags`` holds
+    "near_chance", "not_converged" and "seen_passage_bias" whenever those hold.
+    """
     if isinstance(records, (str, bytes, Mapping)) or not isinstance(records, Sequence):
         raise TypeError(f"records must be a list of dicts, got {type(records).__name__}")
     if len(records) == 0:
@@ -36,8 +103,10 @@ def check_records(records) -> list[dict]:
         for key in ("model", "source"):
             if not isinstance(r[key], str) or not r[key]:
                 raise TypeError(f"{where}[{key!r}] must be a non-empty str, got {r[key]!r}")
-        for key in ("N", "D"):
-            v = r[key]
+        for key in ("N", "D", "d"):
+            v = r.get(key)
+            if key == "d" and v is None:
+                continue
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
                 raise ValueError(f"{where}[{key!r}] must be a positive int, got {v!r}")
         ce = r["ce"]
@@ -51,17 +120,63 @@ def check_records(records) -> list[dict]:
         for k, v in metrics.items():
             if isinstance(v, bool) or not isinstance(v, numbers.Real):
                 raise TypeError(f"{where}['metrics'][{k!r}] must be a number, got {v!r}")
+        checkpoint = r.get("checkpoint")
+        if checkpoint is not None and not isinstance(checkpoint, str):
+            raise TypeError(f"{where}['checkpoint'] must be a str or None, got {checkpoint!r}")
+        flags = r.get("flags") or []
+        if isinstance(flags, str) or not isinstance(flags, Sequence):
+            raise TypeError(f"{where}['flags'] must be a list of str, got {flags!r}")
+        if not all(isinstance(f, str) for f in flags):
+            raise TypeError(f"{where}['flags'] must be a list of str, got {flags!r}")
+        chance = _optional_positive(where, r, "chance_ce")
+        converged = _optional_bool(where, r, "converged")
+        seen = _seen_bias(where, r)
+        near = bool(_optional_bool(where, r, "near_chance")) or (
+            chance is not None and float(ce) >= NEAR_CHANCE_FRACTION * chance
+        )
+        flags = list(dict.fromkeys(str(f) for f in flags))
+        for flag, on in (
+            ("near_chance", near),
+            ("not_converged", converged is False),
+            ("seen_passage_bias", bool(seen and seen["decides_ranking"])),
+        ):
+            if on and flag not in flags:
+                flags.append(flag)
         out.append(
             {
                 "model": r["model"],
                 "N": int(r["N"]),
                 "D": int(r["D"]),
+                "d": None if r.get("d") is None else int(r["d"]),
                 "source": r["source"],
                 "ce": float(ce),
                 "metrics": {str(k): float(v) for k, v in metrics.items()},
+                "checkpoint": checkpoint,
+                "chance_ce": chance,
+                "oracle_ce": _optional_positive(where, r, "oracle_ce"),
+                "converged": converged,
+                "near_chance": near,
+                "flags": flags,
+                "seen_bias": seen,
             }
         )
     return out
+
+
+def exclusion_reasons(record: Mapping, *, include_unconverged: bool = False) -> list[str]:
+    """Why a normalised record is left out of the law fits ([] when it is kept)."""
+    reasons = []
+    if record["near_chance"]:
+        if record["chance_ce"] is not None:
+            reasons.append(
+                f"near chance (CE {record['ce']:.4g} >= {NEAR_CHANCE_FRACTION} x ln(K+1) = "
+                f"{NEAR_CHANCE_FRACTION * record['chance_ce']:.4g}): it has not learned to rank"
+            )
+        else:
+            reasons.append("near chance (flagged by the study): it has not learned to rank")
+    if record["converged"] is False and not include_unconverged:
+        reasons.append("not converged (stopped by the step cap, not by patience)")
+    return reasons
 
 
 def check_oracle(oracle_ce, sources: list[str]) -> dict[str, float]:
@@ -76,25 +191,49 @@ def check_oracle(oracle_ce, sources: list[str]) -> dict[str, float]:
     return dict.fromkeys(sources, v)
 
 
-def cells_of(records: list[dict], source: str) -> list[dict]:
-    groups: dict[tuple[int, int], list[dict]] = {}
+def _sort_key(key: tuple) -> tuple:
+    n, d_size, dim = key
+    return (n, d_size, -1 if dim is None else dim)
+
+
+def cells_of(records: list[dict], source: str | None = None) -> list[dict]:
+    """Average normalised records of ``source`` (all sources when None) into one cell per
+    (source, N, D, d): CE and metrics are means; ``runs`` counts the records; ``flags`` is the
+    union; ``converged`` is True only when every run converged (None when no run says)."""
+    groups: dict[tuple, list[dict]] = {}
     for r in records:
-        if r["source"] == source:
-            groups.setdefault((r["N"], r["D"]), []).append(r)
+        if source is None or r["source"] == source:
+            groups.setdefault((r["source"], r["N"], r["D"], r["d"]), []).append(r)
     cells = []
-    for (n, d), rs in sorted(groups.items()):
+    for (src, n, d_size, dim), rs in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], *_sort_key(kv[0][1:]))
+    ):
         names = sorted({m for r in rs for m in r["metrics"]})
+        known = [r["converged"] for r in rs if r["converged"] is not None]
+        chance = [r["chance_ce"] for r in rs if r["chance_ce"] is not None]
+        oracle = [r["oracle_ce"] for r in rs if r["oracle_ce"] is not None]
+        seen = [r["seen_bias"] for r in rs if r["seen_bias"] is not None]
         cells.append(
             {
+                "source": src,
                 "model": rs[0]["model"],
+                "checkpoint": rs[0]["checkpoint"],
                 "N": n,
-                "D": d,
+                "D": d_size,
+                "d": dim,
                 "runs": len(rs),
                 "ce": float(np.mean([r["ce"] for r in rs])),
                 "metrics": {
                     k: float(np.mean([r["metrics"][k] for r in rs if k in r["metrics"]]))
                     for k in names
                 },
+                "chance_ce": float(np.mean(chance)) if chance else None,
+                "oracle_ce": float(np.mean(oracle)) if oracle else None,
+                "converged": all(known) if known else None,
+                "near_chance": any(r["near_chance"] for r in rs),
+                "flags": list(dict.fromkeys(f for r in rs for f in r["flags"])),
+                "seen_bias": seen[0] if seen else None,
+                "decides_ranking": any(s["decides_ranking"] for s in seen),
             }
         )
     return cells
