@@ -226,45 +226,49 @@ def plot_residuals(fits: SourceFits, path: Path) -> None:
 
 
 def plot_forecasts(fits: SourceFits, path: Path) -> bool:
-    """Forecast checks: for every law with one, the held-out cells' observed CE against the
-    forecast with its interval; points on the diagonal were forecast exactly. Returns False (and
-    writes nothing) when no law has a check."""
-    checks = [(o, o.extrapolation) for o in fits.all_outcomes if o.extrapolation is not None]
-    if not checks:
+    """Forecast checks, one row per held-out cell: the observed CE relative to the forecast (dot)
+    and the forecast's 95% interval (bar), both as % of the forecast; green when the observation
+    falls inside, red when not, grey without an interval. Returns False (and writes nothing)
+    when no law has a check."""
+    rows = []
+    for o in fits.all_outcomes:
+        e = o.extrapolation
+        if e is None:
+            continue
+        coords = {"N": e.N, "D": e.D, "d": e.d}[e.holdout]
+        for i in range(len(e.observed)):
+            p = float(e.predicted[i])
+            where = f"{e.holdout} = {coords[i]:.3g}"
+            others = [
+                (k, a) for k, a in (("N", e.N), ("D", e.D)) if a is not None and k != e.holdout
+            ]
+            where += "".join(f", {k} = {a[i]:.3g}" for k, a in others)
+            band = None
+            if e.has_intervals:
+                band = (100 * (e.lower[i] / p - 1), 100 * (e.upper[i] / p - 1))
+            rows.append((f"{o.label}: {where}", 100 * (e.observed[i] / p - 1), band))
+    if not rows:
         return False
-    fig, ax = _figure()
-    lo_all, hi_all = [], []
-    for color, (o, e) in zip(_colors(len(checks)), checks):
-        x = e.predicted
-        err = None
-        if e.has_intervals:
-            err = np.vstack([x - e.lower, e.upper - x])
-            lo_all.append(e.lower.min())
-            hi_all.append(e.upper.max())
-        ax.errorbar(
-            x,
-            e.observed,
-            xerr=err,
-            fmt="o",
-            color=color,
-            markersize=4,
-            capsize=2,
-            label=o.label,
-            linewidth=0.9,
-        )
-        lo_all += [x.min(), e.observed.min()]
-        hi_all += [x.max(), e.observed.max()]
-    lo, hi = min(lo_all) / 1.2, max(hi_all) * 1.2
-    ax.plot([lo, hi], [lo, hi], "-", color="0.3", linewidth=0.8, label="forecast = observed")
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("forecast CE (nats), with its 95% interval")
-    ax.set_ylabel("observed CE (nats)")
-    ax.set_title(f"Forecast of held-out largest sizes ({fits.source} annotations)", fontsize=10)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=6, loc="best")
+    from matplotlib.figure import Figure
+
+    height = 1.4 + 0.24 * len(rows)
+    fig = Figure(figsize=(7.6, height))
+    fig.subplots_adjust(left=0.5, right=0.97, bottom=0.9 / height, top=1 - 0.45 / height)
+    ax = fig.add_subplot(1, 1, 1)
+    for y, (label, rel, band) in enumerate(rows):
+        if band is None:
+            color = "0.5"
+        else:
+            color = "seagreen" if band[0] <= rel <= band[1] else "crimson"
+            ax.plot(band, [y, y], "-", color=color, linewidth=2.0, alpha=0.5)
+        ax.plot([rel], [y], "o", color=color, markersize=4)
+    ax.axvline(0.0, color="0.2", linewidth=0.8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([r[0] for r in rows], fontsize=6)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlabel("observed / forecast CE - 1 (%); bar: 95% forecast interval")
+    ax.set_title(f"Forecast of the held-out largest sizes ({fits.source} annotations)", fontsize=9)
+    ax.grid(True, axis="x", alpha=0.3)
     save_figure(fig, path)
     return True
 
@@ -324,7 +328,9 @@ def plot_metric_maps(
     cols = min(2, len(names))
     rows = (len(names) + cols - 1) // cols
     fig = Figure(figsize=(5.2 * cols, 3.9 * rows))
-    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.1, top=0.93, wspace=0.22, hspace=0.35)
+    fig.subplots_adjust(
+        left=0.09, right=0.98, bottom=0.14 if rows == 1 else 0.1, top=0.92, wspace=0.22, hspace=0.4
+    )
     sources = list(all_fits)
     colors = dict(zip(sources, _colors(len(sources))))
     for i, name in enumerate(names):

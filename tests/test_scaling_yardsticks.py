@@ -1,0 +1,237 @@
+"""Yardsticks of a study in the fits and the report: chance, oracle, convergence, flags, the
+seen-passage bias, lexical baselines, embedding dimensions, and training curves."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from densescale.scaling import JointLaw, fit_study, plot_training_curves, write_report
+
+TRUE = JointLaw(A=3.6e4, B=7.1e3, alpha=0.56, beta=1.31, delta=0.03)
+SIZES = [512_128, 3_422_208, 13_266_176, 25_875_712, 86_235_648]
+CHANCE = math.log(257)
+
+
+def _ce(n, d_size, dim):
+    return float(TRUE.predict(n, d_size) + (20.0 / dim) ** 0.9)
+
+
+def _mrr(ce):
+    return float(1.0 / (1.0 + np.exp(3.0 * (ce - 0.6))))
+
+
+def make_records(seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    recs = []
+    cells = [(n, d, 768) for n in SIZES for d in (3000, 10000, 30000)]
+    cells += [(n, 10000, dim) for n in SIZES[1:] for dim in (64, 128, 256)]
+    for n, d_size, dim in cells:
+        ce = _ce(n, d_size, dim) * float(np.exp(0.003 * rng.standard_normal()))
+        recs.append(
+            {
+                "model": f"m{n}",
+                "N": n,
+                "D": d_size,
+                "d": dim,
+                "source": "human",
+                "ce": ce,
+                "metrics": {"mrr@10": _mrr(ce), "ndcg@10": min(1.0, 1.1 * _mrr(ce))},
+                "chance_ce": CHANCE,
+                "oracle_ce": 0.02,
+                "converged": True,
+                "near_chance": False,
+                "flags": [],
+                "checkpoint": None,
+            }
+        )
+    # the smallest model at D = 30,000 stopped at the step cap
+    for r in recs:
+        if r["N"] == SIZES[0] and r["D"] == 30000:
+            r["converged"] = False
+            r["flags"] = ["not_converged"]
+    # a fine-tuned checkpoint that learned nothing, and memorised its training positives
+    recs.append(
+        {
+            "model": "minilm",
+            "N": 11_090_304,
+            "D": 10000,
+            "d": 768,
+            "source": "human",
+            "ce": 5.7,
+            "metrics": {"mrr@10": 0.004, "ndcg@10": 0.006},
+            "chance_ce": CHANCE,
+            "converged": True,
+            "checkpoint": "sentence-transformers/all-MiniLM-L6-v2",
+            "seen_bias": {
+                "mean_score_seen": 41.2,
+                "mean_score_unseen": 30.5,
+                "mean_score_positive": 33.1,
+                "top10_seen_fraction": 0.9,
+                "corpus_seen_fraction": 0.05,
+                "decides_ranking": True,
+            },
+        }
+    )
+    return recs
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return fit_study(make_records(), n_boot=10, seed=0)["human"]
+
+
+def test_near_chance_and_unconverged_cells_are_left_out_with_a_note(fitted):
+    assert len(fitted.excluded) == 2
+    notes = " ".join(fitted.excluded)
+    assert "minilm" in notes and "near chance" in notes and "has not learned to rank" in notes
+    assert "not converged" in notes
+    assert 11_090_304 not in set(fitted.N.astype(int))
+    at_30k = next(o for o in fitted.model_fits if o.fixed == {"D": 30000, "d": 768})
+    assert at_30k.n_points == 4 and len(at_30k.excluded) == 1
+    assert at_30k.excluded_line() == "1 cell(s) left out: 1 not converged"
+    everything = fit_study(make_records(), n_boot=0, include_unconverged=True)["human"]
+    at_30k = next(o for o in everything.model_fits if o.fixed == {"D": 30000, "d": 768})
+    assert at_30k.n_points == 5 and not at_30k.excluded
+    assert len(everything.excluded) == 1  # near chance is never fitted
+
+
+def test_laws_are_fitted_per_embedding_dimension(fitted):
+    assert fitted.main_dim == 768 and fitted.joint.fixed == {"d": 768}
+    assert fitted.joint.law is not None and fitted.joint.law.alpha == pytest.approx(0.56, rel=0.1)
+    dims = [o for o in fitted.dim_fits if o.law is not None]
+    assert {(o.fixed["N"], o.fixed["D"]) for o in dims} == {(n, 10000) for n in SIZES[1:]}
+    for o in dims:
+        assert o.law.gamma == pytest.approx(0.9, rel=0.1)
+    md = fitted.model_dim
+    assert md is not None and md.law is not None and md.law.D == 10000
+    assert fitted.allocation_dim is not None and fitted.allocation_dim.d > 0
+
+
+def test_describe_shows_forecasts_and_exclusions(fitted):
+    text = fitted.describe()
+    lines = text.splitlines()
+    assert lines[0].startswith("[human] ") and "2 left out" in lines[0] and "5.549" in lines[0]
+    assert "forecast of N = 8.62e+07 from smaller N" in text
+    assert "inside the 95% interval" in text
+    assert "1 cell(s) left out: 1 not converged" in text
+    assert "dimension at N = " in text and "MRR@10 ~ " in text
+    assert len(lines) <= 16
+
+
+def test_metric_map_fitted_over_every_cell(fitted):
+    m = fitted.metric_maps["mrr@10"]
+    assert len(m.ce) == len(fitted.metrics)  # the near-chance cell counts for the map
+    assert m.kind == "logistic" and m.params["c"] == pytest.approx(0.6, abs=0.05)
+    v, lo, hi = fitted.in_metrics(0.5, 0.45, 0.55)["mrr@10"]
+    assert lo < v < hi and v == pytest.approx(_mrr(0.5), abs=0.02)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, fitted):
+    out = tmp_path_factory.mktemp("yardsticks")
+    study = out / "study"
+    for i, name in enumerate(("m512128-D3000", "m3422208-D3000")):
+        cell = study / "cells" / name
+        cell.mkdir(parents=True)
+        rows = [
+            {
+                "step": s,
+                "loss": 3.0 / (1 + s / 50) + i,
+                "lr": 1e-4,
+                "tokens_per_s": 900.0,
+                "elapsed": s / 10,
+            }
+            | ({"dev_ce": 2.5 / (1 + s / 60)} if s % 100 == 0 else {})
+            for s in range(0, 501, 25)
+        ]
+        text = "\n".join(json.dumps(r) for r in rows) + '\n{"step": 52'  # half-written last line
+        (cell / "metrics.jsonl").write_text(text)
+    baselines = {"BM25": {"metrics": {"mrr@10": 0.187, "ndcg@10": 0.234}, "split": "test"}}
+    path = write_report(
+        make_records(),
+        out / "report",
+        fits={"human": fitted},
+        n_boot=10,
+        baselines=baselines,
+        study_dir=study,
+    )
+    return out / "report", path.read_text(), study
+
+
+def test_report_shows_cells_with_yardsticks_and_bm25(report):
+    _, summary, _ = report
+    row = next(line for line in summary.splitlines() if line.startswith("| minilm |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "sentence-transformers/all-MiniLM-L6-v2" and cells[3] == "768"
+    assert "near chance" in cells[6] and cells[7] == "5.5491"
+    assert "seen_passage_bias" in cells[-1] and "left out of fits" in cells[-1]
+    bm25 = next(line for line in summary.splitlines() if line.startswith("| **BM25**"))
+    assert "0.1870" in bm25 and "0.2340" in bm25 and "test split" in bm25
+    assert "worse than chance: this model has not learned to rank" in summary
+    assert "Seen-passage bias decides the ranking" in summary
+    assert "training* positives above the *test* positives" in summary
+    assert "| **no** |" in summary  # the unconverged cell is marked
+    assert "Left out of the law fits" in summary
+
+
+def test_report_shows_maps_forecasts_dimension_law_and_metrics(report):
+    out, summary, _ = report
+    assert "## From contrastive entropy to ranking metrics" in summary
+    assert "### Forecast check" in summary and "| observed MRR@10 |" in summary
+    assert "### Embedding-dimension law" in summary and "trade of d against N" in summary
+    assert "### What the laws predict, in the metrics people quote" in summary
+    budget = next(line for line in summary.splitlines() if line.startswith("| with inference"))
+    assert budget.count("[") >= 2  # CE and MRR@10 intervals
+    for name in (
+        "metrics_vs_ce.png",
+        "loss_vs_dim_human.png",
+        "forecast_human.png",
+        "training_curves.png",
+        "loss_vs_N_human.png",
+    ):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG", name
+        assert f"]({name})" in summary
+    fits = json.loads((out / "fits.json").read_text())
+    human = fits["sources"]["human"]
+    assert human["chance_ce"] == pytest.approx(CHANCE) and human["oracle_ce"] == 0.02
+    assert fits["baselines"]["BM25"]["metrics"]["mrr@10"] == 0.187
+    assert fits["metric_maps"]["mrr@10"]["kind"] == "logistic"
+    forecast = human["joint"]["forecast"]
+    assert len(forecast["inside"]) == 3 and forecast["holdout"] == "N"
+    assert all(lo < hi for lo, hi in zip(forecast["lower"], forecast["upper"]))
+    assert any(o.get("params") for o in human["dimension"])
+
+
+def test_training_curves_from_a_study_or_cell_folders(report, tmp_path):
+    _, _, study = report
+    path = plot_training_curves(study, tmp_path / "curves.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    cells = sorted((study / "cells").iterdir())
+    assert plot_training_curves(cells[:1], tmp_path / "one.png").exists()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\nnot json\n{"step": 3}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2"):
+        plot_training_curves(bad, tmp_path / "bad.png")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no metrics.jsonl"):
+        plot_training_curves(tmp_path / "empty", tmp_path / "x.png")
+
+
+def test_bad_yardstick_values_are_named(tmp_path):
+    recs = make_records()
+    with pytest.raises(TypeError, match=r"records\[0\]\['converged'\]"):
+        fit_study([{**recs[0], "converged": "yes"}] + recs[1:], n_boot=0)
+    with pytest.raises(ValueError, match=r"records\[0\]\['d'\]"):
+        fit_study([{**recs[0], "d": 0}] + recs[1:], n_boot=0)
+    with pytest.raises(TypeError, match=r"records\[0\]\['flags'\]"):
+        fit_study([{**recs[0], "flags": "near_chance"}] + recs[1:], n_boot=0)
+    with pytest.raises(TypeError, match=r"baselines\['BM25'\]\['metrics'\]\['mrr@10'\]"):
+        write_report(
+            recs, tmp_path / "r", n_boot=0, baselines={"BM25": {"metrics": {"mrr@10": "x"}}}
+        )
+    assert not (tmp_path / "r").exists()
