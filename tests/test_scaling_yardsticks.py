@@ -235,3 +235,25 @@ def test_bad_yardstick_values_are_named(tmp_path):
             recs, tmp_path / "r", n_boot=0, baselines={"BM25": {"metrics": {"mrr@10": "x"}}}
         )
     assert not (tmp_path / "r").exists()
+
+
+def test_a_study_where_every_cell_is_near_chance_still_reports(tmp_path):
+    # issue 8: every cell above chance; the report must say so, not crash or fit noise
+    recs = [
+        {
+            "model": f"m{n}",
+            "N": n,
+            "D": 5000,
+            "source": "human",
+            "ce": 7.0 + 0.1 * i,
+            "chance_ce": CHANCE,
+            "metrics": {"mrr@10": 0.001 * (i + 1)},
+        }
+        for i, n in enumerate(SIZES)
+    ]
+    fits = fit_study(recs, n_boot=5)["human"]
+    assert len(fits.ce) == 0 and len(fits.excluded) == 5
+    assert "0 cells fitted, 5 left out" in fits.describe()
+    summary = write_report(recs, tmp_path / "r", n_boot=5, fits={"human": fits}).read_text()
+    assert summary.count("worse than chance: this model has not learned to rank") == 5
+    assert (tmp_path / "r" / "loss_vs_N_human.png").exists()

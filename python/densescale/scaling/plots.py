@@ -94,6 +94,12 @@ def _left_out(ax, fits: SourceFits, axis: str) -> None:
         )
 
 
+def _grid(fits: SourceFits, key: str, num: int = 200) -> np.ndarray:
+    """A log grid over every measured value of ``key`` (fitted or not), half a factor of 2 out."""
+    values = [c[key] for c in fits.metrics if c.get(key) is not None]
+    return np.geomspace(min(values) / 2, max(values) * 2, num)
+
+
 def _finish(ax, xlabel: str, title: str) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -111,7 +117,7 @@ def plot_loss_vs_n(fits: SourceFits, path: Path, *, oracle_ce: float | None = No
     main = fits.main_mask
     N, D, ce = fits.N[main], fits.D[main], fits.ce[main]
     d_values = np.unique(D)
-    grid = np.geomspace(fits.N.min() / 2, fits.N.max() * 2, 200)
+    grid = _grid(fits, "N")
     outcomes = {o.fixed["D"]: o for o in fits.model_fits if o.fixed.get("d") == fits.main_dim}
     for color, d in zip(_colors(len(d_values)), d_values):
         sel = D == d
@@ -138,7 +144,7 @@ def plot_loss_vs_d(fits: SourceFits, path: Path, *, oracle_ce: float | None = No
     main = fits.main_mask
     N, D, ce = fits.N[main], fits.D[main], fits.ce[main]
     n_values = np.unique(N)
-    grid = np.geomspace(fits.D.min() / 2, fits.D.max() * 2, 200)
+    grid = _grid(fits, "D")
     outcomes = {o.fixed["N"]: o for o in fits.data_fits if o.fixed.get("d") == fits.main_dim}
     for color, n in zip(_colors(len(n_values)), n_values):
         sel = N == n
@@ -165,7 +171,7 @@ def plot_loss_vs_dim(fits: SourceFits, path: Path, *, oracle_ce: float | None = 
     fig, ax = _figure()
     known = np.isfinite(fits.dims)
     keys = sorted({(n, d) for n, d in zip(fits.N[known], fits.D[known])})
-    grid = np.geomspace(np.nanmin(fits.dims) / 2, np.nanmax(fits.dims) * 2, 200)
+    grid = _grid(fits, "d")
     outcomes = {(o.fixed["N"], o.fixed["D"]): o for o in fits.dim_fits}
     md = fits.model_dim.law if fits.model_dim is not None else None
     for color, (n, d) in zip(_colors(len(keys)), keys):
@@ -294,11 +300,13 @@ def plot_sources(
     fig, ax = _figure()
     for color, (name, fits) in zip(_colors(len(all_fits)), all_fits.items()):
         main = fits.main_mask
+        if not main.any():
+            continue
         d_here = d if d is not None else int(fits.D[main].max())
         sel = main & (fits.D == d_here)
         label = name if d is not None else f"{name} (D = {d_here:,})"
         ax.plot(fits.N[sel], fits.ce[sel], "o", color=color, label=label)
-        grid = np.geomspace(fits.N.min() / 2, fits.N.max() * 2, 200)
+        grid = _grid(fits, "N")
         if fits.joint.law is not None:
             ax.plot(grid, fits.joint.law.predict(grid, d_here), "-", color=color, linewidth=1.2)
     first = next(iter(all_fits.values()))

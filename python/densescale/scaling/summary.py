@@ -306,6 +306,8 @@ def _headline(outcomes: list[FitOutcome], key: str) -> FitOutcome | None:
 def _predictions_section(fits: SourceFits) -> list[str]:
     """What each headline law predicts beyond the measured range, in CE and the quoted metrics."""
     rows = []
+    if len(fits.N) == 0:
+        return []
     n_max, d_max = float(fits.N.max()), float(fits.D.max())
     o = _headline(fits.model_fits, "D")
     if o is not None:
