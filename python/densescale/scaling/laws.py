@@ -111,7 +111,7 @@ class _Law:
             t = rng.standard_t(dof, size=preds.shape)
             preds = preds * np.exp(self.fit.noise_scale * t)
         tail = 100.0 * (1.0 - level) / 2.0
-        lo, hi = np.percentile(preds, [tail, 100.0 - tail], axis=0)
+        lo, hi = np.percentile(preds, [tail, 100.0 - tail], axis=0, method="weibull")
         return _out(lo), _out(hi)
 
     def __post_init__(self) -> None:

@@ -155,7 +155,7 @@ class MetricMap:
         if not 0 < level < 1:
             raise ValueError(f"level must be in (0, 1), got {level!r}")
         tail = 100.0 * (1.0 - level) / 2.0
-        lo, hi = np.percentile(self.boot_curves, [tail, 100.0 - tail], axis=0)
+        lo, hi = np.percentile(self.boot_curves, [tail, 100.0 - tail], axis=0, method="weibull")
         x = _ce_values(ce)
         out = np.interp(x, self.grid, lo), np.interp(x, self.grid, hi)
         return tuple(float(v) if np.ndim(v) == 0 else v for v in out)
