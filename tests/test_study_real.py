@@ -311,6 +311,7 @@ def test_study_on_collection_without_dev_with_a_checkpoint(tmp_path, beir_no_dev
     assert bm25["metrics"]["mrr@10"] > 0.05
     summary = Path(out["report"]).read_text()
     assert "BM25" in summary and "chance" in summary.lower()
+    assert "human (fine-tuned)" in summary  # checkpoints are fitted as a family of their own
 
 
 def test_near_chance_cell_is_flagged_everywhere(tmp_path, beir_no_dev):

@@ -308,7 +308,7 @@ def cmd_study(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from densescale.scaling import fit_study, plot_training_curves, write_report
+    from densescale.scaling import fit_study, write_report
     from densescale.study.store import ResultsStore
 
     results = Path(args.results)
@@ -321,9 +321,11 @@ def cmd_report(args) -> int:
         f.stem.replace(".", " "): json.loads(f.read_text())
         for f in sorted(results.parent.glob("bm25.*.json"))
     }
-    fits = fit_study(records, n_boot=args.n_boot, seed=0)
+    include = args.include_unconverged
+    fits = fit_study(records, n_boot=args.n_boot, seed=0, include_unconverged=include)
     for f in fits.values():
         print(f.describe())
+    cells = results.parent / "cells"
     path = write_report(
         records,
         out,
@@ -332,12 +334,12 @@ def cmd_report(args) -> int:
         n_boot=args.n_boot,
         seed=0,
         fits=fits,
+        include_unconverged=include,
+        study_dir=cells if args.curves and cells.is_dir() else None,
     )
     print(f"report: {path}")
-    cells = results.parent / "cells"
-    if args.curves and cells.is_dir():
-        curves = plot_training_curves(cells, out / "training_curves.png")
-        print(f"training curves: {curves}")
+    if (out / "training_curves.png").is_file():
+        print(f"training curves: {out / 'training_curves.png'}")
     return 0
 
 
@@ -481,6 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
         dest="curves",
         action="store_false",
         help="skip the training-curve figure (dev CE and loss of every cell against steps)",
+    )
+    p.add_argument(
+        "--include-unconverged",
+        action="store_true",
+        help="fit the laws on cells that stopped at the step cap too (left out by default)",
     )
     p.set_defaults(func=cmd_report)
 

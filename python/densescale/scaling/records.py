@@ -85,6 +85,8 @@ def check_records(records) -> list[dict]:
     """Check every record (the error names the record and key) and return normalised copies.
 
     Each copy has every key of the module docstring (None / [] / {} where a record lacks it);
+    a record with a ``checkpoint`` gets the source ``"<source> (fine-tuned)"``, so pretrained and
+    from-scratch cells are fitted as separate families;
     ``near_chance`` is also set when ``ce >= 0.9 * chance_ce``, and ``flags`` holds
     "near_chance", "not_converged" and "seen_passage_bias" whenever those hold.
     """
@@ -148,7 +150,9 @@ def check_records(records) -> list[dict]:
                 "N": int(r["N"]),
                 "D": int(r["D"]),
                 "d": None if r.get("d") is None else int(r["d"]),
-                "source": r["source"],
+                # fine-tuned checkpoints and models from scratch follow different laws: each
+                # family is fitted (and reported) on its own
+                "source": r["source"] if checkpoint is None else f"{r['source']} (fine-tuned)",
                 "ce": float(ce),
                 "metrics": {str(k): float(v) for k, v in metrics.items()},
                 "checkpoint": checkpoint,

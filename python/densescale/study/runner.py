@@ -535,6 +535,7 @@ def write_study_report(
         n_boot=100,
         seed=0,
         fits=fits,
+        study_dir=study_paths(study)["cells"] if study_paths(study)["cells"].is_dir() else None,
     )
 
 
