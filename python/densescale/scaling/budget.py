@@ -175,6 +175,24 @@ class Allocation:
     memory_bytes: float | None = None
 
 
+def _grid_minimum(objective, grid: np.ndarray, values: np.ndarray) -> tuple[float, float]:
+    """Minimum of a 1-d ``objective`` (vectorised over log sizes): the best ``grid`` point, then
+    a bounded refinement between its neighbours. Returns (argmin, min)."""
+    i = int(np.argmin(values))
+    best_x, best = float(grid[i]), float(values[i])
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    if hi > lo:
+        res = minimize_scalar(
+            lambda x: float(objective(np.array([x]))[0]),
+            bounds=(lo, hi),
+            method="bounded",
+            options={"xatol": 1e-8},
+        )
+        if res.success and res.fun <= best:
+            best_x, best = float(res.x), float(res.fun)
+    return best_x, best
+
+
 def _check_law(law) -> None:
     if not isinstance(law, (JointLaw, ChinchillaLaw)):
         raise TypeError(
@@ -275,19 +293,7 @@ def optimal_allocation(
         return loss
 
     grid = np.linspace(np.log(n_lo), np.log(n_hi), 801)
-    values = objective(grid)
-    i = int(np.argmin(values))
-    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-    best_log_n, best = grid[i], values[i]
-    if hi > lo:
-        res = minimize_scalar(
-            lambda x: float(objective(np.array([x]))[0]),
-            bounds=(lo, hi),
-            method="bounded",
-            options={"xatol": 1e-8},
-        )
-        if res.success and res.fun <= best:
-            best_log_n, best = float(res.x), float(res.fun)
+    best_log_n, best = _grid_minimum(objective, grid, objective(grid))
     n = float(np.exp(best_log_n))
     d = float(d_star(np.array([best_log_n]))[0])
     at_bound = []
@@ -387,18 +393,7 @@ def optimal_dim_allocation(
             f"smallest point of the box (N = {n_lo:.3g}, d = {d_lo:.3g}) needs {need:.4g} bytes"
             + ("" if budget is None else " or more dollars than the budget")
         )
-    i = int(np.argmin(values))
-    best_log_d, best = grid[i], values[i]
-    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-    if hi > lo:
-        res = minimize_scalar(
-            lambda x: float(objective(np.array([x]))[0]),
-            bounds=(lo, hi),
-            method="bounded",
-            options={"xatol": 1e-8},
-        )
-        if res.success and res.fun <= best:
-            best_log_d, best = float(res.x), float(res.fun)
+    best_log_d, best = _grid_minimum(objective, grid, values)
     d = float(np.exp(best_log_d))
     n = float(n_star(np.array([best_log_d]))[0])
     at_bound = []
