@@ -75,7 +75,7 @@ def _ce_by_key(results: Path) -> dict[str, float]:
     "patch, message",
     [
         ({"grid": {"models": ["L1-H32"], "data_sizes": [10], "bogus": 1}}, "unknown key"),
-        ({"grid": {"models": ["L99-H1"], "data_sizes": [10]}}, "unknown model size"),
+        ({"grid": {"models": ["L99-H1"], "data_sizes": [10]}}, "neither a ladder size"),
         ({"grid": {"models": ["L1-H32"], "data_sizes": [0]}}, "positive integers"),
         ({"grid": {"models": ["L1-H32"], "data_sizes": [10], "sources": ["gpt"]}}, "sources"),
         ({"train": {"lr": -1.0}}, "lr"),

@@ -69,7 +69,7 @@ def cmd_train(args) -> int:
         resolve_model,
         train_tokenizer,
     )
-    from densescale.study.runner import _negative_pool_of
+    from densescale.study.runner import _negative_pool_of, fit_lengths
     from densescale.train import TrainConfig, train
     from densescale.train.trainer import atomic_write_text
 
@@ -124,6 +124,7 @@ def cmd_train(args) -> int:
         norm_scale=norm_scale,
     )
     n_params = num_non_embedding_params(model)
+    cfg = fit_lengths(cfg, model)
     print(
         f"model {args.model}: N = {n_params:,} non-embedding parameters; "
         f"D = {len(pairs):,} pairs; at most {cfg.max_steps} steps (patience {cfg.patience})"
@@ -208,6 +209,10 @@ def cmd_eval(args) -> int:
         k=args.k or conf.get("k", 100),
         num_negatives=conf.get("num_negatives", 256),
         repeats=conf.get("repeats", 10),
+        query_max_length=min(32, model.config.max_position),
+        passage_max_length=min(
+            meta.get("config", {}).get("passage_max_length", 180), model.config.max_position
+        ),
         device=args.device,
         run_path=out.with_suffix(".trec"),
         progress=True,

@@ -48,7 +48,7 @@ def collection_table(spec: str | os.PathLike) -> dict:
         )
     raise ValueError(
         f"--collection must be 'synthetic', a BEIR or MS MARCO folder, or irds:<id>; "
-        f"{text!r} is none of these (no such folder)"
+        f"{text!r} is none of these (the folder does not exist)"
     )
 
 

@@ -53,13 +53,13 @@ def _cpu_shape(layers: int, hidden: int) -> EncoderSize:
 
 
 #: Every named shape: "L{L}-H{H}" for the 24 miniatures (L in 2..12 step 2, H in 128/256/512/768)
-#: and the CPU shapes (L in 1..4, H in 16/32/48/64/96).
+#: and the CPU shapes (L in 1..4, H in 8/12/16/24/32/48/64/96).
 SIZES: dict[str, EncoderSize] = {}
 for _L in (2, 4, 6, 8, 10, 12):
     for _H in (128, 256, 512, 768):
         SIZES[f"L{_L}-H{_H}"] = _miniature(_L, _H)
 for _L in (1, 2, 3, 4):
-    for _H in (16, 32, 48, 64, 96):
+    for _H in (8, 12, 16, 24, 32, 48, 64, 96):
         SIZES[f"L{_L}-H{_H}"] = _cpu_shape(_L, _H)
 
 #: The five BERT models the paper names.

@@ -91,6 +91,22 @@ def _negative_pool_of(collection, negatives_from: str):
     return pool
 
 
+def fit_lengths(cfg, model):
+    """``cfg`` with its query / passage lengths cut to what the model can embed (a checkpoint
+    may have fewer positions than the study's passage length)."""
+    import dataclasses
+
+    cap = model.config.max_position
+    if cfg.query_max_length <= cap and cfg.passage_max_length <= cap:
+        return cfg
+    print(f"  lengths cut to the model's {cap} positions", flush=True)
+    return dataclasses.replace(
+        cfg,
+        query_max_length=min(cfg.query_max_length, cap),
+        passage_max_length=min(cfg.passage_max_length, cap),
+    )
+
+
 def _chance(k: int) -> float:
     """Contrastive entropy of a scorer that knows nothing: ln(K + 1) (SPEC 1.1)."""
     return math.log(k + 1)
@@ -253,6 +269,7 @@ def run_cell(
         pretrained=spec.checkpoint,
         norm_scale=study.norm_scale,
     )
+    cfg = fit_lengths(cfg, model)
     cell_dir = paths["cells"] / cell.dirname
     result = train(
         model,

@@ -209,6 +209,12 @@ def train(
         raise ValueError("corpus must not be empty")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    max_position = getattr(getattr(model, "config", None), "max_position", None)
+    for name in ("query_max_length", "passage_max_length"):
+        if max_position is not None and getattr(cfg, name) > max_position:
+            raise ValueError(
+                f"config.{name}={getattr(cfg, name)} exceeds the model's {max_position} positions"
+            )
     if negative_pool is not None:
         negative_pool = np.asarray(negative_pool, dtype=np.int64)
         if negative_pool.ndim != 1 or len(negative_pool) == 0:
