@@ -154,11 +154,12 @@ def test_queries_sharing_a_positive_move_together(tmp_path):
     root = tmp_path / "col"
     (root / "qrels").mkdir(parents=True)
     with open(root / "corpus.jsonl", "w") as f:
-        for i in range(10):
-            f.write(json.dumps({"_id": f"d{i}", "title": "", "text": f"passage {i}"}) + "\n")
+        f.writelines(
+            json.dumps({"_id": f"d{i}", "title": "", "text": f"passage {i}"}) + "\n"
+            for i in range(10)
+        )
     with open(root / "queries.jsonl", "w") as f:
-        for i in range(10):
-            f.write(json.dumps({"_id": f"q{i}", "text": f"query {i}"}) + "\n")
+        f.writelines(json.dumps({"_id": f"q{i}", "text": f"query {i}"}) + "\n" for i in range(10))
     # q0, q1, q2 share d0 / d1; the rest have their own passage
     rows = [("q0", "d0"), ("q1", "d0"), ("q1", "d1"), ("q2", "d1")]
     rows += [(f"q{i}", f"d{i}") for i in range(3, 10)]
@@ -242,18 +243,24 @@ def test_convergence_flag_and_metrics_log(tmp_path, beir_no_dev):
     cfg = TrainConfig(
         **{**TINY_TRAIN, "max_steps": 50, "eval_every": 2, "patience": 2, "min_delta": 100.0}
     )
-    res = train(model, tok, pairs, col.corpus, tmp_path / "conv", cfg, dev_pairs=dev, progress=False)
+    res = train(
+        model, tok, pairs, col.corpus, tmp_path / "conv", cfg, dev_pairs=dev, progress=False
+    )
     assert res.converged and res.stop_reason == "patience" and res.steps == 6
     # one plateau lowers the lr and training goes on; the second stops it
     decay = dataclasses.replace(cfg, plateau_decays=1, plateau_factor=0.5)
     model = build_encoder("L1-H32", vocab_size=tok.vocab_size)
-    res = train(model, tok, pairs, col.corpus, tmp_path / "dec", decay, dev_pairs=dev, progress=False)
+    res = train(
+        model, tok, pairs, col.corpus, tmp_path / "dec", decay, dev_pairs=dev, progress=False
+    )
     assert res.converged and res.steps == 10
     lrs = {h["step"]: h["lr"] for h in res.history}
     assert lrs[6] == pytest.approx(cfg.lr) and lrs[7] == pytest.approx(cfg.lr * 0.5)
     capped = TrainConfig(**{**TINY_TRAIN, "max_steps": 4, "patience": 5})
     model = build_encoder("L1-H32", vocab_size=tok.vocab_size)
-    res = train(model, tok, pairs, col.corpus, tmp_path / "cap", capped, dev_pairs=dev, progress=False)
+    res = train(
+        model, tok, pairs, col.corpus, tmp_path / "cap", capped, dev_pairs=dev, progress=False
+    )
     assert not res.converged and res.stop_reason == "max_steps"
     stored = json.loads((tmp_path / "cap" / "train_result.json").read_text())
     assert stored["converged"] is False and stored["stop_reason"] == "max_steps"
@@ -284,7 +291,9 @@ def test_seen_passage_bias_detects_inflated_training_positives():
     biased[:1000] += 8 * u  # training positives pushed towards where the queries look
     out = seen_passage_bias(q, pair_q, biased[2000:2100], biased, seen, eligible, num_negatives=64)
     assert out["decides_ranking"] and out["ce_seen_pool"] > out["ce_unseen_pool"] + 1.0
-    assert out["mean_score_seen"] > out["mean_score_positive"] and out["corpus_seen_fraction"] == 1 / 3
+    assert (
+        out["mean_score_seen"] > out["mean_score_positive"] and out["corpus_seen_fraction"] == 1 / 3
+    )
 
 
 # ---------------------------------------------------------------- the study end to end
@@ -357,8 +366,16 @@ data_sizes = [100]
     )
     assert rc.returncode == 0 and '"train"' in rc.stdout
     rc = subprocess.run(
-        [sys.executable, "-m", "densescale.cli", "train", "--collection", "/no/such/folder",
-         "--out", str(tmp_path / "x")],
+        [
+            sys.executable,
+            "-m",
+            "densescale.cli",
+            "train",
+            "--collection",
+            "/no/such/folder",
+            "--out",
+            str(tmp_path / "x"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -373,10 +390,31 @@ def test_cli_train_and_eval_a_checkpoint(tmp_path, beir_no_dev, tiny_checkpoint)
     cmd = [sys.executable, "-m", "densescale.cli"]
     rc = subprocess.run(
         cmd
-        + ["train", "--collection", str(beir_no_dev), "--model", str(tiny_checkpoint),
-           "--out", str(run), "--data-size", "64", "--batch-size", "16", "--num-negatives", "16",
-           "--max-steps", "4", "--lr", "1e-3", "--eval-every", "2", "--patience", "5",
-           "--device", "cpu"],
+        + [
+            "train",
+            "--collection",
+            str(beir_no_dev),
+            "--model",
+            str(tiny_checkpoint),
+            "--out",
+            str(run),
+            "--data-size",
+            "64",
+            "--batch-size",
+            "16",
+            "--num-negatives",
+            "16",
+            "--max-steps",
+            "4",
+            "--lr",
+            "1e-3",
+            "--eval-every",
+            "2",
+            "--patience",
+            "5",
+            "--device",
+            "cpu",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -62,7 +62,9 @@ def _msmarco_files(table: dict) -> tuple[Path, list[Path], dict[str, Path]]:
     queries = [Path(table["queries"])] if table.get("queries") else []
     if not queries and root is not None:
         queries = sorted(root.glob("queries*.tsv"))
-    qrels = {s: Path(table[f"qrels_{s}"]) for s in ("train", "dev", "test") if table.get(f"qrels_{s}")}
+    qrels = {
+        s: Path(table[f"qrels_{s}"]) for s in ("train", "dev", "test") if table.get(f"qrels_{s}")
+    }
     if not qrels and root is not None:
         for f in sorted(root.glob("qrels*.tsv")) + sorted(root.glob("qrels*.txt")):
             qrels.setdefault(_split_of(f), f)

@@ -69,7 +69,9 @@ def seen_passage_bias(
             out[f"ce_{name}_pool"] = None
             continue
         sample = rng.choice(rows, min(_SAMPLE, len(rows)), replace=False)
-        out[f"mean_score_{name}"] = float((q @ corpus_emb[torch.from_numpy(sample)].float().T).mean())
+        out[f"mean_score_{name}"] = float(
+            (q @ corpus_emb[torch.from_numpy(sample)].float().T).mean()
+        )
         out[f"ce_{name}_pool"] = (
             float(
                 contrastive_entropy(

@@ -224,7 +224,7 @@ def parse_study(raw: dict) -> StudyConfig:
 
     for m in models:
         if not isinstance(m, str):
-            raise ValueError(f"grid.models entries must be strings, got {m!r}")
+            raise TypeError(f"grid.models entries must be strings, got {m!r}")
         try:
             resolve_model(m)
         except ValueError as e:

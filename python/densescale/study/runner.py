@@ -191,7 +191,12 @@ def bm25_reference(study: StudyConfig, collection) -> dict:
     ev = _eval_split(study, collection)
     k = int(study.eval.get("k", 100))
     path = study.output / f"bm25.{ev['split']}.json"
-    settings = {"split": ev["split"], "k": k, "queries": len(ev["qids"]), "passages": len(ev["corpus_ids"])}
+    settings = {
+        "split": ev["split"],
+        "k": k,
+        "queries": len(ev["qids"]),
+        "passages": len(ev["corpus_ids"]),
+    }
     if path.is_file():
         cached = json.loads(path.read_text())
         if cached.get("settings") == settings:
@@ -515,7 +520,9 @@ def _describe(rec: dict) -> str:
         )
     line += f" ({rec['seconds']:.0f}s)"
     if rec.get("near_chance"):
-        line += "  !! AT OR ABOVE 0.9 x CHANCE: this model has not learned to rank; left out of fits"
+        line += (
+            "  !! AT OR ABOVE 0.9 x CHANCE: this model has not learned to rank; left out of fits"
+        )
     if "seen_passage_bias" in rec.get("flags", ()):
         line += "  !! seen-passage bias decides the ranking"
     return line
