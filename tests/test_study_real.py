@@ -434,3 +434,15 @@ def test_cli_train_and_eval_a_checkpoint(tmp_path, beir_no_dev, tiny_checkpoint)
     assert rc.returncode == 0, rc.stderr
     rec = json.loads((run / "eval.test.json").read_text())
     assert rec["N"] == meta["N"] and rec["checkpoint"] == meta["checkpoint"]
+
+
+def test_data_sizes_beyond_the_collection_are_cut_to_its_pairs(tmp_path, beir_no_dev, capsys):
+    from densescale.study.runner import fit_grid_to_data, load_collection
+
+    raw = _study(tmp_path, beir_no_dev, ["L1-H32"])
+    raw["grid"]["data_sizes"] = [100, 10**6]
+    study = parse_study(raw)
+    n = len(data.annotation_pairs(load_collection(study), source="human", split="train"))
+    fitted = fit_grid_to_data(study)
+    assert fitted.data_sizes == (100, n) and "training pairs" in capsys.readouterr().out
+    assert fit_grid_to_data(fitted) is fitted

@@ -432,8 +432,32 @@ def pending_cells(study: StudyConfig) -> list[Cell]:
     return [c for c in study.cells() if c.key not in done]
 
 
+def fit_grid_to_data(study: StudyConfig, *, progress: bool = True) -> StudyConfig:
+    """The study with ``grid.data_sizes`` above the collection's training pairs replaced by that
+    number (so a preset runs on a smaller collection: its largest cell then uses every pair), and
+    a note printed saying so."""
+    import dataclasses
+
+    collection = load_collection(study)
+    n = min(len(_training_pairs(study, collection, s)) for s in study.sources)
+    if max(study.data_sizes) <= n:
+        return study
+    sizes = tuple(sorted({min(d, n) for d in study.data_sizes}))
+    if progress:
+        print(
+            f"note: the collection has {n:,} training pairs; grid.data_sizes "
+            f"{list(study.data_sizes)} become {list(sizes)}",
+            flush=True,
+        )
+    return dataclasses.replace(study, data_sizes=sizes)
+
+
 def run_study(study: StudyConfig, *, progress: bool = True, report: bool = True) -> dict:
-    """Run every unfinished cell, then write the report; returns {"records", "report"}."""
+    """Run every unfinished cell, then write the report; returns {"records", "report"}.
+
+    Data sizes larger than the collection's training pairs are cut to them
+    (:func:`fit_grid_to_data`)."""
+    study = fit_grid_to_data(study, progress=progress)
     info = prepare(study, progress=progress)
     todo = pending_cells(study)
     ex = study.executor
