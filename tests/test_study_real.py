@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -446,3 +447,26 @@ def test_data_sizes_beyond_the_collection_are_cut_to_its_pairs(tmp_path, beir_no
     fitted = fit_grid_to_data(study)
     assert fitted.data_sizes == (100, n) and "training pairs" in capsys.readouterr().out
     assert fit_grid_to_data(fitted) is fitted
+
+
+def test_unreachable_hub_checkpoint_is_a_clear_error_before_anything_is_written(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    rc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "densescale.cli",
+            "train",
+            "--model",
+            "nobody/no-such-model",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert rc.returncode == 2 and "could not be loaded from the hub" in rc.stderr
+    assert "Traceback" not in rc.stderr and not (tmp_path / "run").exists()

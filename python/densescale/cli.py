@@ -95,6 +95,8 @@ def cmd_train(args) -> int:
     norm_scale = float(conf.pop("norm_scale", 0.0) if args.norm_scale is None else args.norm_scale)
     cfg = TrainConfig.from_dict(conf)
     out = Path(args.out)
+    if spec.pretrained:  # an unreachable checkpoint fails here, before anything is written
+        tokenizer, tok_dir = load_checkpoint_tokenizer(spec.checkpoint), spec.checkpoint
     col = _collection(args, splits_dir=out / "splits")
     pairs = data.annotation_pairs(col, source=args.source, split="train", seed=0)
     if args.data_size:
@@ -104,9 +106,7 @@ def cmd_train(args) -> int:
             )
         pairs = pairs.subset(data.nested_subsets(len(pairs), [args.data_size], seed=cfg.seed)[0])
     dev = data.annotation_pairs(col, source="human", split="dev", seed=0)
-    if spec.pretrained:
-        tokenizer, tok_dir = load_checkpoint_tokenizer(spec.checkpoint), spec.checkpoint
-    else:
+    if not spec.pretrained:
         tok_dir = Path(args.tokenizer) if args.tokenizer else out / "tokenizer"
         limit = min(len(col.corpus), 200_000)
         tokenizer = train_tokenizer(
@@ -227,6 +227,17 @@ def cmd_eval(args) -> int:
             "converged": meta.get("converged"),
         }
     )
+    from densescale.study.runner import NEAR_CHANCE, _chance
+
+    chance = _chance(record["num_negatives"])
+    record["chance_ce"] = chance
+    record["near_chance"] = record["ce"] >= NEAR_CHANCE * chance
+    if record["near_chance"]:
+        print(
+            f"warning: CE {record['ce']:.3f} is at or above 0.9 x chance ({chance:.3f}): this "
+            "model has not learned to rank",
+            file=sys.stderr,
+        )
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2))
     tmp.replace(out)
@@ -317,15 +328,24 @@ def cmd_report(args) -> int:
     from densescale.study.store import ResultsStore
 
     results = Path(args.results)
+    if not results.is_file():
+        raise SystemExit(f"error: {results} does not exist (a study's results.jsonl)")
     records = ResultsStore(results).records()
     if not records:
         raise SystemExit(f"error: {results} holds no results")
     out = Path(args.out) if args.out else results.parent / "report"
     # the study's BM25 reference rows sit beside its results (bm25.<split>.json)
-    baselines = {
-        f.stem.replace(".", " "): json.loads(f.read_text())
-        for f in sorted(results.parent.glob("bm25.*.json"))
-    }
+    baselines = {}
+    for f in sorted(results.parent.glob("bm25.*.json")):
+        row = json.loads(f.read_text())
+        baselines[row.get("name", "BM25")] = row
+        m = row.get("metrics", {})
+        print(
+            f"  {row.get('name', 'BM25')} reference: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in m.items())
+        )
+    if not baselines:
+        print(f"note: no bm25.<split>.json beside {results}: the report has no BM25 row")
     include = args.include_unconverged
     fits = fit_study(records, n_boot=args.n_boot, seed=0, include_unconverged=include)
     for f in fits.values():

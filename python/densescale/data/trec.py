@@ -286,6 +286,9 @@ def atomic_writer(path: PathLike) -> Iterator[TextIO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a plain open() would not
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -112,11 +112,21 @@ def resolve_model(spec: str | os.PathLike) -> ModelSpec:
         ) from None
 
 
+def _unreachable(checkpoint: str, error: Exception) -> str:
+    return (
+        f"model {checkpoint!r} is not a local checkpoint folder and could not be loaded from the "
+        f"hub (offline, or no such repository): {str(error).splitlines()[0][:200]}"
+    )
+
+
 def load_checkpoint_tokenizer(checkpoint: str):
     """The checkpoint's own fast tokenizer (local folder or hub id)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(checkpoint, use_fast=True)
+    try:
+        tok = AutoTokenizer.from_pretrained(checkpoint, use_fast=True)
+    except OSError as e:
+        raise ValueError(_unreachable(checkpoint, e)) from None
     if tok.pad_token_id is None:
         raise ValueError(f"the tokenizer of {checkpoint!r} has no padding token")
     return tok

@@ -193,7 +193,12 @@ def build_encoder(
             )
         from transformers import BertModel
 
-        bert = BertModel.from_pretrained(str(pretrained), add_pooling_layer=True)
+        try:
+            bert = BertModel.from_pretrained(str(pretrained), add_pooling_layer=True)
+        except OSError as e:
+            from .checkpoints import _unreachable
+
+            raise ValueError(_unreachable(str(pretrained), e)) from None
         bc = bert.config
         config = DenseEncoderConfig(
             layers=bc.num_hidden_layers,

@@ -99,7 +99,8 @@ def resolve_size(size: str | EncoderSize) -> EncoderSize:
             known = ", ".join(list(ALIASES) + list(SIZES))
             raise ValueError(
                 f"size must be an alias, a ladder name or 'L<layers>-H<hidden>' with "
-                f"hidden a multiple of 64; known: {known}; got {size!r}"
+                f"hidden a multiple of 64 (other widths: the CPU shapes listed); known: {known}; "
+                f"got {size!r}"
             )
         shape = _miniature(int(match.group(1)), int(match.group(2)))
     else:

@@ -27,7 +27,8 @@ EXECUTORS = ("local", "submitit")
 def _check_keys(table: dict, known: set[str], where: str) -> None:
     unknown = sorted(set(table) - known)
     if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in [{where}]; known: {sorted(known)}")
+        table = "the top level of the study file" if where == "study" else f"[{where}]"
+        raise ValueError(f"unknown key(s) {unknown} in {table}; known: {sorted(known)}")
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,13 @@ def parse_study(raw: dict) -> StudyConfig:
             f"train.pretrained_lr and train.norm_scale must be >= 0, got {pretrained_lr} and "
             f"{norm_scale}"
         )
-    train = TrainConfig.from_dict(train_raw)
+    try:
+        train = TrainConfig.from_dict(train_raw)
+    except ValueError as e:
+        if "unknown training option" not in str(e):
+            raise
+        study_keys = ["epochs", "lr_reference_width", "min_steps", "norm_scale", "pretrained_lr"]
+        raise ValueError(f"[train]: {e}; study-level keys: {study_keys}") from None
 
     tok = dict(raw.get("tokenizer", {}))
     _check_keys(tok, {"vocab_size", "path", "train_texts"}, "tokenizer")
