@@ -102,14 +102,16 @@ def test_presets_parse():
     assert demo.collection["kind"] == "synthetic"
 
 
-def test_data_size_beyond_the_training_pairs_is_rejected(tmp_path):
-    f = write_study(tmp_path, tmp_path / "big")
-    study = load_study(f)
+def test_data_size_beyond_the_training_pairs_is_rejected_by_prepare(tmp_path):
+    """prepare() refuses such a grid; run_study first cuts it to the pairs (test_study_real)."""
     import dataclasses
 
+    from densescale.study.runner import prepare
+
+    study = load_study(write_study(tmp_path, tmp_path / "big"))
     study = dataclasses.replace(study, data_sizes=(100, 10**7))
     with pytest.raises(ValueError, match="exceed"):
-        run_study(study, progress=False)
+        prepare(study, progress=False)
 
 
 def test_killed_study_resumes_to_identical_results(tmp_path):
