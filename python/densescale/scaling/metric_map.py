@@ -148,7 +148,8 @@ class MetricMap:
         return float(out) if np.ndim(out) == 0 else out
 
     def band(self, ce, level: float | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-        """Bootstrap interval ``(lo, hi)`` of the map at ``ce``; None without a bootstrap."""
+        """Bootstrap interval ``(lo, hi)`` of the map at ``ce`` (NaN past 1.25 x the largest
+        fitted CE, where no replicate was evaluated); None without a bootstrap."""
         if self.n_boot < 2:
             return None
         level = self.ci_level if level is None else float(level)
@@ -157,7 +158,12 @@ class MetricMap:
         tail = 100.0 * (1.0 - level) / 2.0
         lo, hi = np.percentile(self.boot_curves, [tail, 100.0 - tail], axis=0, method="weibull")
         x = _ce_values(ce)
-        out = np.interp(x, self.grid, lo), np.interp(x, self.grid, hi)
+        # beyond the evaluated grid there is no bootstrap: NaN, not a flat extrapolation
+        outside = (x < self.grid[0]) | (x > self.grid[-1])
+        out = (
+            np.where(outside, np.nan, np.interp(x, self.grid, lo)),
+            np.where(outside, np.nan, np.interp(x, self.grid, hi)),
+        )
         return tuple(float(v) if np.ndim(v) == 0 else v for v in out)
 
     def interval(self, ce: float, ce_lo: float | None = None, ce_hi: float | None = None):
