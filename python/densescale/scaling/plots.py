@@ -170,13 +170,15 @@ def plot_loss_vs_dim(fits: SourceFits, path: Path, *, oracle_ce: float | None = 
     (N, D) (solid) and the joint L(N, d) at its D (dotted)."""
     fig, ax = _figure()
     known = np.isfinite(fits.dims)
-    keys = sorted({(n, d) for n, d in zip(fits.N[known], fits.D[known])})
+    # one series per encoder and D: an encoder's N grows with d (the head), so group by name
+    names = np.array([fits.models.get(int(n), str(int(n))) for n in fits.N])
+    keys = sorted({(m, d) for m, d in zip(names[known], fits.D[known])})
     grid = _grid(fits, "d")
     outcomes = {(o.fixed["N"], o.fixed["D"]): o for o in fits.dim_fits}
     md = fits.model_dim.law if fits.model_dim is not None else None
-    for color, (n, d) in zip(_colors(len(keys)), keys):
-        sel = known & (fits.N == n) & (fits.D == d)
-        name = fits.models.get(int(n), "")
+    for color, (name, d) in zip(_colors(len(keys)), keys):
+        sel = known & (names == name) & (fits.D == d)
+        n = fits.N[sel].max()
         ax.plot(
             fits.dims[sel],
             fits.ce[sel],

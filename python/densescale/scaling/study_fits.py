@@ -340,8 +340,10 @@ def _per_slice_fits(kind: str, cells: dict, fixed_names: tuple, opts, excluded) 
     keys = [tuple(c[k] for k in fixed_names) for c in cells["list"]]
     out = []
     for key in sorted(set(keys), key=lambda k: tuple(-1 if v is None else v for v in k)):
-        label = {k: int(v) for k, v in zip(fixed_names, key) if v is not None}
         sel = np.array([k == key for k in keys])
+        label = {k: int(v) for k, v in zip(fixed_names, key) if v is not None and k != "model"}
+        if "model" in fixed_names:  # the slice's N: the encoder at its largest dimension
+            label = {"N": int(cells["N"][sel].max()), **label}
         x, y = cells[varied][sel], cells["ce"][sel]
         k = len(np.unique(x))
         notes = [
@@ -470,13 +472,14 @@ def _fit_source(source, recs, n_boot, seed, cost, budget, memory_budget, include
             )
             runs = "" if len(reasons) == c["runs"] else f"{len(reasons)} of {c['runs']} runs, "
             note = f"{c['model']} ({where}): {runs}{'; '.join(sorted(set(reasons)))}"
-            excluded.append(({"N": c["N"], "D": c["D"], "d": c["d"]}, note))
+            excluded.append(({"N": c["N"], "D": c["D"], "d": c["d"], "model": c["model"]}, note))
     cells = _as_arrays(cells_of(kept, source))
     opts = {"n_boot": n_boot, "seed": seed}
 
     model_fits = _per_slice_fits("model", cells, ("D", "d"), opts, excluded)
     data_fits = _per_slice_fits("data", cells, ("N", "d"), opts, excluded)
-    dim_fits = _per_slice_fits("dim", cells, ("N", "D"), opts, excluded)
+    # one encoder across dimensions: its N grows with d (the head), so slice by model, not N
+    dim_fits = _per_slice_fits("dim", cells, ("model", "D"), opts, excluded)
     joint, chinchilla = _joint_fits(cells, opts, excluded)
     model_dim = _model_dim_fit(cells, opts, excluded)
     chance = [c["chance_ce"] for c in every if c["chance_ce"] is not None]
