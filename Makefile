@@ -7,7 +7,7 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/
 TORCH_PIN := $(if $(HAS_GPU),torch,torch==2.13.0)
 NATIVE_SOURCES := $(wildcard csrc/*.cpp csrc/*.h) CMakeLists.txt pyproject.toml
 
-.PHONY: install test demo dev bench lint clean
+.PHONY: install test demo cpu-paper dev bench lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/densescale study --preset demo
+
+# The longer study (about an hour on 2 cores): model-size, data-size and joint laws on a full grid.
+cpu-paper: $(VENV)/.installed
+	$(VENV)/bin/densescale study --preset cpu-paper
 
 # Builds densescale._C next to the Python sources and links kernels/ in, for PYTHONPATH=python.
 dev:

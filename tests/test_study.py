@@ -95,11 +95,29 @@ def test_bad_study_files_fail_before_any_work(patch, message):
 
 
 def test_presets_parse():
-    for preset in ("demo", "medquad", "msmarco-paper"):
+    from densescale.study.config import PRESETS
+
+    for preset in PRESETS:
         study = load_study(preset=preset)
         assert study.cells()
     demo = load_study(preset="demo")
     assert demo.collection["kind"] == "synthetic"
+
+
+def test_cpu_paper_preset_is_a_full_grid_the_collection_can_feed():
+    """cpu-paper fits the joint law: every model at every data size, and the largest D fits in
+    the synthetic collection's training queries."""
+    from densescale.data.synthetic import SyntheticConfig
+
+    study = load_study(preset="cpu-paper")
+    cells = study.cells()
+    assert len(cells) == len(study.models) * len(study.data_sizes) == 35
+    assert {(c.model, c.data_size) for c in cells} == {
+        (m, d) for m in study.models for d in study.data_sizes
+    }
+    synth = SyntheticConfig(**study.collection["synthetic"])
+    synth.validate()
+    assert max(study.data_sizes) <= synth.num_train_queries
 
 
 def test_data_size_beyond_the_training_pairs_is_rejected_by_prepare(tmp_path):

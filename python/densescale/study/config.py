@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-PRESETS = ("demo", "medquad", "medquad-finetune", "msmarco-paper")
+PRESETS = ("demo", "cpu-paper", "medquad", "medquad-finetune", "msmarco-paper")
 COLLECTION_KINDS = ("synthetic", "beir", "msmarco", "irds")
 SOURCES = ("human", "ict", "crop", "doc2query")
 DESIGNS = ("full", "cross")
@@ -129,7 +129,7 @@ class StudyConfig:
 def load_study(
     path: str | Path | None = None, *, preset: str | None = None, output: str | Path | None = None
 ) -> StudyConfig:
-    """Read a study TOML file, or a packaged preset (``demo``, ``medquad``, ``msmarco-paper``)."""
+    """Read a study TOML file, or a packaged preset (one of ``PRESETS``)."""
     if (path is None) == (preset is None):
         raise ValueError("give exactly one of a study file path or preset=")
     if preset is not None:
