@@ -48,6 +48,41 @@ def measure(
     return {"median_ms": statistics.median(times), "p20_ms": pick(0.2), "p80_ms": pick(0.8)}
 
 
+def measure_interleaved(
+    fns: dict[str, Callable[[], object]],
+    *,
+    warmup: int = 1,
+    rep: int = 5,
+    baseline: str | None = None,
+) -> dict[str, dict]:
+    """Median / p20 / p80 ms per provider (CPU), timing the providers in turn within each round.
+
+    On a CPU shared with other jobs the load drifts over minutes; interleaving exposes every
+    provider to the same drift, so ratios stay meaningful when absolute times move. The order is
+    rotated every round so no provider always runs right after another's cache footprint. With
+    ``baseline``, each provider also gets ``vs_<baseline>``: the median over rounds of
+    baseline_ms / provider_ms measured in the same round (> 1: faster than the baseline).
+    """
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(warmup + rep):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            t0 = time.perf_counter()
+            fns[name]()
+            if r >= warmup:
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    out = {}
+    for name in names:
+        ts = sorted(times[name])
+        pick = lambda f, ts=ts: ts[min(len(ts) - 1, int(f * len(ts)))]
+        out[name] = {"median_ms": statistics.median(ts), "p20_ms": pick(0.2), "p80_ms": pick(0.8)}
+        if baseline in times:
+            ratios = [b / t for b, t in zip(times[baseline], times[name])]
+            out[name][f"vs_{baseline}"] = statistics.median(ratios)
+    return out
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -339,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                 "median_ms",
                 "p20_ms",
                 "p80_ms",
+                "vs_torch",
                 "frac_peak",
                 "peak_extra_mib",
                 "scratch_mib",
@@ -348,7 +349,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_points(args, device, dtype, shapes, symmetrics, rep, env, peak, rows) -> None:
-    """Time every (shape, symmetric, provider, mode) point, appending one row per point."""
+    """Time every (shape, symmetric, mode) point for all providers, one row per provider.
+
+    On the CPU the providers of a point are timed in turn within each repetition
+    (``measure_interleaved``), so load drift hits them alike and the ``vs_torch`` column (the
+    median of per-round eager / provider ratios) is a side-by-side ratio; on a GPU each provider
+    goes through triton's do_bench."""
     on_gpu = device.startswith("cuda")
     for B, D, G, K in shapes:
         for sym in symmetrics:
@@ -358,51 +364,42 @@ def run_points(args, device, dtype, shapes, symmetrics, rep, env, peak, rows) ->
             neg = mk(K) if K else None
             N = B * G + K
             opts = LossOptions(group_size=G, in_batch=True, symmetric=sym)
+            base = {
+                **env,
+                "bench": "contrastive_loss",
+                "B": B,
+                "N": N,
+                "D": D,
+                "G": G,
+                "K": K,
+                "dtype": str(dtype).replace("torch.", ""),
+                "symmetric": sym,
+                "scale": SCALE,
+                "peak_tflops": peak / 1e12,
+            }
+            providers = {}
             for prov in args.providers:
-                base = {
-                    **env,
-                    "bench": "contrastive_loss",
-                    "provider": prov,
-                    "B": B,
-                    "N": N,
-                    "D": D,
-                    "G": G,
-                    "K": K,
-                    "dtype": str(dtype).replace("torch.", ""),
-                    "symmetric": sym,
-                    "scale": SCALE,
-                    "peak_tflops": peak / 1e12,
-                }
                 try:
-                    fns = make_provider(prov, device, q, p, neg, opts)
+                    providers[prov] = make_provider(prov, device, q, p, neg, opts)
                 except Skip as why:
-                    rows.append({**base, "mode": "all", "status": f"skipped: {why}"})
+                    rows.append(
+                        {**base, "provider": prov, "mode": "all", "status": f"skipped: {why}"}
+                    )
                     print(f"{prov:14s} B={B} D={D} sym={sym}: skipped ({why})")
-                    continue
-                for mode in args.modes:
-                    row = {**base, "mode": mode}
-                    try:
-                        if mode == "backward":
-                            fns["prepare_backward"]()
-                        t = _harness.measure(fns[mode], device=device, warmup=args.warmup, rep=rep)
-                        mem = None
-                        if not args.no_memory:
-                            gc.collect()
-                            mem = _harness.peak_extra_memory(fns[mode], device=device)
-                    except Exception as exc:  # noqa: BLE001 - OOM etc.: record it and go on
-                        row["status"] = f"failed: {type(exc).__name__}: {str(exc)[:160]}"
-                        rows.append(row)
-                        print(f"{prov:14s} {mode:8s} B={B} D={D} sym={sym}: {row['status']}")
-                        if on_gpu:
-                            torch.cuda.empty_cache()
-                        continue
+            for mode in args.modes:
+                timed = _time_mode(providers, mode, device, args.warmup, rep, rows, base)
+                for prov, t in timed.items():
+                    mem = None
+                    if not args.no_memory:
+                        gc.collect()
+                        mem = _harness.peak_extra_memory(providers[prov][mode], device=device)
                     flops = {"forward": 2, "backward": 4, "full": 6}[mode] * B * N * D
                     tflops = flops / (t["median_ms"] * 1e-3) / 1e12
                     # Gradient outputs (q, p, negatives) are part of every provider's peak; the
                     # scratch column is what is left: the loss's own working memory.
                     grads_mib = (B + N) * D * torch.empty((), dtype=dtype).element_size() / 2**20
+                    row = {**base, "provider": prov, "mode": mode, **t}
                     row.update(
-                        t,
                         status="ok",
                         tflops=tflops,
                         frac_peak=tflops * 1e12 / peak,
@@ -412,15 +409,53 @@ def run_points(args, device, dtype, shapes, symmetrics, rep, env, peak, rows) ->
                         else mem / 2**20 - grads_mib,
                     )
                     rows.append(row)
+                    ratio = f"  {t['vs_torch']:.3f}x eager" if "vs_torch" in t else ""
                     print(
                         f"{prov:14s} {mode:8s} B={B} N={N} D={D} sym={sym}: "
                         f"{t['median_ms']:9.2f} ms (p20 {t['p20_ms']:.2f}, p80 {t['p80_ms']:.2f})  "
                         f"{tflops * 1e3:7.1f} GFLOP/s = {tflops * 1e12 / peak:5.1%} of peak  "
-                        f"extra {row['peak_extra_mib'] if mem is not None else float('nan'):8.1f} MiB",
+                        f"extra {row['peak_extra_mib'] if mem is not None else float('nan'):8.1f} "
+                        f"MiB{ratio}",
                         flush=True,
                     )
-                del fns
-                gc.collect()
+                if on_gpu:
+                    torch.cuda.empty_cache()
+            del providers
+            gc.collect()
+
+
+def _time_mode(providers: dict, mode: str, device: str, warmup: int, rep: int, rows, base) -> dict:
+    """{provider: timing} for one mode; a provider that fails (OOM...) gets a failed row instead."""
+    ok: dict = {}
+    for prov, fns in providers.items():
+        try:
+            if mode == "backward":
+                fns["prepare_backward"]()
+            ok[prov] = fns[mode]
+            if device.startswith("cuda"):
+                ok[prov] = _harness.measure(fns[mode], device=device, warmup=warmup, rep=rep)
+        except Exception as exc:  # noqa: BLE001 - OOM etc.: record it and go on
+            status = f"failed: {type(exc).__name__}: {str(exc)[:160]}"
+            rows.append({**base, "provider": prov, "mode": mode, "status": status})
+            print(f"{prov:14s} {mode:8s} B={base['B']} D={base['D']}: {status}")
+            ok.pop(prov, None)
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+    if device.startswith("cuda"):
+        return ok
+    try:
+        baseline = "torch" if "torch" in ok else None
+        return _harness.measure_interleaved(ok, warmup=warmup, rep=rep, baseline=baseline)
+    except Exception as exc:  # noqa: BLE001 - one provider failing mid-rounds: time them alone
+        print(f"interleaved timing failed ({type(exc).__name__}: {exc}); timing one by one")
+        out = {}
+        for prov, fn in ok.items():
+            try:
+                out[prov] = _harness.measure(fn, device=device, warmup=warmup, rep=rep)
+            except Exception as exc2:  # noqa: BLE001
+                status = f"failed: {type(exc2).__name__}: {str(exc2)[:160]}"
+                rows.append({**base, "provider": prov, "mode": mode, "status": status})
+        return out
 
 
 if __name__ == "__main__":

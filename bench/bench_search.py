@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import env_info, measure, print_table, write_rows
+from _harness import env_info, measure, measure_interleaved, print_table, write_rows
 
 import densescale
 
@@ -57,29 +57,6 @@ def torch_chunked_topk(q: torch.Tensor, c: torch.Tensor, k: int, chunk: int) -> 
             i = torch.cat([best_i, i], 1).gather(1, j)
         best_s, best_i = s, i
     return best_s, best_i
-
-
-def measure_interleaved(fns: dict, *, warmup: int = 1, rep: int = 5) -> dict:
-    """Median / p20 / p80 ms per provider, timing the providers in turn within each repetition.
-
-    On a CPU shared with other jobs the load drifts over minutes; interleaving exposes every
-    provider to the same drift, so the ratios stay meaningful even when absolute times move.
-    """
-    import time
-
-    times = {name: [] for name in fns}
-    for r in range(warmup + rep):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            if r >= warmup:
-                times[name].append((time.perf_counter() - t0) * 1e3)
-    out = {}
-    for name, ts in times.items():
-        ts.sort()
-        pick = lambda f, ts=ts: ts[min(len(ts) - 1, int(f * len(ts)))]
-        out[name] = {"median_ms": float(np.median(ts)), "p20_ms": pick(0.2), "p80_ms": pick(0.8)}
-    return out
 
 
 def _row(case, provider, t, *, M, N, D, k, dtype, extra=None):

@@ -262,7 +262,7 @@ def test_a_study_where_every_cell_is_near_chance_still_reports(tmp_path):
     ]
     fits = fit_study(recs, n_boot=5)["human"]
     assert len(fits.ce) == 0 and len(fits.excluded) == 5
-    assert "0 cells fitted, 5 left out" in fits.describe()
+    assert "0 cells (no law fitted), 5 left out" in fits.describe()
     summary = write_report(recs, tmp_path / "r", n_boot=5, fits={"human": fits}).read_text()
     assert summary.count("worse than chance: this model has not learned to rank") == 5
     assert (tmp_path / "r" / "loss_vs_N_human.png").exists()

@@ -173,6 +173,15 @@ def test_queries_sharing_a_positive_move_together(tmp_path):
         assert not ({"q0", "q1", "q2"} & dev) or {"q0", "q1", "q2"} <= dev
 
 
+def test_study_says_when_it_carves_a_dev_split(tmp_path, beir_no_dev, capsys):
+    from densescale.study.runner import prepare
+
+    prepare(parse_study(_study(tmp_path, beir_no_dev, ["L1-H32"])), progress=True)
+    said = capsys.readouterr().out
+    dev = json.loads((tmp_path / "study" / "splits" / "dev_split.json").read_text())
+    assert "ships no dev split" in said and f"{dev['dev_queries']} of its training" in said
+
+
 def test_collection_without_training_pairs_is_a_clear_error(tmp_path, beir_no_dev):
     root = tmp_path / "testonly"
     (root / "qrels").mkdir(parents=True)

@@ -195,7 +195,10 @@ class SourceFits:
         """A few lines for a terminal: the joint law, the model-size law at the largest D, the
         data-size and dimension laws, each with its forecast check and the cells left out, and
         the budget answer (what fitted of those)."""
-        head = f"[{self.source}] {len(self.ce)} cells fitted"
+        fitted = any(o.law is not None for o in self.all_outcomes)
+        head = f"[{self.source}] {len(self.ce)} cells " + (
+            "fitted" if fitted else "(no law fitted)"
+        )
         if self.excluded:
             head += f", {len(self.excluded)} left out"
         if self.chance_ce is not None:

@@ -40,10 +40,11 @@ def study_paths(study: StudyConfig) -> dict[str, Path]:
     }
 
 
-def load_collection(study: StudyConfig):
+def load_collection(study: StudyConfig, *, announce: bool = False):
     """The study's collection, with a dev split carved from train (recorded in the study folder,
-    so reruns see the same one) when the collection ships none."""
+    so reruns see the same one) when the collection ships none; ``announce`` prints that."""
     from densescale import data
+    from densescale.data.splits import SPLIT_RECORD
 
     paths = study_paths(study)
     col = data.open_collection(
@@ -56,6 +57,14 @@ def load_collection(study: StudyConfig):
         )
     if "dev" not in col.splits:
         col = data.carve_dev_split(col, paths["splits"], seed=0)
+        if announce:
+            rec = json.loads((paths["splits"] / SPLIT_RECORD).read_text())
+            print(
+                f"collection {col.name!r} ships no dev split: {rec['dev_queries']} of its training "
+                f"queries are the dev split (whole groups sharing a positive; "
+                f"{paths['splits'] / SPLIT_RECORD})",
+                flush=True,
+            )
     return col
 
 
@@ -119,7 +128,7 @@ def prepare(study: StudyConfig, *, progress: bool = True) -> dict:
 
     paths = study_paths(study)
     paths["out"].mkdir(parents=True, exist_ok=True)
-    collection = load_collection(study)
+    collection = load_collection(study, announce=progress)
     split = study.eval.get("split", "test")
     if split not in collection.splits:
         raise ValueError(
