@@ -111,7 +111,7 @@ def test_cpu_paper_preset_is_a_full_grid_the_collection_can_feed():
 
     study = load_study(preset="cpu-paper")
     cells = study.cells()
-    assert len(cells) == len(study.models) * len(study.data_sizes) == 35
+    assert len(cells) == len(study.models) * len(study.data_sizes) * len(study.seeds) == 70
     assert {(c.model, c.data_size) for c in cells} == {
         (m, d) for m in study.models for d in study.data_sizes
     }
