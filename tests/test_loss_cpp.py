@@ -183,9 +183,54 @@ def test_multi_block_many_threads_agree():
         assert out["dscale"] == pytest.approx(base["dscale"], rel=1e-4, abs=1e-4)
 
 
-@pytest.mark.parametrize("symmetric", [False, True])
-def test_protocol_forward_backward(symmetric):
-    """loss_forward/loss_backward: unit-weight gradients scaled when uniform, recomputed otherwise."""
+BLAS_CASES = {
+    # name: (B, G, K, D, row_offset): in-batch fp32 layouts the BLAS-blocked schedule takes
+    "pairs": (37, 1, 0, 123, 0),
+    "grouped_pool": (37, 3, 29, 77, 0),
+    "pool_row_offset": (21, 2, 5, 40, 3),
+    "tiny": (1, 1, 0, 3, 0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BLAS_CASES))
+def test_blas_blocked_schedule_matches_fp64_reference(case, monkeypatch):
+    """Forced at small sizes with several row blocks: loss and every gradient, weighted."""
+    monkeypatch.setattr(_loss_cpp, "_BLAS_WORK", 0)
+    monkeypatch.setattr(_loss_cpp, "_BLAS_MAX_ROWS", 16)
+    B, G, K, D, offset = BLAS_CASES[case]
+    q, p, neg = _make(B, G, K, D, b_total=B + offset)
+    opts = LossOptions(group_size=G, row_offset=offset)
+    assert _loss_cpp._blas_schedule_applies(q, None, opts, None, None, 0, None, 1)
+    _check(q, p, neg, None, 2.5, opts)
+    out = _loss_cpp.run(q, p, neg, None, 2.5, opts, need_loss=True, need_grad=False)
+    ref = _grads(q, p, neg, None, 2.5, opts, torch.ones(B), torch.float64)[0]
+    torch.testing.assert_close(out["loss"].double(), ref, rtol=1e-5, atol=1e-5)
+    assert out["dq"] is None and out["dscale"] is None
+
+
+def test_blas_schedule_leaves_the_other_layouts_to_the_kernel():
+    q, _, _ = _make(8, 1, 0, 4)
+    big = 1 << 30
+    takes = lambda **kw: _loss_cpp._blas_schedule_applies(
+        kw.get("q", q), kw.get("ids"), kw.get("opts", LossOptions()), None,
+        kw.get("threads"), 0, None, kw.get("work", big),
+    )  # fmt: skip
+    assert takes()
+    assert not takes(work=1000)
+    assert not takes(q=q.half())
+    assert not takes(opts=LossOptions(symmetric=True))
+    assert not takes(opts=LossOptions(in_batch=False))
+    assert not takes(ids=torch.zeros(8, dtype=torch.int64))
+    assert not takes(threads=1)
+
+
+@pytest.mark.parametrize("symmetric,blas", [(False, False), (True, False), (False, True)])
+def test_protocol_forward_backward(symmetric, blas, monkeypatch):
+    """loss_forward/loss_backward: unit-weight gradients scaled when uniform, recomputed otherwise
+    (on the C++ kernel, and on the BLAS-blocked schedule forced at this size)."""
+    if blas:
+        monkeypatch.setattr(_loss_cpp, "_BLAS_WORK", 0)
+        monkeypatch.setattr(_loss_cpp, "_BLAS_MAX_ROWS", 16)
     B = 23
     q, p, neg = _make(B, 1, 6, 40)
     opts = LossOptions(symmetric=symmetric)

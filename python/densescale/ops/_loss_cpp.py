@@ -3,7 +3,10 @@
 The kernel (csrc/contrastive_loss.cpp) processes query rows in blocks; a block holds its scores
 for every candidate (R x N fp32, never B x N), threads split the candidate columns, and the
 gradients are produced in the same pass as the forward (6*B*N*D FLOPs like eager torch; 8*B*N*D
-with ``symmetric=True``, which needs a statistics pass first). Math: ``_loss_spec``.
+with ``symmetric=True``, which needs a statistics pass first). Math: ``_loss_spec``. Large fp32
+in-batch problems (the training case) run the same block schedule with the GEMMs on torch's BLAS
+(``_run_blas_blocked``), which is faster than the kernel's own micro-kernels there; every other
+layout (fp16/bf16 inputs, symmetric, duplicate masking, ``in_batch=False``) runs the C++ kernel.
 
 Protocol (shared with the Triton backend)::
 
@@ -122,6 +125,8 @@ def run(
     B, D = q.shape
     K = 0 if negatives is None else negatives.shape[0]
     N = p.shape[0] + K
+    if _blas_schedule_applies(q, doc_ids, opts, col_lse, threads, block_rows, isa, B * N * D):
+        return _run_blas_blocked(q, p, negatives, scale, opts, need_loss, need_grad, weights)
     f32 = {"dtype": torch.float32, "device": q.device}
     loss = torch.empty(B, **f32) if need_loss else None
     dq = torch.empty(B, D, **f32) if need_grad else None
@@ -165,6 +170,83 @@ def run(
         "dc": dc,
         "dscale": dscale if need_grad else None,
         "col_lse": col_out,
+    }
+
+
+# From ~128M multiply-adds (B = N = 4096 at D = 8) the in-batch fp32 loss runs block by block on
+# torch's BLAS: measured 1.28x faster than eager torch and 1.27x faster than the C++ kernel's own
+# micro-kernels at B = N = 4096, D = 768, 2 threads (bench/bench_loss.py).
+_BLAS_WORK = 1 << 27
+_BLAS_MAX_ROWS = 512  # rows per block (as the C++ kernel: scores of a block <= 16 MiB)
+
+
+def _blas_schedule_applies(q, doc_ids, opts, col_lse, threads, block_rows, isa, work) -> bool:
+    """The BLAS-blocked schedule covers the common training case: fp32, in-batch, one direction,
+    no duplicate masking. ``threads`` / ``block_rows`` / ``isa`` pin the C++ kernel (tests)."""
+    return (
+        work >= _BLAS_WORK
+        and q.dtype == torch.float32
+        and opts.in_batch
+        and not opts.symmetric
+        and doc_ids is None
+        and col_lse is None
+        and threads is None
+        and not block_rows
+        and isa is None
+    )
+
+
+def _run_blas_blocked(q, p, negatives, scale, opts, need_loss, need_grad, weights) -> dict:
+    """The fused pass with the three GEMMs on torch's BLAS (MKL / oneDNN), one block of R query
+    rows at a time: scores S = s Q_R C^T (R x N, the only score memory, as in the C++ kernel),
+    their log-sum-exp and loss, G = w (softmax - onehot) in place, then dQ_R = s G C and
+    dC += s G^T Q_R. 6*B*N*D FLOPs like eager torch, without its B x N matrices."""
+    B, D = q.shape
+    parts = [p] if negatives is None else [p, negatives]
+    n_p = p.shape[0]
+    N = n_p + (0 if negatives is None else negatives.shape[0])
+    R = min(B, max(16, min(_BLAS_MAX_ROWS, (16 << 20) // (4 * N))))
+    S = torch.empty(R, N, dtype=torch.float32)
+    loss = torch.empty(B, dtype=torch.float32) if need_loss else None
+    dq = torch.empty(B, D, dtype=torch.float32) if need_grad else None
+    dc = torch.zeros(N, D, dtype=torch.float32) if need_grad else None
+    cols = [(0, n_p)] + ([(n_p, N)] if negatives is not None else [])
+    dscale = 0.0
+    for i0 in range(0, B, R):
+        i1 = min(B, i0 + R)
+        r, qb, Sb = i1 - i0, q[i0:i1], S[: i1 - i0]
+        for (c0, c1), c in zip(cols, parts):
+            torch.mm(qb, c.T, out=Sb[:, c0:c1])
+        Sb.mul_(scale)
+        rows = torch.arange(r)
+        targets = (torch.arange(i0, i1) + opts.row_offset) * opts.group_size
+        lse = torch.logsumexp(Sb, dim=1)
+        if need_loss:
+            torch.sub(lse, Sb[rows, targets], out=loss[i0:i1])
+        if not need_grad:
+            continue
+        Sb.sub_(lse[:, None]).exp_()  # softmax
+        if weights is None:
+            Sb[rows, targets] -= 1.0
+        else:
+            wb = weights[i0:i1]
+            Sb.mul_(wb[:, None])
+            Sb[rows, targets] -= wb
+        dqb = dq[i0:i1]
+        for j, ((c0, c1), c) in enumerate(zip(cols, parts)):
+            if j == 0:
+                torch.mm(Sb[:, c0:c1], c, out=dqb)
+            else:
+                dqb.addmm_(Sb[:, c0:c1], c)
+            dc[c0:c1].addmm_(Sb[:, c0:c1].T, qb, alpha=scale)
+        dscale += float(torch.vdot(dqb.reshape(-1), qb.reshape(-1)))
+        dqb.mul_(scale)
+    return {
+        "loss": loss,
+        "dq": dq,
+        "dc": dc,
+        "dscale": dscale if need_grad else None,
+        "col_lse": None,
     }
 
 
