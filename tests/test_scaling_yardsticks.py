@@ -266,3 +266,15 @@ def test_a_study_where_every_cell_is_near_chance_still_reports(tmp_path):
     summary = write_report(recs, tmp_path / "r", n_boot=5, fits={"human": fits}).read_text()
     assert summary.count("worse than chance: this model has not learned to rank") == 5
     assert (tmp_path / "r" / "loss_vs_N_human.png").exists()
+
+
+def test_describe_says_why_a_law_was_not_fitted():
+    """Two data sizes cannot carry a data-size law: the terminal summary says so, not just 'no fit'."""
+    law = JointLaw(A=3.6e4, B=7.1e3, alpha=0.56, beta=1.31, delta=0.03)
+    recs = [
+        {"model": f"m{n}", "N": n, "D": d, "source": "human", "ce": float(law.predict(n, d))}
+        for n in SIZES
+        for d in (3000, 30000)
+    ]
+    text = fit_study(recs, n_boot=5)["human"].describe()
+    assert "data-size: no fit (skipped: 2 data size(s), need 3)" in text

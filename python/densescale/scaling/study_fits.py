@@ -226,7 +226,8 @@ class SourceFits:
                 where = ", ".join(f"{k} = {v:,}" for k, v in o.fixed.items())
                 add(o, f"{label} at {where}")
             elif outcomes or label != "dimension":
-                lines.append(f"  {label}: no fit")
+                why = next((o.error for o in outcomes if o.error), None)
+                lines.append(f"  {label}: no fit" + (f" ({why})" if why else ""))
         if self.model_dim is not None and self.model_dim.law is not None:
             add(self.model_dim, "model-dimension")
         a = self.allocation
