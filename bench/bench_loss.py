@@ -425,37 +425,31 @@ def run_points(args, device, dtype, shapes, symmetrics, rep, env, peak, rows) ->
 
 
 def _time_mode(providers: dict, mode: str, device: str, warmup: int, rep: int, rows, base) -> dict:
-    """{provider: timing} for one mode; a provider that fails (OOM...) gets a failed row instead."""
+    """{provider: timing} for one mode; a provider that fails (OOM...) gets a failed row instead.
+
+    On the CPU each provider is called once first (a failure shows there, not mid-rounds), then
+    all are timed interleaved."""
+    on_gpu = device.startswith("cuda")
     ok: dict = {}
     for prov, fns in providers.items():
         try:
             if mode == "backward":
                 fns["prepare_backward"]()
-            ok[prov] = fns[mode]
-            if device.startswith("cuda"):
+            if on_gpu:
                 ok[prov] = _harness.measure(fns[mode], device=device, warmup=warmup, rep=rep)
+            else:
+                fns[mode]()
+                ok[prov] = fns[mode]
         except Exception as exc:  # noqa: BLE001 - OOM etc.: record it and go on
             status = f"failed: {type(exc).__name__}: {str(exc)[:160]}"
             rows.append({**base, "provider": prov, "mode": mode, "status": status})
             print(f"{prov:14s} {mode:8s} B={base['B']} D={base['D']}: {status}")
-            ok.pop(prov, None)
-            if device.startswith("cuda"):
+            if on_gpu:
                 torch.cuda.empty_cache()
-    if device.startswith("cuda"):
+    if on_gpu or not ok:
         return ok
-    try:
-        baseline = "torch" if "torch" in ok else None
-        return _harness.measure_interleaved(ok, warmup=warmup, rep=rep, baseline=baseline)
-    except Exception as exc:  # noqa: BLE001 - one provider failing mid-rounds: time them alone
-        print(f"interleaved timing failed ({type(exc).__name__}: {exc}); timing one by one")
-        out = {}
-        for prov, fn in ok.items():
-            try:
-                out[prov] = _harness.measure(fn, device=device, warmup=warmup, rep=rep)
-            except Exception as exc2:  # noqa: BLE001
-                status = f"failed: {type(exc2).__name__}: {str(exc2)[:160]}"
-                rows.append({**base, "provider": prov, "mode": mode, "status": status})
-        return out
+    baseline = "torch" if "torch" in ok else None
+    return _harness.measure_interleaved(ok, warmup=warmup, rep=rep, baseline=baseline)
 
 
 if __name__ == "__main__":

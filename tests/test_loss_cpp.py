@@ -302,3 +302,34 @@ def test_isa_environment_cap():
     q, p = torch.randn(9, 20), torch.randn(9, 20)
     want = reference_loss_per_query(q.double(), p.double(), None, None, 1.0, LossOptions()).sum()
     assert float(total) == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_public_contrastive_loss_on_the_blas_schedule(monkeypatch):
+    """densescale.contrastive_loss (backend "cpp") on the BLAS-blocked schedule: loss, grads of q,
+    p, negatives and a learnable scale equal the plain torch backend; NaN rows still named."""
+    import densescale
+
+    monkeypatch.setattr(_loss_cpp, "_BLAS_WORK", 0)
+    monkeypatch.setattr(_loss_cpp, "_BLAS_MAX_ROWS", 16)
+    calls = []
+    blocked = _loss_cpp._run_blas_blocked
+    monkeypatch.setattr(
+        _loss_cpp, "_run_blas_blocked", lambda *a, **k: calls.append(1) or blocked(*a, **k)
+    )
+    q, p, neg = _make(37, 2, 11, 29)
+    outs = {}
+    for backend in ("cpp", "torch"):
+        leaves = [t.clone().requires_grad_() for t in (q, p, neg)]
+        scale = torch.tensor(3.0, requires_grad=True)
+        loss = densescale.contrastive_loss(
+            leaves[0], leaves[1], negatives=leaves[2], scale=scale, backend=backend
+        )
+        loss.backward()
+        outs[backend] = [loss.detach()] + [t.grad for t in leaves] + [scale.grad]
+    assert calls, "the BLAS schedule did not run"
+    for got, want in zip(outs["cpp"], outs["torch"]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    bad = p.clone()
+    bad[5, 3] = float("nan")
+    with pytest.raises(ValueError, match="p row 5"):
+        densescale.contrastive_loss(q, bad, negatives=neg, scale=3.0, backend="cpp")

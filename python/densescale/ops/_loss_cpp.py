@@ -164,13 +164,7 @@ def run(
         int(block_rows),
         -1 if isa is None else ISA_CODES[isa],
     )
-    return {
-        "loss": loss,
-        "dq": dq,
-        "dc": dc,
-        "dscale": dscale if need_grad else None,
-        "col_lse": col_out,
-    }
+    return _outputs(loss, dq, dc, dscale, col_out)
 
 
 # From ~128M multiply-adds (B = N = 4096 at D = 8) the in-batch fp32 loss runs block by block on
@@ -241,18 +235,23 @@ def _run_blas_blocked(q, p, negatives, scale, opts, need_loss, need_grad, weight
             dc[c0:c1].addmm_(Sb[:, c0:c1].T, qb, alpha=scale)
         dscale += float(torch.vdot(dqb.reshape(-1), qb.reshape(-1)))
         dqb.mul_(scale)
-    return {
-        "loss": loss,
-        "dq": dq,
-        "dc": dc,
-        "dscale": dscale if need_grad else None,
-        "col_lse": None,
-    }
+    return _outputs(loss, dq, dc, dscale, None)
 
 
 # Below ~16M multiply-adds (about a millisecond on one core) a second thread costs more in
 # synchronisation (and in waiting for a descheduled thread on a busy machine) than it saves.
 _SMALL_WORK = 1 << 24
+
+
+def _outputs(loss, dq, dc, dscale, col_lse) -> dict:
+    """The dict ``run`` returns (``dscale`` only alongside gradients)."""
+    return {
+        "loss": loss,
+        "dq": dq,
+        "dc": dc,
+        "dscale": dscale if dq is not None else None,
+        "col_lse": col_lse,
+    }
 
 
 def _default_threads(B: int, N: int, D: int) -> int:
