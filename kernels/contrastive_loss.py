@@ -1,10 +1,15 @@
 """Triton bodies of the fused contrastive (InfoNCE) loss; launchers in densescale.ops._loss_triton.
 
+Installed as ``densescale.kernels``, a namespace package: kernels/ has no ``__init__.py`` on
+purpose, so it never shadows the ``kernels`` distribution when Python runs from the repo root.
+
 Notation as in ``densescale.ops._loss_spec``: queries q (B, D); candidate columns c = [p; negatives]
 with p (NP = B_total*G, D) and the shared pool (K, D); a_ij = q_i . c_j, S_ij = s * a_ij; the target
 of local row i is column t_i = (row_offset + i) * G. Masked entries (other groups when
-``in_batch=False``, duplicates of the positive's doc id) are -inf. Scores are kept in base 2 inside
-the kernels (S2 = S * log2 e) so exp2/log2 map to the hardware instructions.
+``in_batch=False``, duplicates of the positive's doc id) are -inf; in the forward, a score that is
+not finite is NaN, masked or not (NaN/Inf inputs must reach the loss, see ``_fwd_region``). Scores
+are kept in base 2 inside the kernels (S2 = S * log2 e) so exp2/log2 map to the hardware
+instructions.
 
 Forward (one program per BLOCK_M rows, FlashAttention-style online max / sum-exp over column tiles)::
 
@@ -168,7 +173,10 @@ def _fwd_region(
             IN_BATCH,
             HAS_IDS,
         )
-        s2 = tl.where(valid, a * (scale * LOG2E), float("-inf"))
+        # a - a is 0 for a finite score and NaN for NaN / +-inf: a non-finite input row makes its
+        # scores NaN even where masked or -inf (which a log-sum-exp would drop), so the row's lse
+        # and loss come out NaN and the launcher reports the row without reading the inputs.
+        s2 = tl.where(valid, a * (scale * LOG2E), float("-inf")) + (a - a)
         m_new = tl.maximum(m_i, tl.max(s2, axis=1))
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(tl.exp2(s2 - m_new[:, None]), axis=1)

@@ -1,5 +1,8 @@
 """Triton bodies for exact top-k search and candidate scoring (launchers: densescale.ops._search_triton).
 
+Installed as ``densescale.kernels``, a namespace package: kernels/ has no ``__init__.py`` on
+purpose, so it never shadows the ``kernels`` distribution when Python runs from the repo root.
+
 Top-k keys. A (score, id) pair is packed into one signed 64-bit integer so that a single integer
 comparison orders by score descending, then by smaller id:
 
