@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(
                 f"converge {row['model']}: steps {row['steps']}, best_step "
-                f"{row['best_step']}, converged {row['converged']} ({row['stop_reason']}), "
+                f"{row['best_step']}, converged {row['converged']} ({row['convergence']}), "
                 f"best dev CE {row['best_dev_ce']:.4f}, {row['seconds']:.1f} s  {stamp}"
             )
     path = _harness.write_rows("bench_train", rows, "cpu")
@@ -429,6 +429,7 @@ def converge_row(args, init, tok, pairs, dev, corpus, cfg, base, work) -> dict:
         "steps": res.steps,
         "best_step": res.best_step,
         "converged": res.converged,
+        "convergence": res.convergence,
         "stop_reason": res.stop_reason,
         "best_dev_ce": res.best_dev_ce,
         "tokens_per_s": res.tokens_per_second,

@@ -62,7 +62,10 @@ void gemm_generic(long M, long N, long K, const float* a, long a_rs, long a_cs, 
 
 void col_max_generic(const float* x, long nj, long n, long ldx, float* mx) {
   for (long j = 0; j < nj; ++j)
-    for (long i = 0; i < n; ++i) mx[i] = std::max(mx[i], x[j * ldx + i]);
+    for (long i = 0; i < n; ++i) {
+      const float v = x[j * ldx + i];  // !(v > -inf): NaN or -inf; a NaN mx stays (v > NaN false)
+      mx[i] = !(v > -INFINITY) ? NAN : (v > mx[i] ? v : mx[i]);
+    }
 }
 
 void col_sumexp_generic(const float* x, long nj, long n, long ldx, const float* mx, float* sum) {
@@ -168,7 +171,11 @@ struct Outputs {
 
 inline float merge_lse(const float* pm, const float* ps, int T, long stride, long i) {
   float m = -FLT_MAX;
-  for (int t = 0; t < T; ++t) m = std::max(m, pm[t * stride + i]);
+  for (int t = 0; t < T; ++t) {  // a NaN partial max (non-finite score) wins and stays
+    const float v = pm[t * stride + i];
+    if (v > m || v != v) m = v;
+    if (m != m) break;
+  }
   float s = 0.f;
   for (int t = 0; t < T; ++t) s += ps[t * stride + i] * std::exp(pm[t * stride + i] - m);
   return m + std::log(s);
@@ -278,7 +285,10 @@ void run_pass(const Problem& P, Outputs& O, bool need_grad, bool col_stats) {
           const auto* cols = dup.find(P.doc_ids[t]);
           if (!cols) continue;
           for (long j : *cols)
-            if (j != t && j >= cc0 && j < cc1) Tbuf[(j - d0) * ldt + i] = -INFINITY;
+            if (j != t && j >= cc0 && j < cc1) {
+              float& x = Tbuf[(j - d0) * ldt + i];
+              x = masked_score(x);
+            }
         }
       }
       if (P.in_batch)
@@ -298,8 +308,11 @@ void run_pass(const Problem& P, Outputs& O, bool need_grad, bool col_stats) {
           float m = pm[i];
           for (long g = 0; g < Gs; ++g) {
             const bool masked = g > 0 && P.doc_ids && P.doc_ids[t + g] == P.doc_ids[t];
-            xi[g] = masked ? -INFINITY : s * dot(qi, P.p + (t + g) * D, D);
-            m = std::max(m, xi[g]);
+            float v = s * dot(qi, P.p + (t + g) * D, D);
+            // as col_max: a NaN / -inf score (non-finite input) makes the row's max NaN
+            v = masked ? masked_score(v) : v;
+            xi[g] = v;
+            m = (!(v > -INFINITY) || m != m) ? NAN : (v > m ? v : m);
           }
           float sum = ps[i] * std::exp(pm[i] - m);
           for (long g = 0; g < Gs; ++g) sum += std::exp(xi[g] - m);

@@ -9,6 +9,7 @@
 //   U_R    += G . C_cols                      (A = T transposed,  B = candidate rows)
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 namespace densescale {
@@ -18,7 +19,11 @@ namespace loss {
 // A(m,k) = a[m*a_rs + k*a_cs] and B is row-major with leading dimension ldb.
 using GemmFn = void (*)(long M, long N, long K, const float* a, long a_rs, long a_cs,
                         const float* b, long ldb, float* c, long ldc, float alpha, bool accumulate);
-// For each of nj rows x[j][0..n): mx[i] = max(mx[i], x[j][i]).
+// For each of nj rows x[j][0..n): mx[i] = max(mx[i], x[j][i]), except that a NaN or -inf score
+// makes mx[i] NaN for good. Scores come from the GEMM (masked entries hold kMaskedScore, never
+// -inf), so a NaN/-inf score means a non-finite input row: the NaN max carries it into the
+// log-sum-exp and the loss, where the launcher detects it (no pass over the inputs). A plain max
+// drops NaN (maxps returns its second operand), and a -inf score vanishes from a log-sum-exp.
 using ColMaxFn = void (*)(const float* x, long nj, long n, long ldx, float* mx);
 // For each of nj rows: sum[i] += exp(x[j][i] - mx[i]).
 using ColSumExpFn = void (*)(const float* x, long nj, long n, long ldx, const float* mx, float* sum);
@@ -30,6 +35,13 @@ using GradRowsFn = void (*)(float* x, long nj, long n, long ldx, const float* ls
 // max_i x[i] and sum_i exp(x[i] - m) of one row.
 using MaxFn = float (*)(const float* x, long n);
 using SumExpFn = float (*)(const float* x, long n, float m);
+
+// The score of a masked (row, column): exp(kMaskedScore - m) is 0 for every finite row max m, and
+// unlike -inf it is told apart from a score that came out -inf (see ColMaxFn).
+constexpr float kMaskedScore = -3.4028234663852886e38f;  // -FLT_MAX
+
+// A masked entry keeps a non-finite score visible (NaN) instead of hiding it.
+inline float masked_score(float x) { return x - x == 0.f ? kMaskedScore : NAN; }
 
 struct Kernels {
   const char* name;

@@ -107,13 +107,22 @@ inline __m256 exp8(__m256 x) {
   return _mm256_and_ps(keep, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
 }
 
+// NaN-sticky max (contract in contrastive_loss.h): maxps(v, mx) returns mx when either is NaN,
+// so a NaN mx stays; a NaN or -inf v (not greater than -inf) ORs in all-ones bits, a NaN.
 void col_max(const float* x, long nj, long n, long ldx, float* mx) {
+  const __m256 ninf = _mm256_set1_ps(-INFINITY);
   for (long j = 0; j < nj; ++j) {
     const float* xj = x + j * ldx;
     long i = 0;
-    for (; i + 8 <= n; i += 8)
-      _mm256_storeu_ps(mx + i, _mm256_max_ps(_mm256_loadu_ps(mx + i), _mm256_loadu_ps(xj + i)));
-    for (; i < n; ++i) mx[i] = xj[i] > mx[i] ? xj[i] : mx[i];
+    for (; i + 8 <= n; i += 8) {
+      const __m256 v = _mm256_loadu_ps(xj + i);
+      const __m256 bad = _mm256_cmp_ps(v, ninf, _CMP_NGT_UQ);
+      _mm256_storeu_ps(mx + i, _mm256_or_ps(_mm256_max_ps(v, _mm256_loadu_ps(mx + i)), bad));
+    }
+    for (; i < n; ++i) {
+      const float v = xj[i];
+      mx[i] = !(v > -INFINITY) ? NAN : (v > mx[i] ? v : mx[i]);
+    }
   }
 }
 

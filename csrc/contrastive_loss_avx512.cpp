@@ -112,13 +112,18 @@ inline __m512 exp16(__m512 x) {
   return _mm512_maskz_mov_ps(keep, _mm512_scalef_ps(y, n));
 }
 
+// NaN-sticky max (contract in contrastive_loss.h): maxps(v, mx) returns mx when either is NaN,
+// so a NaN mx stays; a NaN or -inf v (not greater than -inf) turns its lane NaN.
 void col_max(const float* x, long nj, long n, long ldx, float* mx) {
+  const __m512 ninf = _mm512_set1_ps(-INFINITY), nan = _mm512_set1_ps(NAN);
   for (long j = 0; j < nj; ++j) {
     const float* xj = x + j * ldx;
     for (long i = 0; i < n; i += 16) {
       const __mmask16 mk = tail_mask(n - i);
-      const __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), mk, xj + i);
-      _mm512_mask_storeu_ps(mx + i, mk, _mm512_max_ps(_mm512_maskz_loadu_ps(mk, mx + i), v));
+      const __m512 v = _mm512_maskz_loadu_ps(mk, xj + i);
+      const __mmask16 bad = _mm512_mask_cmp_ps_mask(mk, v, ninf, _CMP_NGT_UQ);
+      const __m512 m = _mm512_max_ps(v, _mm512_maskz_loadu_ps(mk, mx + i));
+      _mm512_mask_storeu_ps(mx + i, mk, _mm512_mask_mov_ps(m, bad, nan));
     }
   }
 }

@@ -279,3 +279,32 @@ def test_evaluate_on_medquad_subset(medquad_path, tmp_path):
     for ours, theirs in (("ndcg@10", "ndcg_cut_10"), ("recall@100", "recall_100"), ("map", "map")):
         expected = sum(ref[q][theirs] for q in qrels) / len(qrels)
         assert rec["metrics"][ours] == pytest.approx(expected, abs=1e-12)
+
+
+def test_clean_subset_and_metric_chance_levels(setup):
+    from densescale.eval import random_ranking_metrics
+
+    model, tok, data = setup
+    metrics = ("mrr@10", "ndcg@10", "recall@20", "map")
+    kw = {"k": 20, "num_negatives": 16, "repeats": 3, "seed": 4, "metrics": metrics}
+    kw.update(query_max_length=8, passage_max_length=24, batch_size=16)
+    clean = ["q1", "q2", "q4", "q7"]  # q4 has two positives
+    rec = evaluate(model, tok, **data, clean_queries=clean, **kw)
+    full = evaluate(model, tok, **data, **kw)
+    assert rec["ce"] == full["ce"] and rec["metrics"] == full["metrics"]
+    # the clean subset equals an evaluation on those queries alone, with the same draws per pair
+    only = evaluate(model, tok, **{**data, "qrels": {q: data["qrels"][q] for q in clean}}, **kw)
+    assert rec["clean"]["num_queries"] == 4 and rec["clean"]["num_pairs"] == 5
+    assert rec["clean"]["metrics"] == pytest.approx(only["metrics"], abs=1e-9)
+    assert rec["clean"]["ce"] != pytest.approx(full["ce"])  # a real subset, not the whole
+    # chance: the random-ranking expectation on the same corpus, at the search depth
+    assert rec["metrics_chance"] == pytest.approx(
+        random_ranking_metrics(data["qrels"], 80, metrics, depth=20)
+    )
+    assert 0 < rec["metrics_chance"]["mrr@10"] < 0.1  # 14 queries, 80 passages
+    # standard errors over the 14 queries of qrels
+    se = rec["metrics_stderr"]
+    assert set(se) == set(metrics) and all(v is not None and v >= 0 for v in se.values())
+    assert se["mrr@10"] > 0
+    with pytest.raises(ValueError, match="clean_queries"):
+        evaluate(model, tok, **data, clean_queries=["nope"], **kw)

@@ -1,4 +1,4 @@
-"""Budget allocation: the cost model, the constrained optimum, its plot."""
+"""Budget allocation: the cost model and the constrained optimum (its plot: test_report_figures)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from densescale.scaling import (
     JointLaw,
     ModelSizeLaw,
     optimal_allocation,
-    plot_budget,
 )
 
 PAPER_JOINT = JointLaw(A=3.6e4, B=7.1e3, alpha=0.56, beta=1.31, delta=0.03)
@@ -96,12 +95,3 @@ def test_optimum_on_the_search_box_is_flagged():
     cheap = CostModel(accelerator_dollars_per_hour=1e-6, queries_served=0.0, corpus_size=0.0)
     a = optimal_allocation(PAPER_JOINT, cheap, 1e5, N_bounds=(1e5, 1e9))
     assert "N upper bound" in a.at_bound and a.N == pytest.approx(1e9)
-
-
-def test_plot_budget_writes_a_png_atomically(tmp_path):
-    path = tmp_path / "plots" / "budget.png"
-    answer = plot_budget(PAPER_JOINT, COST, 5e4, path)
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
-    assert [p.name for p in path.parent.iterdir()] == ["budget.png"]  # no temp file left
-    assert answer.N == pytest.approx(optimal_allocation(PAPER_JOINT, COST, 5e4).N)

@@ -133,29 +133,3 @@ def test_memory_budget_bad_arguments():
         optimal_dim_allocation(JOINT_TRUE, COST, 2e9, budget=10.0)
     with pytest.raises(TypeError, match="ModelDimLaw"):
         optimal_dim_allocation(DIM_TRUE, COST, 2e9)
-
-
-def test_dimension_law_of_one_encoder_whose_n_grows_with_its_head():
-    """N counts the projection (SPEC 1.2), so one encoder at four d has four N: the dimension
-    law must still see them as one slice (grouped by model), not four single points."""
-    from densescale.scaling import fit_study
-
-    recs = []
-    for d in (8, 16, 32, 128):
-        ce = (12.0 / d) ** 0.9 + 2.1
-        recs.append(
-            {
-                "model": "L1-H64",
-                "N": 50_000 + 65 * d,
-                "D": 8000,
-                "d": d,
-                "source": "human",
-                "ce": ce,
-                "metrics": {},
-                "converged": True,
-            }
-        )
-    fits = fit_study(recs, n_boot=0)["human"]
-    (o,) = [o for o in fits.dim_fits if o.law is not None]
-    assert o.n_points == 4 and o.fixed == {"N": 50_000 + 65 * 128, "D": 8000}
-    assert o.law.gamma == pytest.approx(0.9, rel=0.05)

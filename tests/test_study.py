@@ -124,7 +124,7 @@ def test_data_size_beyond_the_training_pairs_is_rejected_by_prepare(tmp_path):
     """prepare() refuses such a grid; run_study first cuts it to the pairs (test_study_real)."""
     import dataclasses
 
-    from densescale.study.runner import prepare
+    from densescale.study.prepare import prepare
 
     study = load_study(write_study(tmp_path, tmp_path / "big"))
     study = dataclasses.replace(study, data_sizes=(100, 10**7))
@@ -300,3 +300,38 @@ def test_pool_workers_stop_when_the_study_process_is_killed(tmp_path):
     while any(alive(p) for p in children):
         assert time.time() < deadline, "pool workers outlived the killed study"
         time.sleep(0.2)
+
+
+def test_medquad_sources_preset_is_one_data_size_law_per_source():
+    """medquad-sources (the annotation-quality study): every source at the same six data sizes
+    with one model and one test split, so each source gets a data-size law that can pass the
+    usability checks (5 points for 3 parameters, with one left to spare for a weak source's
+    smallest D near chance) and an exchange rate against human."""
+    from densescale.data.annotations import parse_source
+    from densescale.scaling import LawChecks
+
+    study = load_study(preset="medquad-sources")
+    assert study.collection == {"kind": "beir", "path": "../shared/data/medquad"}
+    assert study.sources == ("human", "human-noise0.25", "human-noise0.5", "ict", "crop")
+    kinds = [parse_source(s) for s in study.sources]
+    assert [k for k, _ in kinds] == ["human", "human", "human", "ict", "crop"]
+    assert [p.get("noise") for _, p in kinds] == [None, 0.25, 0.5, None, None]
+    cells = study.cells()
+    assert len(cells) == len(study.sources) * len(study.data_sizes) == 30
+    for source in study.sources:
+        sizes = sorted(c.data_size for c in cells if c.source == source)
+        assert sizes == sorted(study.data_sizes) and len(sizes) > LawChecks().min_points(3)
+    assert {(c.model, c.out_dim, c.seed) for c in cells} == {("L1-H32", 128, 0)}
+    assert study.eval["split"] == "test" and study.train.patience * study.train.eval_every == 150
+
+
+def test_medquad_sources_data_sizes_fit_every_source(medquad_path):
+    """The largest D exists for every source on MedQuAD: human pairs, and ICT / crop pairs from
+    the passages that are not dev or test positives."""
+    from densescale.data import annotation_pairs
+    from densescale.data.medquad import load_medquad
+
+    study = load_study(preset="medquad-sources")
+    collection = load_medquad(medquad_path)
+    for source in study.sources:
+        assert len(annotation_pairs(collection, source, "train")) >= max(study.data_sizes), source

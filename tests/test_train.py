@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -302,3 +303,40 @@ def test_training_losses_match_per_step_tokenisation(tiny_setup, tmp_path):
         opt.step()
         losses.append(float(loss.detach()))
     assert [h["loss"] for h in res.history] == losses
+
+
+def test_convergence_says_what_a_stop_means():
+    from densescale.train.trainer import convergence_of
+
+    cfg = TrainConfig(eval_every=50, early_peak_evals=2)
+    descent = [{"dev_ce": v} for v in (4.0, 3.0, 2.0, 1.5, 1.6, 1.7)]
+    assert convergence_of("patience", 200, descent, cfg, 5.549) == "converged"
+    assert convergence_of("max_steps", 200, descent, cfg, 5.549) == "not_converged"
+    assert convergence_of("no_dev", 0, [], cfg, None) == "no_dev"
+    # best at the second evaluation: the kept checkpoint has barely trained
+    assert convergence_of("patience", 100, descent, cfg, 5.549) == "peaked_early"
+    assert convergence_of("patience", 100, descent, TrainConfig(early_peak_evals=0), 5.5) == (
+        "converged"
+    )
+    # dev CE ends above chance: memorising, whatever the best step
+    climbing = [{"dev_ce": v} for v in (3.0, 2.5, 4.0, 5.0, 5.6)]
+    assert convergence_of("patience", 100, climbing, cfg, 5.549) == "memorising"
+    never = [{"dev_ce": v} for v in (8.0, 7.0, 6.0, 6.5)]
+    assert convergence_of("patience", 150, never, cfg, 5.549) == "above_chance"
+    with pytest.raises(ValueError, match="early_peak_evals"):
+        TrainConfig(early_peak_evals=-1)
+
+
+def test_a_run_that_never_beats_chance_is_not_converged(tiny_setup, tmp_path):
+    _, _, col, tok, pairs, dev = tiny_setup
+    model = build_encoder("L1-H32", vocab_size=tok.vocab_size)
+    # raw dot products of a fresh encoder score far above chance; 12 steps do not bring dev CE
+    # below ln(257), and a huge min_delta stops the run by patience after three evaluations
+    cfg = TrainConfig(**{**TINY, "max_steps": 40, "eval_every": 4, "patience": 2, "min_delta": 100})
+    res = train(model, tok, pairs, col.corpus, tmp_path / "run", cfg, dev_pairs=dev, progress=False)
+    devs = [h["dev_ce"] for h in res.history if "dev_ce" in h]
+    assert res.stop_reason == "patience" and res.best_step == 4 and len(devs) == 3
+    assert res.dev_chance == pytest.approx(math.log(256 + 1)) and min(devs) > res.dev_chance
+    assert res.convergence == "above_chance" and not res.converged
+    stored = json.loads((tmp_path / "run" / "train_result.json").read_text())
+    assert stored["convergence"] == "above_chance" and stored["converged"] is False

@@ -62,3 +62,55 @@ def score_candidates(
     threads: int = 0,
     isa: str = "",
 ) -> tuple[int, int]: ...
+
+# Low-precision screen (csrc/screen.h): bf16 screening with a proven bound + exact rescoring.
+def screen_engine() -> str: ...
+def screen_pack(
+    corpus: int,
+    N: int,
+    D: int,
+    corpus_stride: int,
+    corpus_type: int,
+    row_scale: int,
+    cpack: int,
+    meta: int,
+    Np: int,
+    Dp: int,
+    threads: int = 0,
+) -> bool: ...
+def search_topk_screened(
+    queries: int,
+    M: int,
+    D: int,
+    cpack: int,
+    meta: int,
+    Np: int,
+    Dp: int,
+    corpus: int,
+    N: int,
+    corpus_stride: int,
+    corpus_type: int,
+    row_scale: int,
+    k: int,
+    id_offset: int,
+    out_scores: int,
+    out_ids: int,
+    fallback: int,
+    threads: int = 0,
+    engine: str = "amx",
+    bound_scale: float = 1.0,
+    cand_limit: int = 4096,
+) -> tuple[int, int, int, int]: ...
+def screen_bounds(
+    queries: int,
+    M: int,
+    D: int,
+    cpack: int,
+    meta: int,
+    Np: int,
+    Dp: int,
+    N: int,
+    engine: str,
+    S: int,
+    E: int,
+) -> None: ...

@@ -1,4 +1,4 @@
-"""The ``densescale`` command: data | train | eval | search | study | report | budget.
+"""The ``densescale`` command: data | train | eval | export | search | study | report | budget.
 
 Training and evaluation read an optional TOML file (``--config``, the same tables as a study file:
 [train], [eval]) and flags override it.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -69,9 +70,10 @@ def cmd_train(args) -> int:
         resolve_model,
         train_tokenizer,
     )
-    from densescale.study.runner import _negative_pool_of, fit_lengths
+    from densescale.study.cell import fit_lengths
+    from densescale.study.prepare import negative_pool_of
     from densescale.train import TrainConfig, train
-    from densescale.train.trainer import atomic_write_text
+    from densescale.train.trainer import atomic_write_text, describe_convergence
 
     spec = resolve_model(args.model)  # an unknown size fails before any data is read
     conf = _toml(args.config).get("train", {})
@@ -137,7 +139,7 @@ def cmd_train(args) -> int:
         out,
         cfg,
         dev_pairs=dev,
-        negative_pool=_negative_pool_of(col, cfg.negatives_from),
+        negative_pool=negative_pool_of(col, cfg.negatives_from),
     )
     meta = {
         "model": args.model,
@@ -148,11 +150,13 @@ def cmd_train(args) -> int:
         "tokenizer": str(tok_dir),
         "D": len(pairs),
         "source": args.source,
+        "collection": args.collection,
         "converged": result.converged,
+        "convergence": result.convergence,
         "config": cfg.to_dict(),
     }
     atomic_write_text(out / "model.json", json.dumps(meta, indent=2))
-    state = "converged" if result.converged else f"NOT converged ({result.stop_reason})"
+    state = "converged" if result.converged else f"NOT converged ({describe_convergence(result)})"
     print(
         f"done: {result.steps} steps, {state}, best dev CE {result.best_dev_ce} at step "
         f"{result.best_step}, checkpoint {out / 'best_model.pt'}"
@@ -161,87 +165,230 @@ def cmd_train(args) -> int:
 
 
 # ---------------------------------------------------------------- eval
-def cmd_eval(args) -> int:
-    import torch
+def _prefixed(texts, prefix: str):
+    """``texts`` with ``prefix`` prepended to each, lazily (a corpus may be millions long)."""
+    if not prefix:
+        return texts
 
-    from densescale.eval import evaluate
-    from densescale.models import (
-        DenseEncoder,
-        DenseEncoderConfig,
-        build_encoder,
-        load_checkpoint_tokenizer,
-        load_tokenizer,
+    class _Prefixed:
+        def __len__(self) -> int:
+            return len(texts)
+
+        def __getitem__(self, i):
+            if isinstance(i, slice):
+                return [prefix + t for t in texts[i]]
+            return prefix + texts[i]
+
+    return _Prefixed()
+
+
+def _eval_model(args):
+    """The model ``eval`` runs, with what its record says about it: a trained run or study cell
+    (``--model-dir``), or any sentence-transformers folder or hub id (``--model``, zero-shot).
+    Everything fails here, before the collection is read."""
+    from densescale.models.export import load_trained
+    from densescale.models.st_encoder import (
+        is_sentence_transformers_folder,
+        load_sentence_transformer,
     )
+
+    name = args.model
+    if args.model_dir and is_sentence_transformers_folder(args.model_dir):
+        name = args.model_dir  # an exported folder: evaluate it as any sentence-transformers model
+    if name:
+        try:
+            enc = load_sentence_transformer(name, device=args.device, score_scale=args.score_scale)
+        except ValueError as e:
+            raise SystemExit(f"error: --model: {e}") from None
+        slug = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(str(name)).name)
+        about = {
+            "model": str(name),
+            "checkpoint": str(name),
+            "zero_shot": True,
+            "N": enc.non_embedding_params(),
+            "similarity": enc.similarity,
+            "score_scale": args.score_scale,
+            "D": 0,
+            "source": None,
+            "converged": None,
+        }
+        return enc, enc.tokenizer, about, None, Path(f"eval.{slug or 'model'}")
+    try:
+        tm = load_trained(args.model_dir)
+    except ValueError as e:
+        raise SystemExit(f"error: --model-dir: {e}") from None
+    about = {
+        "model": tm.name,
+        "checkpoint": tm.checkpoint,
+        "D": tm.info.get("D"),
+        "source": tm.info.get("source"),
+        "converged": tm.info.get("converged"),
+    }
+    return tm.model, tm.tokenizer, about, tm, Path(tm.path) / "eval"
+
+
+def cmd_eval(args) -> int:
+    from densescale.eval import above_chance, evaluate
 
     conf = _toml(args.config).get("eval", {})
-    model_dir = Path(args.model_dir)
-    meta_path = model_dir / "model.json"
-    if not meta_path.exists():
-        raise SystemExit(
-            f"error: --model-dir {model_dir} has no model.json (train it with `densescale train`)"
+    if args.fits and not Path(args.fits).is_file():
+        raise SystemExit(f"error: --fits {args.fits} does not exist")
+    model, tokenizer, about, trained, stem = _eval_model(args)
+    zero_shot = about.get("zero_shot", False)
+    prompts = getattr(model, "prompts", {"query": "", "document": ""})
+    if zero_shot:
+        scored = (
+            f"{args.score_scale:g} x cosine"
+            if args.score_scale
+            else "dot product of its embeddings"
         )
-    meta = json.loads(meta_path.read_text())
-    if meta.get("checkpoint"):
-        tokenizer = load_checkpoint_tokenizer(meta["checkpoint"])
-    else:
-        tokenizer = load_tokenizer(Path(meta["tokenizer"]))
-    if "encoder" in meta:
-        model = DenseEncoder(DenseEncoderConfig.from_dict(meta["encoder"]))
-    else:  # written before model.json held the encoder config
-        model = build_encoder(meta["model"], vocab_size=meta["vocab_size"])
-    model.load_state_dict(
-        torch.load(model_dir / "best_model.pt", map_location="cpu", weights_only=True)
-    )
+        print(
+            f"model {about['model']}: N = {about['N']:,} non-embedding parameters, zero-shot, "
+            f"scored by {scored} (its own similarity: {about['similarity']})",
+            file=sys.stderr,
+        )
+        if not args.score_scale and (model.normalises or about["similarity"] == "cosine"):
+            print(
+                "note: this model scores by cosine; scores in [-1, 1] put CE near chance by "
+                "construction, whatever the ranking. Pass --score-scale 20 (the temperature "
+                "sentence-transformers models are trained with) or the study's norm_scale "
+                "to compare CE with trained cells",
+                file=sys.stderr,
+            )
     col = _collection(args)
     split = args.split or conf.get("split", "test")
     qrels = col.qrels(split)
     qids = sorted(qrels)
     queries = col.queries
-    out = Path(args.out) if args.out else model_dir / f"eval.{split}.json"
+    max_pos = model.config.max_position
+    if trained is not None:
+        q_len = min(trained.query_max_length, 32, max_pos)
+        p_len = min(conf.get("passage_max_length", trained.passage_max_length), max_pos)
+    else:
+        q_len = min(32, max_pos)
+        p_len = min(conf.get("passage_max_length", 180), max_pos)
+    out = Path(args.out) if args.out else Path(f"{stem}.{split}.json")
     record = evaluate(
         model,
         tokenizer,
         corpus_ids=col.corpus.ids,
-        corpus_texts=col.corpus,
+        corpus_texts=_prefixed(col.corpus, prompts.get("document", "")),
         query_ids=qids,
-        query_texts=[queries[queries.index(q)] for q in qids],
+        query_texts=[prompts.get("query", "") + queries[queries.index(q)] for q in qids],
         qrels=qrels,
         k=args.k or conf.get("k", 100),
         num_negatives=conf.get("num_negatives", 256),
         repeats=conf.get("repeats", 10),
-        query_max_length=min(32, model.config.max_position),
-        passage_max_length=min(
-            meta.get("config", {}).get("passage_max_length", 180), model.config.max_position
-        ),
+        query_max_length=q_len,
+        passage_max_length=p_len,
         device=args.device,
         run_path=out.with_suffix(".trec"),
         progress=True,
     )
-    record.update(
-        {
-            "model": meta["model"],
-            "checkpoint": meta.get("checkpoint"),
-            "D": meta.get("D"),
-            "source": meta.get("source"),
-            "split": split,
-            "converged": meta.get("converged"),
-        }
-    )
-    from densescale.study.runner import NEAR_CHANCE, _chance
+    if record.get("N") is None and about.get("N") is not None:
+        record["N"] = about["N"]
+    record.update({k: v for k, v in about.items() if k != "N"})
+    record["split"] = split
+    record["query_max_length"], record["passage_max_length"] = q_len, p_len
+    from densescale.study.prepare import NEAR_CHANCE, chance_ce
 
-    chance = _chance(record["num_negatives"])
+    chance = chance_ce(record["num_negatives"])
     record["chance_ce"] = chance
     record["near_chance"] = record["ce"] >= NEAR_CHANCE * chance
+    if record.get("metrics_stderr") and record.get("metrics_chance"):
+        record["metrics_above_chance"] = above_chance(
+            record["metrics"], record["metrics_stderr"], record["metrics_chance"]
+        )
     if record["near_chance"]:
         print(
             f"warning: CE {record['ce']:.3f} is at or above 0.9 x chance ({chance:.3f}): this "
             "model has not learned to rank",
             file=sys.stderr,
         )
+    bm25 = trained.bm25 if trained is not None else None
+    if bm25 is None and args.bm25:
+        from densescale.eval import bm25_baseline
+
+        bm25 = bm25_baseline(col, split, k=record["k"])
+    if bm25 is not None:
+        record["bm25"] = bm25.get("metrics")
+    if args.fits:
+        from densescale.eval.placement import place_on_law
+
+        placed = place_on_law(args.fits, record["ce"], record.get("ce_stderr"))
+        record["placement"] = dataclasses.asdict(placed)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2))
     tmp.replace(out)
     print(json.dumps(record, indent=2))
+    print(_eval_summary(record, out), file=sys.stderr)
+    return 0
+
+
+def _eval_summary(record: dict, out: Path) -> str:
+    """The few lines a person reads: CE against chance, metrics against a random ranking and
+    BM25, the placement on the law."""
+    n = record.get("N")
+    lines = [
+        f"{record.get('model')} on {record['split']} ({record['num_queries']:,} queries, "
+        f"{record['num_passages']:,} passages)"
+        + (f", N = {n:,}" if n else "")
+        + (" zero-shot" if record.get("zero_shot") else ""),
+        (
+            f"  CE = {record['ce']:.4f} +/- {record.get('ce_stderr') or 0:.4f} "
+            f"(chance ln(K+1) = {record['chance_ce']:.3f}, K = {record['num_negatives']})"
+        ),
+    ]
+    chance = record.get("metrics_chance") or {}
+    bm25 = record.get("bm25") or {}
+    for name in ("mrr@10", "ndcg@10", "recall@100"):
+        if name in record["metrics"]:
+            text = f"  {name} = {record['metrics'][name]:.3f} (random ranking"
+            text += f" {chance[name]:.3f}" if name in chance else " n/a"
+            text += f", BM25 {bm25[name]:.3f})" if name in bm25 else ")"
+            lines.append(text)
+    if "placement" in record:
+        from densescale.eval.placement import Placement
+
+        p = dict(record["placement"])
+        lines.append("  " + Placement(**p).describe())
+    lines.append(f"record: {out}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- export
+def cmd_export(args) -> int:
+    from densescale.models.export import (
+        export_sentence_transformers,
+        load_cell,
+        load_trained,
+        select_cells,
+    )
+
+    src, out = Path(args.path), Path(args.out)
+    try:
+        if args.key or args.best_per_size:
+            chosen = select_cells(src, key=args.key, best_per_size=args.best_per_size)
+            # one folder per cell under --out for best-per-size, --out itself for one key
+            targets = [(c, r, out / c.name if args.best_per_size else out) for c, r in chosen]
+        else:
+            targets = [(src, None, out)]
+        for dest in {t[2] for t in targets}:  # refuse before any work
+            if dest.is_dir() and any(dest.iterdir()) and not args.overwrite:
+                raise ValueError(f"--out {dest} exists and is not empty; pass --overwrite")
+        for cell, record, dest in targets:
+            print(f"exporting {cell} ...", file=sys.stderr, flush=True)
+            tm = load_cell(cell, record) if record is not None else load_trained(cell)
+            export_sentence_transformers(tm, dest, overwrite=args.overwrite)
+            ce = (tm.record or {}).get("ce")
+            print(
+                f"{dest}: {tm.name} N = {tm.N:,}, D = {tm.info.get('D')}, "
+                + (f"CE {ce:.4f}, " if ce is not None else "")
+                + ("scaled cosine" if tm.norm_scale else "dot product")
+            )
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     return 0
 
 
@@ -274,8 +421,7 @@ def cmd_search(args) -> int:
 
 # ---------------------------------------------------------------- study / report / budget
 def cmd_study(args) -> int:
-    from densescale.study import load_study, run_study
-    from densescale.study.runner import estimate_gpu_hours
+    from densescale.study import StudyInterrupted, estimate_gpu_hours, load_study, run_study
 
     if args.file is None and args.preset is None:
         raise SystemExit("error: give a study file or --preset NAME")
@@ -316,7 +462,19 @@ def cmd_study(args) -> int:
         if not args.yes:
             print("re-run with --yes to start")
             return 2
-    result = run_study(study)
+    try:
+        result = run_study(study, force=args.force)
+    except KeyboardInterrupt as e:
+        counted = isinstance(e, StudyInterrupted) and e.total
+        done = f"{e.done}/{e.total} cells done; " if counted else ""
+        argv = [a for a in getattr(args, "argv", None) or sys.argv[1:] if a != "--force"]
+        print(
+            f"\ninterrupted: {done}finished cells and training checkpoints are kept in "
+            f"{study.output}.\nresume with: {shlex.join(['densescale', *argv])}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 130
     print(f"\nresults: {study.output / 'results.jsonl'}")
     if result["report"] is not None:
         print(f"report:  {result['report']}")
@@ -324,7 +482,8 @@ def cmd_study(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from densescale.scaling import fit_study, write_report
+    from densescale.report import fit_study, write_report
+    from densescale.scaling import LawChecks
     from densescale.study.store import ResultsStore
 
     results = Path(args.results)
@@ -338,18 +497,43 @@ def cmd_report(args) -> int:
     baselines = {}
     for f in sorted(results.parent.glob("bm25.*.json")):
         row = json.loads(f.read_text())
+        if isinstance(row.get("settings"), dict) and "passages" in row["settings"]:
+            from densescale.study.prepare import describe_bm25_corpus
+
+            row["corpus"] = describe_bm25_corpus(row["settings"])
         baselines[row.get("name", "BM25")] = row
         m = row.get("metrics", {})
+        on = f" (on {row['corpus']})" if row.get("corpus") else ""
         print(
-            f"  {row.get('name', 'BM25')} reference: "
+            f"  {row.get('name', 'BM25')} reference{on}: "
             + ", ".join(f"{k} {v:.3f}" for k, v in m.items())
         )
     if not baselines:
         print(f"note: no bm25.<split>.json beside {results}: the report has no BM25 row")
     include = args.include_unconverged
-    fits = fit_study(records, n_boot=args.n_boot, seed=0, include_unconverged=include)
+    checks = LawChecks(
+        min_r2=args.min_r2,
+        min_points_over_params=args.min_points_over_params,
+        max_ci_decades=args.max_ci_decades,
+    )
+    fits = fit_study(
+        records, n_boot=args.n_boot, seed=0, include_unconverged=include, checks=checks
+    )
+    print(
+        f"law checks (SPEC 7; a law failing any answers nothing): R^2 >= {checks.min_r2:g}, "
+        f">= {checks.min_points_over_params:g} points per parameter, no parameter on a bound, "
+        f"95% intervals within {checks.max_ci_decades:g} decades, forecast check passed"
+    )
     for f in fits.values():
         print(f.describe())
+    first = next(iter(fits.values()))
+    if first.cost is not None:
+        origin = first.cost_sources
+        print(
+            f"cost model: corpus_size = {first.cost.corpus_size:,.0f} passages "
+            f"({origin.get('corpus_size', 'given')}); queries_served = "
+            f"{first.cost.queries_served:.3g} ({origin.get('queries_served', 'given')})"
+        )
     cells = results.parent / "cells"
     path = write_report(
         records,
@@ -368,41 +552,157 @@ def cmd_report(args) -> int:
     return 0
 
 
+# The paper's published MS MARCO joint law (SPEC 1.4) and the sizes it was fitted on: N from
+# BERT-Tiny to BERT-Base (SPEC 1.2); D at most the full MS MARCO training qrels (532,761 pairs;
+# the paper does not publish its smallest D, so only the upper end is known).
+_PAPER_JOINT = {"A": 3.6e4, "B": 7.1e3, "alpha": 0.56, "beta": 1.31, "delta": 0.03}
+_PAPER_RANGE = {"N": (512_128.0, 86_235_648.0), "D": (None, 532_761.0)}
+
+
+def _fitted_law(entry: dict, name: str):
+    """A joint law of fits.json with what its answers need (bootstrap, fitted range), or None
+    and the one line saying why it may not answer (SPEC 7)."""
+    import numpy as np
+
+    from densescale.scaling import ChinchillaLaw, FitInfo, JointLaw
+
+    if not entry:
+        return None, f"the {name} was not attempted"
+    if "params" not in entry:
+        return None, f"the {name} was not fitted: {entry.get('error') or 'no reason recorded'}"
+    if "usable" not in entry:
+        return None, (
+            f"the {name} in this fits.json predates the usability checks (SPEC 7); rerun "
+            "`densescale report` to judge it"
+        )
+    if not entry["usable"]:
+        return None, f"the {name} is {entry.get('usability', 'not usable')}"
+    cls = JointLaw if entry.get("kind", "joint") == "joint" else ChinchillaLaw
+    boot = entry.get("bootstrap")
+    info = FitInfo(
+        r2=float(entry.get("r2") or float("nan")),
+        residuals=np.empty(0),
+        log_residuals=np.empty(0),
+        ci={k: tuple(v) for k, v in (entry.get("ci") or {}).items()},
+        ci_level=float(entry.get("ci_level", 0.95)),
+        n_points=int(entry.get("points", 0)),
+        n_boot=0 if boot is None else len(boot),
+        objective=float("nan"),
+        huber_delta=float("nan"),
+        bootstrap=None if not boot else np.asarray(boot, dtype=float),
+        x_range={k: tuple(v) for k, v in (entry.get("fitted_range") or {}).items()},
+    )
+    return cls(**entry["params"]).with_fit(info), ""
+
+
+def _size_text(axis: str, value: float, fitted: tuple) -> str:
+    """ "N = 2.5e+10 (290x beyond the largest fitted, 8.62e+07)" and the like; ``fitted`` is
+    (smallest, largest), the smallest None when unknown."""
+    lo, hi = fitted
+    text = f"{axis} = {value:.3g}"
+    if value > hi:
+        return text + f" ({value / hi:.3g}x beyond the largest fitted, {hi:.3g})"
+    if lo is None:
+        return text + f" (not beyond the largest fitted, {hi:.3g})"
+    if value < lo:
+        return text + f" ({lo / value:.3g}x below the smallest fitted, {lo:.3g})"
+    return text + " (within the fitted range)"
+
+
 def cmd_budget(args) -> int:
     from dataclasses import fields
 
-    from densescale.scaling import CostModel, JointLaw, optimal_allocation, plot_budget
+    from densescale.report import plot_budget
+    from densescale.scaling import CostModel, JointLaw, optimal_allocation
 
+    cost_defaults, origins, box = {}, {}, {}
     if args.fits:
-        sources = json.loads(Path(args.fits).read_text())["sources"]
+        payload = json.loads(Path(args.fits).read_text())
+        sources = payload["sources"]
         source = args.source or next(iter(sources))
         if source not in sources:
             raise SystemExit(f"error: --source {source!r} not in {sorted(sources)}")
-        joint = sources[source].get("joint") or {}
-        if "params" not in joint:
-            raise SystemExit(
-                f"error: the joint law of source {source!r} was not fitted in {args.fits}"
+        entry = sources[source]
+        law, why = _fitted_law(entry.get("joint") or {}, "joint law (paper form)")
+        if law is None:
+            additive, why_additive = _fitted_law(
+                entry.get("chinchilla") or {}, "additive joint law"
             )
-        law = JointLaw(**joint["params"])
+            if additive is None:
+                if "params" in (entry.get("chinchilla") or {}):
+                    why += f"; {why_additive}"
+                print(f"no budget answer for source {source!r} ({args.fits}): {why}")
+                return 1
+            law = additive
+        ranges = dict(law.fit.x_range)
+        print(f"law: the joint law fitted on source {source!r} ({args.fits}), usable")
+        print(f"  {law.describe()}")
+        cost_defaults = payload.get("cost_model") or {}
+        origins = payload.get("cost_model_sources") or {}
+        if ranges:  # search where the report searched: a decade below, three above the data
+            box = {
+                "N_bounds": (ranges["N"][0] / 10, ranges["N"][1] * 1e3),
+                "D_bounds": (ranges["D"][0] / 10, ranges["D"][1] * 1e3),
+            }
     else:
-        law = JointLaw(A=3.6e4, B=7.1e3, alpha=0.56, beta=1.31, delta=0.03)  # SPEC 1.4, MS MARCO
-    cost = CostModel(
-        **{
-            f.name: getattr(args, f.name)
-            for f in fields(CostModel)
-            if getattr(args, f.name, None) is not None
-        }
-    )
-    print(f"law: {law.describe() if hasattr(law, 'describe') else law}")
-    for include in (False, True):
-        a = optimal_allocation(law, cost, args.budget, include_inference=include)
+        law = JointLaw(**_PAPER_JOINT)
+        ranges = _PAPER_RANGE
         print(
-            f"{'with' if include else 'without'} inference cost: N={a.N:.3g} D={a.D:.3g} "
-            f"predicted CE={a.loss:.4f}  annotation=${a.cost.annotation:,.0f} "
-            f"training=${a.cost.training:,.0f} inference=${a.cost.inference:,.0f}"
+            "law: the paper's published MS MARCO joint law (SPEC 1.4; Fang et al., SIGIR 2024), "
+            "NOT fitted on your data; pass --fits <report>/fits.json to use your own"
+        )
+        print(f"  {law.describe()}")
+        print(
+            "  fitted on N = 5.12e+05 - 8.62e+07 (BERT-Tiny to BERT-Base) and D up to 5.33e+05 "
+            "(the MS MARCO training qrels); its answers below say how far they extrapolate"
+        )
+    print(
+        "  "
+        + (
+            "no parameter intervals (published constants)"
+            if not law.ci
+            else "95% intervals: "
+            + ", ".join(f"{k} [{lo:.3g}, {hi:.3g}]" for k, (lo, hi) in law.ci.items())
+        )
+    )
+    known = {f.name for f in fields(CostModel)}
+    values = {k: v for k, v in cost_defaults.items() if k in known and v is not None}
+    for f in fields(CostModel):
+        if getattr(args, f.name, None) is not None:
+            values[f.name] = getattr(args, f.name)
+            origins[f.name] = "given on the command line"
+    cost = CostModel(**values)
+    corpus_from = (
+        origins.get("corpus_size")
+        or origins.get("all")
+        or ("default: MS MARCO size; set --corpus-size for your collection")
+    )
+    queries_from = origins.get("queries_served") or "assumption"
+    if queries_from.startswith("assumption"):
+        queries_from += "; set --queries-served"
+    print(
+        f"cost model: corpus_size = {cost.corpus_size:,.0f} passages ({corpus_from}); "
+        f"queries_served = {cost.queries_served:.3g} ({queries_from})"
+    )
+    for include in (False, True):
+        a = optimal_allocation(law, cost, args.budget, include_inference=include, **box)
+        band = law.interval(a.N, a.D)
+        ce = f"{a.loss:.4f}" + (
+            f" [{float(band[0]):.4f}, {float(band[1]):.4f}]"
+            if band is not None
+            else " (no interval: the law has no bootstrap)"
+        )
+        print(
+            f"{'with' if include else 'without'} inference cost: "
+            f"{_size_text('N', a.N, ranges['N'])}, {_size_text('D', a.D, ranges['D'])}, "
+            f"predicted CE {ce}; annotation ${a.cost.annotation:,.0f}, "
+            f"training ${a.cost.training:,.0f}, inference ${a.cost.inference:,.0f}"
+            + (f"; on the search bound ({a.at_bound})" if a.at_bound else "")
         )
     if args.plot:
-        plot_budget(law, cost, args.budget, args.plot, include_inference=not args.no_inference)
+        plot_budget(
+            law, cost, args.budget, args.plot, include_inference=not args.no_inference, **box
+        )
         print(f"plot: {args.plot}")
     return 0
 
@@ -434,7 +734,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-size", type=int, default=None, help="number of annotated pairs (D)")
     p.add_argument(
-        "--source", default="human", help="annotation source: human | ict | crop | doc2query"
+        "--source",
+        default="human",
+        help="annotation source: human | human-noise<f> | ict | crop | doc2query | llm",
     )
     p.add_argument("--out", required=True, help="run folder (checkpoints; resumes if present)")
     p.add_argument(
@@ -460,14 +762,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_collection_args(p)
     p.add_argument("--config", help="TOML file with an [eval] table")
-    p.add_argument("--model-dir", required=True)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--model-dir", help="a trained run (densescale train --out) or a study cell folder"
+    )
+    which.add_argument(
+        "--model",
+        help="zero-shot: a sentence-transformers folder (e.g. from densescale export) or hub id",
+    )
     p.add_argument("--split", default=None)
     p.add_argument("-k", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument(
-        "--out", default=None, help="JSON record path (default MODEL_DIR/eval.SPLIT.json)"
+        "--bm25", action="store_true", help="add the BM25 row (a study cell has its study's)"
+    )
+    p.add_argument(
+        "--score-scale",
+        type=float,
+        default=0.0,
+        help="with --model: score s x cosine (e.g. 20, or the study's norm_scale); "
+        "default: the dot product of the model's embeddings",
+    )
+    p.add_argument(
+        "--fits", default=None, help="a report's fits.json: place the model on its model-size law"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="JSON record path (default MODEL_DIR/eval.SPLIT.json, or ./eval.NAME.SPLIT.json)",
     )
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "export", help="write a trained run or study cell as a sentence-transformers folder"
+    )
+    p.add_argument("path", help="a run folder, a study cell folder, or a study folder")
+    p.add_argument("--out", required=True, help="the folder to write (one per cell under it)")
+    pick = p.add_mutually_exclusive_group()
+    pick.add_argument("--key", default=None, help="the study cell of this key (results.jsonl)")
+    pick.add_argument(
+        "--best-per-size", action="store_true", help="the lowest-CE cell of each model size"
+    )
+    p.add_argument(
+        "--overwrite", "--force", action="store_true", help="replace a non-empty --out folder"
+    )
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "search", help="exact top-k search over saved embeddings, written as a TREC run"
@@ -494,6 +833,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--executor", choices=("local", "submitit"), default=None)
     p.add_argument("--yes", action="store_true", help="start even when the estimate is large")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="when the output folder holds results of another collection, move them to "
+        "OUT/previous/<time>/ and start over (without it the study refuses)",
+    )
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("report", help="fit the laws on a results store and write the report")
@@ -514,6 +859,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fit the laws on cells that stopped at the step cap too (left out by default)",
     )
+    from densescale.scaling import LawChecks
+
+    for name, help_text in (
+        ("min_r2", "smallest R^2 of a usable law"),
+        ("min_points_over_params", "fewest points per parameter of a usable law"),
+        ("max_ci_decades", "widest 95%% interval of a parameter, in decades"),
+    ):
+        default = getattr(LawChecks(), name)
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            type=float,
+            default=default,
+            help=f"law check (SPEC 7): {help_text} (default {default:g})",
+        )
     p.set_defaults(func=cmd_report)
 
     from dataclasses import fields
@@ -544,6 +903,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command, for resume hints
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError) as e:

@@ -1,27 +1,54 @@
 """Annotation sources for the annotation-quality study (SPEC 1.5), all in one pair format.
 
 ``annotation_pairs(collection, source, ...) -> TrainingPairs``, a sequence of
-``TrainingPair(query, positive, positive_index)`` held in ``Texts`` buffers plus int64 arrays:
+``TrainingPair(query, positive, positive_index)`` held in ``Texts`` buffers plus int64 arrays.
+A source is a plain string (a study file lists it as written); ``parse_source(spec) ->
+(kind, params)`` checks it and is what a study config calls before any work:
 
-- ``"human"``: the split's qrels with relevance > 0; a query with two positives gives two pairs.
+- ``"human"``: the split's qrels with grade >= ``relevance_level`` (default 1, any positive
+  grade); a query with two positives gives two pairs.
   ``positive_index`` is the corpus row of the judged passage.
-- ``"ict"`` (inverse cloze task, as the paper describes it): one pair per passage; a sentence of
-  the passage, chosen uniformly at random, is the query and the rest of the passage (the other
-  sentences, in order) the positive. Passages with one sentence: the first 20 words are the query
-  and the last 20 words the positive. Sentences end at ``.``, ``!`` or ``?`` followed by space.
-- ``"crop"`` (random cropping, Contriever-style independent cropping): two spans of the passage's
-  whitespace words are drawn independently, each of length ``max(1, round(r * n))`` words with
-  ``r ~ U(min_ratio, max_ratio)`` (default 0.1 .. 0.5) and a uniform start; one is the query and
-  the other the positive (the spans may overlap, as in Contriever).
-- ``"doc2query"``: pseudo-queries generated from each passage by a local seq2seq model
-  (docT5query-style: ``transformers`` ``AutoModelForSeq2SeqLM`` + tokenizer loaded from
-  ``model_path``, top-k sampling with k = 10); the positive is the passage itself.
+- ``"human-noise<f>"`` with ``0 <= f <= 1`` (e.g. ``"human-noise0.25"``; ``parse_source`` gives
+  ``("human", {"noise": 0.25})``): controlled label noise, this project's quality axis with a
+  known truth. The human pairs, in the same order, where ``floor(f * n + 1/2)`` of the ``n``
+  pairs get a random passage as their positive instead of the judged one. With ``rng`` seeded by
+  ``seed``: a permutation ``pi`` of the pairs marks pairs ``pi[:floor(f * n + 1/2)]`` noisy, and
+  pair ``i``'s replacement ``r_i`` is drawn uniformly from the training-eligible corpus rows (the
+  corpus minus the other splits' positives) minus the judged positives of pair ``i``'s query, so
+  it is never a dev/test positive nor a passage the query is judged relevant to. ``pi`` and every
+  ``r_i`` are drawn before ``f`` is used, so for one seed the noisy pairs of a smaller ``f`` are a
+  subset of those of a larger ``f``, with the same replacements (a nested quality axis);
+  ``f = 0`` is ``"human"``. ``positive_index`` and ``source_indices`` of a noisy pair are
+  ``r_i`` (so false-negative masking treats the replacement as the pair's passage).
+- ``"ict"`` (inverse cloze task; Lee, Chang & Toutanova 2019, "Latent Retrieval for Weakly
+  Supervised Open Domain Question Answering", as the paper describes it): one pair per passage; a
+  sentence of the passage, chosen uniformly at random, is the query and the rest of the passage
+  (the other sentences, in order) the positive. Passages with one sentence: the first 20 words are
+  the query and the last 20 words the positive. Sentences end at ``.``, ``!`` or ``?`` followed by
+  space.
+- ``"crop"`` (random cropping, Contriever-style independent cropping; Izacard et al. 2022): two
+  spans of the passage's whitespace words are drawn independently, each of length
+  ``max(1, round(r * n))`` words with ``r ~ U(min_ratio, max_ratio)`` (default 0.1 .. 0.5) and a
+  uniform start; one is the query and the other the positive (the spans may overlap, as in
+  Contriever).
+- ``"doc2query"`` (docT5query; Nogueira & Lin 2019, "From doc2query to docTTTTTquery"):
+  pseudo-queries generated from each passage by a local seq2seq model (``transformers``
+  ``AutoModelForSeq2SeqLM`` + tokenizer loaded from ``model_path``, e.g.
+  ``castorini/doc2query-t5-base-msmarco`` downloaded to a folder; top-k sampling with k = 10);
+  the positive is the passage itself. See ``densescale.data.generate``.
+- ``"llm"`` (LLM-generated queries, the paper's fourth source): any local decoder-only
+  ``AutoModelForCausalLM`` + tokenizer in ``model_path`` writes one query per passage from
+  ``prompt_template`` (``{passage}`` is replaced by the passage; default
+  ``generate.DEFAULT_LLM_PROMPT``), greedy unless ``generate_kwargs`` asks for seeded sampling,
+  batched with left padding, the continuation cut at its first newline. The positive is the
+  passage itself.
 
-For ict, crop and doc2query the passages come from the corpus minus the positives of the other
-splits (so dev/test passages never leak into training); ``max_pairs`` takes a seeded random subset
-of them. ICT and crop positives are not corpus passages: ``positive_index`` is -1 and
+For ict, crop, doc2query and llm the passages come from the corpus minus the positives of the
+other splits (so dev/test passages never leak into training); ``max_pairs`` takes a seeded random
+subset of them. ICT and crop positives are not corpus passages: ``positive_index`` is -1 and
 ``source_indices`` holds the corpus row the pair was made from (for false-negative masking).
 Passages with fewer than two words give no ICT/crop pair; empty generated queries are dropped.
+Generated queries are not cached between calls.
 """
 
 from __future__ import annotations
@@ -35,7 +62,17 @@ import numpy as np
 from .collection import Collection
 from .texts import Texts, TextsBuilder
 
-SOURCES = ("human", "ict", "crop", "doc2query")
+SOURCES = ("human", "ict", "crop", "doc2query", "llm")  # the kinds parse_source returns
+GENERATOR_SOURCES = ("doc2query", "llm")  # the kinds that need model_path
+SOURCE_FORMS = (
+    '"human"',
+    '"human-noise<f>" with 0 <= f <= 1',
+    '"ict"',
+    '"crop"',
+    '"doc2query"',
+    '"llm"',
+)
+_NOISE = re.compile(r"human-noise(\d+(?:\.\d*)?|\.\d+)")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -176,6 +213,21 @@ def crop_pair(text: str, r: np.ndarray, s: np.ndarray) -> tuple[str, str] | None
     return spans[0], spans[1]
 
 
+def parse_source(spec: str) -> tuple[str, dict[str, float]]:
+    """``(kind, params)`` of a source string: ``"human" -> ("human", {})``,
+    ``"human-noise0.25" -> ("human", {"noise": 0.25})``, ``"llm" -> ("llm", {})``. ``kind`` is one
+    of ``SOURCES``. Raises ``ValueError`` naming the source and the accepted forms."""
+    if not isinstance(spec, str):
+        raise TypeError(f"source must be a str, got {type(spec).__name__}")
+    if spec in SOURCES:
+        return spec, {}
+    m = _NOISE.fullmatch(spec)
+    if m is not None and 0.0 <= float(m.group(1)) <= 1.0:
+        return "human", {"noise": float(m.group(1))}
+    why = " (the noise fraction must lie in [0, 1])" if m is not None else ""
+    raise ValueError(f"source must be one of {', '.join(SOURCE_FORMS)}, got {spec!r}{why}")
+
+
 def annotation_pairs(
     collection: Collection,
     source: str = "human",
@@ -190,19 +242,27 @@ def annotation_pairs(
     queries_per_passage: int = 1,
     batch_size: int = 32,
     max_input_length: int = 512,
-    max_new_tokens: int = 64,
+    max_new_tokens: int | None = None,
     device: str = "cpu",
     generate_kwargs: Mapping[str, Any] | None = None,
+    prompt_template: str | None = None,
+    progress: bool | None = None,
+    relevance_level: int = 1,
 ) -> TrainingPairs:
     """Training pairs from one annotation source (see the module docstring for each source).
 
-    collection: a ``Collection``; split: the qrels split of human pairs (and the split whose
-    passages the other sources may use); seed: drives every random choice; model_path: local
-    seq2seq model folder, required for ``"doc2query"``; max_pairs: cap on ict/crop/doc2query
-    passages (seeded subset). Returns ``TrainingPairs`` (a sequence of ``TrainingPair``).
+    collection: a ``Collection``; source: a source string (``parse_source``); split: the qrels
+    split of human pairs (and the split whose passages the other sources may use); seed: drives
+    every random choice (noise, ICT sentences, crops, subsets, sampling); model_path: local model
+    folder, required for ``"doc2query"`` (seq2seq) and ``"llm"`` (causal LM); max_pairs: cap on
+    ict/crop/doc2query/llm passages (seeded subset). Generator options: queries_per_passage,
+    batch_size, max_input_length (passage tokens), max_new_tokens (default 64 for doc2query, 32
+    for llm), device, generate_kwargs (passed to ``generate``), prompt_template (llm only,
+    contains ``{passage}``), progress (None: a bar from 1000 passages on); relevance_level: the
+    smallest qrels grade that makes a human pair (graded qrels, e.g. 2 of 0/1/2). Returns
+    ``TrainingPairs`` (a sequence of ``TrainingPair``) whose ``source`` is ``source`` as given.
     """
-    if source not in SOURCES:
-        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    kind, params = parse_source(source)
     if not isinstance(collection, Collection):
         raise TypeError(
             f"collection must be a densescale.data.Collection, got {type(collection).__name__}"
@@ -215,32 +275,56 @@ def annotation_pairs(
         raise ValueError(
             f"need 0 < min_ratio <= max_ratio <= 1, got min_ratio={min_ratio}, max_ratio={max_ratio}"
         )
-    if source == "doc2query" and model_path is None:
+    if kind in GENERATOR_SOURCES and model_path is None:
+        what = "seq2seq (docT5query)" if kind == "doc2query" else "causal LM"
         raise ValueError(
-            "model_path must name a local seq2seq model folder for source='doc2query', got None"
+            f"model_path must name a local {what} model folder for source={source!r}, got None"
         )
+    if prompt_template is not None and kind != "llm":
+        raise ValueError(f"prompt_template applies to source 'llm' only, got source={source!r}")
     if queries_per_passage < 1:
         raise ValueError(f"queries_per_passage must be >= 1, got {queries_per_passage}")
+    if isinstance(relevance_level, bool) or not isinstance(relevance_level, int):
+        raise TypeError(f"relevance_level must be an int >= 1, got {relevance_level!r}")
+    if relevance_level < 1:
+        raise ValueError(f"relevance_level must be an int >= 1, got {relevance_level!r}")
     rng = np.random.default_rng(seed)
-    if source == "human":
-        return _human(collection, split)
+    if kind == "human":
+        pairs = _human(collection, split, relevance_level)
+        if "noise" not in params:
+            return pairs
+        eligible = _eligible_rows(collection, split, exclude_splits)
+        return _with_label_noise(pairs, eligible, params["noise"], rng, source)
     rows = _pick(_eligible_rows(collection, split, exclude_splits), max_pairs, rng)
-    if source == "doc2query":
-        return _doc2query(
-            collection,
-            rows,
-            model_path,
-            seed,
-            queries_per_passage,
-            batch_size,
-            max_input_length,
-            max_new_tokens,
-            device,
-            generate_kwargs or {},
-        )
+    if kind in GENERATOR_SOURCES:
+        from . import generate
+
+        passages = _RowTexts(collection.corpus, rows)
+        common = {
+            "seed": seed,
+            "queries_per_passage": queries_per_passage,
+            "batch_size": batch_size,
+            "max_input_length": max_input_length,
+            "device": device,
+            "generate_kwargs": generate_kwargs,
+            "progress": progress,
+        }
+        if kind == "doc2query":
+            queries = generate.generate_queries_seq2seq(
+                passages, model_path, max_new_tokens=max_new_tokens or 64, **common
+            )
+        else:
+            queries = generate.generate_queries_causal(
+                passages,
+                model_path,
+                prompt_template=prompt_template or generate.DEFAULT_LLM_PROMPT,
+                max_new_tokens=max_new_tokens or 32,
+                **common,
+            )
+        return _generated_pairs(collection, rows, queries, source)
     qb, pb = TextsBuilder(f"{source}-queries"), TextsBuilder(f"{source}-positives")
     kept: list[int] = []
-    if source == "ict":
+    if kind == "ict":
         us = rng.random(len(rows))
     else:
         ratios = rng.uniform(min_ratio, max_ratio, size=(len(rows), 2))
@@ -249,9 +333,7 @@ def annotation_pairs(
     for k, row in enumerate(rows.tolist()):
         text = corpus[row]
         pair = (
-            ict_pair(text, float(us[k]))
-            if source == "ict"
-            else crop_pair(text, ratios[k], starts[k])
+            ict_pair(text, float(us[k])) if kind == "ict" else crop_pair(text, ratios[k], starts[k])
         )
         if pair is None:
             continue
@@ -272,17 +354,17 @@ def annotation_pairs(
     )
 
 
-def _human(collection: Collection, split: str) -> TrainingPairs:
+def _human(collection: Collection, split: str, relevance_level: int = 1) -> TrainingPairs:
     qrels = collection.qrels(split)
     qids: list[str] = []
     docids: list[str] = []
     for qid, docs in qrels.items():
         for docid, rel in docs.items():
-            if rel > 0:
+            if rel >= relevance_level:
                 qids.append(qid)
                 docids.append(docid)
     if not qids:
-        raise ValueError(f"split {split!r} has no judgement with relevance > 0")
+        raise ValueError(f"split {split!r} has no judgement with relevance >= {relevance_level}")
     qrows = collection.queries.indices(qids)
     drows = collection.corpus.indices(docids)
     return TrainingPairs(
@@ -290,59 +372,77 @@ def _human(collection: Collection, split: str) -> TrainingPairs:
     )
 
 
-def _doc2query(
-    collection: Collection,
-    rows: np.ndarray,
-    model_path: str,
-    seed: int,
-    per_passage: int,
-    batch_size: int,
-    max_input_length: int,
-    max_new_tokens: int,
-    device: str,
-    generate_kwargs: Mapping[str, Any],
+def _with_label_noise(
+    pairs: TrainingPairs,
+    eligible: np.ndarray,
+    fraction: float,
+    rng: np.random.Generator,
+    source: str,
 ) -> TrainingPairs:
-    import torch
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    """Human ``pairs`` with ``floor(fraction * n + 1/2)`` positives replaced by random eligible
+    passages (module docstring: the permutation and every replacement are drawn before
+    ``fraction`` is used, so noisy sets are nested across fractions for one seed)."""
+    n = len(pairs)
+    n_noisy = int(np.floor(fraction * n + 0.5))
+    n_corpus = len(pairs.positives)
+    if n_noisy == 0:
+        rows = pairs.positive_rows
+        return TrainingPairs(
+            source, pairs.queries, pairs.query_rows, pairs.positives, rows, rows.copy(), rows.copy()
+        )
+    qrows, drows = pairs.query_rows, pairs.positive_rows
+    # judged (query, passage) keys: a replacement is never one of its query's judged positives
+    judged = np.unique(qrows * n_corpus + drows)
+    in_pool = judged[np.isin(judged % n_corpus, eligible)]
+    q_of, per_query = np.unique(in_pool // n_corpus, return_counts=True)
+    if len(eligible) == 0 or (per_query >= len(eligible)).any():
+        bad = pairs.queries.id(int(q_of[per_query >= len(eligible)][0])) if len(q_of) else "?"
+        raise ValueError(
+            f"source {source!r}: no training-eligible passage is left to replace the positives of "
+            f"query {bad!r} ({len(eligible)} eligible corpus rows)"
+        )
+    order = rng.permutation(n)
+    repl = eligible[rng.integers(len(eligible), size=n)]
+    clash = np.isin(qrows * n_corpus + repl, in_pool)
+    while clash.any():  # resample clashes; ends with probability 1 (checked above)
+        repl[clash] = eligible[rng.integers(len(eligible), size=int(clash.sum()))]
+        clash = np.isin(qrows * n_corpus + repl, in_pool)
+    noisy = order[:n_noisy]
+    new = drows.copy()
+    new[noisy] = repl[noisy]
+    return TrainingPairs(source, pairs.queries, qrows, pairs.positives, new, new.copy(), new.copy())
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
-    model = (
-        AutoModelForSeq2SeqLM.from_pretrained(model_path, local_files_only=True).to(device).eval()
-    )
-    kwargs = {
-        "do_sample": True,
-        "top_k": 10,
-        "max_new_tokens": max_new_tokens,
-        "num_return_sequences": per_passage,
-        **generate_kwargs,
-    }
-    qb = TextsBuilder("doc2query-queries")
-    kept: list[int] = []
+
+class _RowTexts(Sequence[str]):
+    """Corpus rows ``rows`` as a lazy sequence of passage texts."""
+
+    def __init__(self, corpus: Texts, rows: np.ndarray) -> None:
+        self.corpus, self.rows = corpus, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self.corpus.take(self.rows[i])
+        return self.corpus[int(self.rows[i])]
+
+
+def _generated_pairs(
+    collection: Collection, rows: np.ndarray, queries: Sequence[Sequence[str]], source: str
+) -> TrainingPairs:
+    """Pairs (generated query, its passage): passage ``rows[k]`` with each of ``queries[k]``."""
     corpus = collection.corpus
-    with torch.random.fork_rng(devices=[]), torch.inference_mode():
-        torch.manual_seed(seed)
-        for b in range(0, len(rows), batch_size):
-            chunk = rows[b : b + batch_size].tolist()
-            enc = tokenizer(
-                [corpus[r] for r in chunk],
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
-                max_length=max_input_length,
-            ).to(device)
-            enc.pop("token_type_ids", None)
-            out = model.generate(**enc, **kwargs)
-            texts = tokenizer.batch_decode(out, skip_special_tokens=True)
-            for j, q in enumerate(texts):
-                q = " ".join(q.split())
-                if not q:
-                    continue
-                row = chunk[j // per_passage]
-                qb.add(f"d2q-{corpus.id(row)}-{j % per_passage}".encode(), q.encode("utf-8"))
-                kept.append(row)
+    prefix = "d2q" if source == "doc2query" else source
+    qb = TextsBuilder(f"{source}-queries")
+    kept: list[int] = []
+    for row, qs in zip(rows.tolist(), queries):
+        for j, q in enumerate(qs):
+            qb.add(f"{prefix}-{corpus.id(row)}-{j}".encode(), q.encode("utf-8"))
+            kept.append(row)
     idx = np.asarray(kept, np.int64)
     return TrainingPairs(
-        "doc2query",
+        source,
         qb.build(),
         np.arange(len(idx), dtype=np.int64),
         corpus,

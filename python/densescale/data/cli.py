@@ -4,7 +4,9 @@
 ``main(argv)`` runs it standalone (``python -m densescale.data.cli``).
 
     densescale data synthetic OUT_DIR [--num-passages N] [--num-train-queries N] [--seed S] [--set k=v]
-    densescale data info PATH        (a BEIR folder; a synthetic one also shows its oracle CE)
+    densescale data info PATH        (a BEIR folder: split sizes, grades, the share of dev/test
+                                      positives that are training positives; a synthetic one
+                                      also shows its oracle CE)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .overlap import grade_counts, positive_overlap
 from .synthetic import SyntheticConfig, read_oracle, synthetic
 
 
@@ -64,6 +67,12 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         default=None,
         help="a BEIR or MS MARCO folder, 'synthetic' (data/synthetic) or irds:<id>",
     )
+    info.add_argument(
+        "--relevance-level",
+        type=int,
+        default=1,
+        help="smallest qrels grade that counts as a positive (graded qrels: see 'grades')",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -99,10 +108,17 @@ def run(args: argparse.Namespace) -> int:
             "queries": len(c.queries),
             "splits": {},
         }
+        level = args.relevance_level
         for split in c.splits:
             qrels = c.qrels(split)
-            pairs = sum(1 for docs in qrels.values() for r in docs.values() if r > 0)
-            record["splits"][split] = {"queries": len(qrels), "pairs": pairs}
+            pairs = sum(1 for docs in qrels.values() for r in docs.values() if r >= level)
+            row = {"queries": len(qrels), "pairs": pairs, "grades": grade_counts(c, split)}
+            if split != "train" and "train" in c.splits:
+                row["train_positive_overlap"] = positive_overlap(
+                    c, split, relevance_level=level
+                ).to_dict()
+            record["splits"][split] = row
+        record["relevance_level"] = level
         if (c.path / "oracle.json").is_file():
             oracle = read_oracle(c.path)
             record["chance"] = oracle["chance"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +86,7 @@ def evaluate(
     metrics: Sequence[str] | None = DEFAULT_METRICS,
     relevance_level: int = 1,
     seen_rows: np.ndarray | None = None,
+    clean_queries: Collection[str] | None = None,
     progress: bool = False,
 ) -> dict:
     """Evaluate a dense encoder on one collection split.
@@ -102,10 +103,18 @@ def evaluate(
     ``seen_rows`` (rows of ``corpus_ids`` that were training positives) adds ``"seen_bias"``, the
     seen-passage bias of :func:`densescale.eval.bias.seen_passage_bias`, from the same embeddings
     (needs a search, so ``metrics`` must not be empty).
+    ``clean_queries`` (query ids of ``qrels`` none of whose positives was a training positive, see
+    :func:`densescale.data.positive_overlap`) adds ``"clean"``: CE and metrics over just those
+    queries, from the same embeddings, run and negative draws.
+
+    Every record also carries ``"metrics_chance"``: each metric's expected value under a random
+    ranking of the same corpus at the same depth (:mod:`densescale.eval.chance`), the level a
+    ranking metric is judged against.
 
     Returns ``{"N", "metrics", "ce", "ce_stderr", "num_pairs", "num_queries", "num_passages",
-    "pool_size", "k", "num_negatives", "repeats", "seed", "time": {"encode", "search", "ce",
-    "metrics"}}`` (seconds).
+    "pool_size", "k", "num_negatives", "repeats", "seed", "metrics_stderr" (standard error over
+    queries), "metrics_chance", "time": {"encode",
+    "search", "ce", "metrics"}}`` (seconds), plus ``"clean"`` and ``"seen_bias"`` when asked.
     """
     # ---- checks, all before any work ---------------------------------------------------------
     for name, seq in (
@@ -177,6 +186,14 @@ def evaluate(
             raise ValueError(
                 f"seen_rows must be a 1-d array of rows in [0, {len(corpus_ids)}), got shape "
                 f"{seen_rows.shape}"
+            )
+    if clean_queries is not None:
+        clean_queries = {str(q) for q in clean_queries}
+        unknown = sorted(clean_queries - {str(q) for q in qrels})
+        if unknown:
+            raise ValueError(
+                f"clean_queries must be query ids of qrels; {len(unknown)} are not, e.g. "
+                f"{unknown[:3]}"
             )
     if run_path is not None and Path(run_path).is_dir():
         raise ValueError(f"run_path must be a file path, got directory {str(run_path)!r}")
@@ -251,6 +268,7 @@ def evaluate(
 
     c_dev, q_dev = corpus_emb.to(device), query_emb.to(device)
     metric_values: dict[str, float] = {}
+    metric_stderr: dict[str, float | None] = {}
     timings["search"] = timings["metrics"] = 0.0
     if not ce_only:
         # ---- search + run --------------------------------------------------------------------
@@ -268,7 +286,10 @@ def evaluate(
             q: {corpus_ids[int(j)]: float(s) for j, s in zip(ids_np[i], scores_np[i]) if j >= 0}
             for i, q in enumerate(eval_qids)
         }
-        metric_values = ranking_metrics(qrels, run, metrics, relevance_level=relevance_level)
+        metric_values, per_query = ranking_metrics(
+            qrels, run, metrics, relevance_level=relevance_level, per_query=True
+        )
+        metric_stderr = _stderr_over_queries(per_query, qrels, metric_values)
         timings["metrics"] = time.perf_counter() - t0
 
     # ---- contrastive entropy -----------------------------------------------------------------
@@ -312,10 +333,28 @@ def evaluate(
             seed=seed,
         )
 
+    clean = None
+    if clean_queries is not None:
+        keep = np.array([q in clean_queries for q, _ in pairs], dtype=bool)
+        clean_qrels = {q: qrels[q] for q in eval_qids if q in clean_queries}
+        per_pair = ce.per_pair[keep]
+        clean = {
+            "num_queries": len(clean_qrels),
+            "num_pairs": int(keep.sum()),
+            "ce": float(per_pair.mean()) if len(per_pair) else None,
+            "ce_stderr": float(per_pair.std(ddof=1) / np.sqrt(len(per_pair)))
+            if len(per_pair) > 1
+            else None,
+            "metrics": ranking_metrics(clean_qrels, run, metrics, relevance_level=relevance_level)
+            if clean_qrels and not ce_only
+            else {},
+        }
+
     n_params = num_non_embedding_params(model) if isinstance(model, DenseEncoder) else None
     return {
         "N": n_params,
         "metrics": metric_values,
+        "metrics_stderr": metric_stderr,
         "ce": ce.mean,
         "ce_stderr": ce.stderr,
         "num_pairs": ce.num_pairs,
@@ -326,6 +365,32 @@ def evaluate(
         "num_negatives": num_negatives,
         "repeats": repeats,
         "seed": seed,
+        "metrics_chance": _metrics_chance(qrels, len(corpus_ids), metrics, relevance_level, k_eff),
         "time": timings,
+        **({"clean": clean} if clean is not None else {}),
         **({"seen_bias": bias} if bias is not None else {}),
     }
+
+
+def _stderr_over_queries(per_query: dict, qrels: Mapping, means: dict) -> dict:
+    """Standard error of each metric's mean over the queries of ``qrels`` (a query absent from
+    the run scores 0, as in the mean); None with one query."""
+    out: dict[str, float | None] = {}
+    for name in means:
+        v = np.array([per_query.get(str(q), {}).get(name, 0.0) for q in qrels], dtype=np.float64)
+        out[name] = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
+    return out
+
+
+def _metrics_chance(qrels, corpus_size: int, metrics, relevance_level: int, depth: int) -> dict:
+    """Random-ranking expectation of every metric that has one (ir-measures-only names: none)."""
+    from .chance import random_ranking_metrics
+    from .metrics import _NAME_RE
+
+    names = [m for m in metrics if _NAME_RE.match(m.strip().lower())]
+    names = [m for m in names if not (m.lower().startswith("p") and "@" not in m)]
+    if not names:
+        return {}
+    return random_ranking_metrics(
+        qrels, corpus_size, names, relevance_level=relevance_level, depth=depth
+    )

@@ -12,6 +12,7 @@ from .encoder import (
     num_non_embedding_params,
     save_encoder,
 )
+from .export import TrainedModel, export_sentence_transformers, load_trained, select_cells
 from .sizes import (
     ALIASES,
     MINIATURES,
@@ -20,6 +21,7 @@ from .sizes import (
     non_embedding_params_formula,
     resolve_size,
 )
+from .st_encoder import SentenceTransformerEncoder, load_sentence_transformer
 from .tokenizer import load_tokenizer, train_tokenizer
 
 __all__ = [
@@ -31,15 +33,21 @@ __all__ = [
     "DenseEncoderConfig",
     "EncoderSize",
     "ModelSpec",
+    "SentenceTransformerEncoder",
+    "TrainedModel",
     "build_encoder",
     "encode_texts",
+    "export_sentence_transformers",
     "load_checkpoint_tokenizer",
     "load_encoder",
+    "load_sentence_transformer",
     "load_tokenizer",
+    "load_trained",
     "non_embedding_params_formula",
     "num_non_embedding_params",
     "resolve_model",
     "resolve_size",
     "save_encoder",
+    "select_cells",
     "train_tokenizer",
 ]

@@ -15,8 +15,8 @@ Protocol (shared with the Triton backend)::
                                          uniform)
 
 With ``need_grad`` the forward already computes the gradients for unit weights; ``loss_backward``
-scales them when ``uniform`` (all weights equal) and otherwise runs the fused pass again with the
-given weights. Gradients are fp32.
+scales them in place and hands them over when ``uniform`` (all weights equal; a later backward
+recomputes) and otherwise runs the fused pass again with the given weights. Gradients are fp32.
 """
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ ISA_CODES = {"generic": 0, "avx2": 1, "avx512": 2}
 
 @dataclass
 class CppSaved:
-    """What ``loss_backward`` needs: unit-weight gradients (when computed) and, for the symmetric
-    loss, the column log-sum-exp so a recompute skips the statistics pass."""
+    """What ``loss_backward`` needs: unit-weight gradients (when computed; handed over to the
+    first uniform backward, then None) and, for the symmetric loss, the column log-sum-exp so a
+    recompute skips the statistics pass."""
 
     dq: torch.Tensor | None
     dc: torch.Tensor | None
     dscale: float | None
     col_lse: torch.Tensor | None
-    factor: float = 1.0  # weight the stored gradients are currently scaled by (scaled in place)
 
 
 def _check(
@@ -171,7 +171,15 @@ def run(
 # torch's BLAS: measured 1.28x faster than eager torch and 1.27x faster than the C++ kernel's own
 # micro-kernels at B = N = 4096, D = 768, 2 threads (bench/bench_loss.py).
 _BLAS_WORK = 1 << 27
-_BLAS_MAX_ROWS = 512  # rows per block (as the C++ kernel: scores of a block <= 16 MiB)
+# Block size of that schedule. Its only working memory is one block of scores (R x N fp32) and a
+# few length-R vectors; eager torch holds >= 2 B x N fp32 matrices beyond the gradients (the
+# scores and their gradient; 2.6 measured), so R <= B / 8 keeps the peak below 1/16 of eager's
+# (SPEC 4 asks for 1/8; tests/test_loss_cpp.py measures it). Also at most 512 rows and 8 MiB of
+# scores. Larger blocks gain little (B = N = 4096, D = 768, 2 threads, paired rounds: R = 1024
+# 1.02x faster than 512 on a quiet machine, 1.11x at load 4, where fewer thread barriers help).
+_BLAS_MAX_ROWS = 512
+_BLAS_MAX_SCORE_BYTES = 8 << 20
+_BLAS_ROW_FRACTION = 8
 
 
 def _blas_schedule_applies(q, doc_ids, opts, col_lse, threads, block_rows, isa, work) -> bool:
@@ -190,16 +198,25 @@ def _blas_schedule_applies(q, doc_ids, opts, col_lse, threads, block_rows, isa, 
     )
 
 
+def _blas_block_rows(B: int, N: int) -> int:
+    """Query rows per block of the BLAS schedule: at most ``B / _BLAS_ROW_FRACTION``,
+    ``_BLAS_MAX_ROWS`` and ``_BLAS_MAX_SCORE_BYTES`` of scores, at least 16 (or B)."""
+    rows = min(_BLAS_MAX_ROWS, _BLAS_MAX_SCORE_BYTES // (4 * N), -(-B // _BLAS_ROW_FRACTION))
+    return min(B, max(16, rows))
+
+
 def _run_blas_blocked(q, p, negatives, scale, opts, need_loss, need_grad, weights) -> dict:
     """The fused pass with the three GEMMs on torch's BLAS (MKL / oneDNN), one block of R query
-    rows at a time: scores S = s Q_R C^T (R x N, the only score memory, as in the C++ kernel),
-    their log-sum-exp and loss, G = w (softmax - onehot) in place, then dQ_R = s G C and
-    dC += s G^T Q_R. 6*B*N*D FLOPs like eager torch, without its B x N matrices."""
+    rows at a time (R = ``_blas_block_rows``): scores S = s Q_R C^T (R x N, the only score
+    memory), L = log_softmax(S) in place, loss = -L_target, G = w (exp(L) - onehot) in place,
+    then dQ_R = s G C and dC += s G^T Q_R. 6*B*N*D FLOPs like eager torch, without its B x N
+    matrices. Every step writes into S (in place / ``out=``; the log-softmax kernel works row by
+    row, reading a row before writing it), so the peak beyond the outputs is R x N fp32 + O(R)."""
     B, D = q.shape
     parts = [p] if negatives is None else [p, negatives]
     n_p = p.shape[0]
     N = n_p + (0 if negatives is None else negatives.shape[0])
-    R = min(B, max(16, min(_BLAS_MAX_ROWS, (16 << 20) // (4 * N))))
+    R = _blas_block_rows(B, N)
     S = torch.empty(R, N, dtype=torch.float32)
     loss = torch.empty(B, dtype=torch.float32) if need_loss else None
     dq = torch.empty(B, D, dtype=torch.float32) if need_grad else None
@@ -210,16 +227,18 @@ def _run_blas_blocked(q, p, negatives, scale, opts, need_loss, need_grad, weight
         i1 = min(B, i0 + R)
         r, qb, Sb = i1 - i0, q[i0:i1], S[: i1 - i0]
         for (c0, c1), c in zip(cols, parts):
-            torch.mm(qb, c.T, out=Sb[:, c0:c1])
-        Sb.mul_(scale)
+            Sb[:, c0:c1].addmm_(qb, c.T, beta=0, alpha=scale)  # beta=0: S's old values unread
+        torch.log_softmax(Sb, dim=1, out=Sb)
         rows = torch.arange(r)
         targets = (torch.arange(i0, i1) + opts.row_offset) * opts.group_size
-        lse = torch.logsumexp(Sb, dim=1)
         if need_loss:
-            torch.sub(lse, Sb[rows, targets], out=loss[i0:i1])
+            torch.neg(Sb[rows, targets], out=loss[i0:i1])
+            # A -inf score (non-finite input) drops out of the softmax but stays -inf in L:
+            # its row's min makes the loss NaN, which the caller reports (NaN / +inf already do).
+            loss[i0:i1] += Sb.amin(dim=1) * 0.0
         if not need_grad:
             continue
-        Sb.sub_(lse[:, None]).exp_()  # softmax
+        Sb.exp_()  # softmax
         if weights is None:
             Sb[rows, targets] -= 1.0
         else:
@@ -294,17 +313,16 @@ def loss_backward(
     """Gradients of ``sum_i weights_i * loss_i``: dq (B, D), dp (rows of p, D), dneg (K, D) or None,
     dscale (0-d) — all fp32."""
     if uniform and saved.dq is not None:
-        # In place (no second copy of the gradients); `factor` keeps repeated calls correct.
+        # Handed over, scaled in place: with no reference left here autograd adopts them as
+        # .grad without a copy (a kept dq was copied: B x D more peak memory), and nothing
+        # rescales a tensor the caller now owns; a second backward (retain_graph) recomputes.
         w = float(weights.reshape(-1)[0])
-        if saved.factor != 0.0 and w != saved.factor:
-            saved.dq.mul_(w / saved.factor)
-            saved.dc.mul_(w / saved.factor)
-            saved.dscale *= w / saved.factor
-            saved.factor = w
-        if saved.factor == 0.0 and w != 0.0:
-            saved.dq = None  # scaled to zero earlier: recompute below
-    if uniform and saved.dq is not None:
         dq, dc, dscale = saved.dq, saved.dc, saved.dscale
+        saved.dq = saved.dc = saved.dscale = None
+        if w != 1.0:
+            dq.mul_(w)
+            dc.mul_(w)
+            dscale *= w
     else:
         out = run(
             q,

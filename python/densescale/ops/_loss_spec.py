@@ -67,9 +67,13 @@ def reference_loss_per_query(
         dup = doc_ids[None, :] == pos_ids[:, None]
         dup[torch.arange(B, device=q.device), target] = False
         excluded |= dup
+    # A NaN/Inf input row makes its scores non-finite; masked, or -inf, they would drop out of
+    # the log-sum-exp. Their row sum (detached, times 0) carries them into the loss instead, so
+    # the caller's check on the loss sees every bad row without reading the inputs.
+    nonfinite = scores.detach().sum(dim=1) * 0.0
     scores = scores.masked_fill(excluded, float("-inf"))
     ar = torch.arange(B, device=q.device)
-    loss = torch.logsumexp(scores, dim=1) - scores[ar, target]
+    loss = torch.logsumexp(scores, dim=1) - scores[ar, target] + nonfinite
     if opts.symmetric:
         pos = pf[target]
         s2 = (pos @ qf.T) * scale

@@ -380,9 +380,11 @@ def _check_outputs_finite(
     p: torch.Tensor,
     negatives: torch.Tensor | None,
 ) -> None:
-    """NaN/Inf inputs from the outputs, without reading the inputs: a NaN/Inf in a row of q makes
-    its loss non-finite, in a candidate row every loss that sees it, and in a column masked for
-    everyone the gradient (0 * NaN), hence ``dscale`` = sum_i q_i . dL/dq_i, where the fused pass
+    """NaN/Inf inputs from the outputs, without reading the inputs: a NaN/Inf in a row of q or of
+    a candidate makes every score it enters NaN or +-Inf, and every backend carries such a score
+    into the per-query loss, also where it is masked or -Inf (a plain max or log-sum-exp would
+    drop it: the C++ row max turns NaN, the Triton tile adds ``a - a``, the torch paths add a
+    row reduction times 0). ``dscale`` = sum_i q_i . dL/dq_i is checked too where the fused pass
     computed it. Only on that error path are the inputs read, to name the row."""
     ok = bool(torch.isfinite(loss).all())
     if ok and dscale is not None and not math.isfinite(float(dscale)):

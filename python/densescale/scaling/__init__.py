@@ -1,34 +1,40 @@
-"""densescale.scaling: scaling laws of dense retrieval, their fits, budget allocation and reports.
+"""densescale.scaling: the scaling laws of dense retrieval, their fits and budget answers; pure
+numpy/scipy over arrays, no files, no figures.
+
+Data flows one way: data -> models -> train -> eval -> scaling (pure: arrays in, laws out) ;
+:mod:`densescale.report` reads a study's results and these functions, and writes the report
+(fits over records, figures, ``summary.md``, ``fits.json``). Nothing here imports from there.
 
 Where things live:
 
-- ``laws.py``: the laws as frozen dataclasses (L(N), L(D), L(N, D) in two forms, L(d), L(N, d)).
-- ``fitting.py``: their fits (log-space parameters, Huber loss, bootstrap) and the forecast check.
+- ``laws.py``: the laws as frozen dataclasses (L(N), L(D), L(d); L(N, D) in two forms; L(N, d)).
+- ``fitting.py``: their fits (log-space parameters, Huber loss, L-BFGS-B, bootstrap, FitError);
+  ``forecast.py``: the forecast check (a law refitted without its largest sizes).
 - ``metric_map.py``: the monotone map from contrastive entropy to MRR@10 / NDCG@10 / ...
 - ``budget.py``: the cost model and the budget answers (dollars over (N, D); memory over (N, d)).
-- ``records.py``: a study's result records, checked and averaged into cells.
-- ``study_fits.py``: :func:`fit_study`, every law of a study per annotation source.
-- ``plots.py``: every figure of the report; ``summary.py``: :func:`write_report`.
+- ``usability.py``: the checks a fitted law must pass before it answers anything (SPEC 7):
+  :class:`LawChecks` (thresholds, documented there), :func:`check_law` -> :class:`Usability`.
+- ``exchange.py``: the exchange rate between annotation sources (pairs of one source that reach
+  the loss of D pairs of another, from their data-size laws, with bootstrap intervals).
+- ``_checks.py``: the argument checks they share (numpy only).
 
-Pure numpy/scipy (matplotlib only when a plot is drawn): importing this package never imports
-torch.
+Importing this package never imports torch or matplotlib.
 """
 
 from __future__ import annotations
 
 from .budget import Allocation, CostModel, CostSplit, optimal_allocation, optimal_dim_allocation
+from .exchange import ExchangeRate, crossings, effective_data, exchange_rate, pairs_to_match
 from .fitting import (
-    ExtrapolationCheck,
     FitError,
-    ForecastCheck,
-    extrapolation_check,
+    FitOptions,
     fit_data_law,
     fit_dim_law,
     fit_joint_law,
     fit_model_dim_law,
     fit_model_law,
-    forecast_check,
 )
+from .forecast import ExtrapolationCheck, ForecastCheck, extrapolation_check, forecast_check
 from .laws import (
     ChinchillaLaw,
     DataSizeLaw,
@@ -39,9 +45,7 @@ from .laws import (
     ModelSizeLaw,
 )
 from .metric_map import MetricMap, fit_metric_map
-from .plots import plot_budget, plot_training_curves
-from .study_fits import FitOutcome, SourceFits, fit_metric_maps, fit_study
-from .summary import write_report
+from .usability import LawChecks, Usability, check_law, extrapolation, extrapolation_text
 
 __all__ = [
     "Allocation",
@@ -50,29 +54,55 @@ __all__ = [
     "CostSplit",
     "DataSizeLaw",
     "EmbeddingDimLaw",
+    "ExchangeRate",
     "ExtrapolationCheck",
     "FitError",
     "FitInfo",
-    "FitOutcome",
+    "FitOptions",
     "ForecastCheck",
     "JointLaw",
+    "LawChecks",
     "MetricMap",
     "ModelDimLaw",
     "ModelSizeLaw",
-    "SourceFits",
+    "Usability",
+    "check_law",
+    "crossings",
+    "effective_data",
+    "exchange_rate",
+    "extrapolation",
     "extrapolation_check",
+    "extrapolation_text",
     "fit_data_law",
     "fit_dim_law",
     "fit_joint_law",
     "fit_metric_map",
-    "fit_metric_maps",
     "fit_model_dim_law",
     "fit_model_law",
-    "fit_study",
     "forecast_check",
     "optimal_allocation",
     "optimal_dim_allocation",
-    "plot_budget",
-    "plot_training_curves",
-    "write_report",
+    "pairs_to_match",
 ]
+
+# Names that moved to densescale.report with the split of issue 22. They still resolve here
+# (lazily: importing densescale.scaling stays free of the report) until every caller imports
+# them from densescale.report; they are not part of this package's API.
+_MOVED_TO_REPORT = frozenset(
+    {
+        "FitOutcome",
+        "SourceFits",
+        "fit_study",
+        "plot_budget",
+        "plot_training_curves",
+        "write_report",
+    }
+)
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_REPORT:
+        import densescale.report
+
+        return getattr(densescale.report, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,18 +10,19 @@ import numbers
 import numpy as np
 
 
+def _float_array(name: str, value: object, expected: str) -> np.ndarray:
+    """``value`` as float64, or a TypeError naming ``name``, ``expected`` and the type that came."""
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{name} must be {expected}, got {type(value).__name__}")
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be {expected}, got {type(value).__name__}") from exc
+
+
 def positive_array(name: str, value: object, *, ndim: int = 1) -> np.ndarray:
     """Return ``value`` as a float64 array of ``ndim`` dimensions with finite, positive entries."""
-    if isinstance(value, (str, bytes)) or value is None:
-        raise TypeError(
-            f"{name} must be a sequence of positive numbers, got {type(value).__name__}"
-        )
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"{name} must be a sequence of positive numbers, got {type(value).__name__}"
-        ) from exc
+    arr = _float_array(name, value, "a sequence of positive numbers")
     if arr.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimension(s), got shape {arr.shape}")
     if arr.size == 0:
@@ -38,14 +39,7 @@ def positive_array(name: str, value: object, *, ndim: int = 1) -> np.ndarray:
 
 def positive_values(name: str, value: object) -> np.ndarray:
     """Like :func:`positive_array` but any shape, scalars included (for ``predict`` inputs)."""
-    if isinstance(value, (str, bytes)) or value is None:
-        raise TypeError(f"{name} must be a positive number or array, got {type(value).__name__}")
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"{name} must be a positive number or array, got {type(value).__name__}"
-        ) from exc
+    arr = _float_array(name, value, "a positive number or array")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite, got NaN or Inf")
     if np.any(arr <= 0):
@@ -86,3 +80,11 @@ def choice(name: str, value: object, choices: tuple) -> None:
 
 def _first(mask: np.ndarray) -> int:
     return int(np.flatnonzero(np.ravel(mask))[0])
+
+
+def coverage(name: str, value: object) -> float:
+    """A coverage level such as ``ci_level``: a real number in (0, 1)."""
+    v = positive_number(name, value)
+    if not v < 1:
+        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+    return v

@@ -31,7 +31,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from ._checks import positive_number, positive_values
-from .laws import ChinchillaLaw, JointLaw, ModelDimLaw
+from .laws import ChinchillaLaw, JointLaw, ModelDimLaw, _out
 
 
 @dataclass(frozen=True)
@@ -129,10 +129,6 @@ class CostModel:
         return _out(self.corpus_size * x * self.bytes_per_value + n * self.bytes_per_param)
 
 
-def _out(x: np.ndarray) -> float | np.ndarray:
-    return float(x) if np.ndim(x) == 0 else x
-
-
 @dataclass(frozen=True)
 class CostSplit:
     """Dollars per item; ``total`` is their sum."""
@@ -191,6 +187,36 @@ def _grid_minimum(objective, grid: np.ndarray, values: np.ndarray) -> tuple[floa
         if res.success and res.fun <= best:
             best_x, best = float(res.x), float(res.fun)
     return best_x, best
+
+
+def _along_the_budget(loss, best_other, other_lo: float):
+    """The 1-d objective over log x of a budget search: the loss at (x, best_other(log x)), the
+    other size being the largest the budget allows at x; inf where that is below ``other_lo``.
+    ``loss(x, other)`` takes arrays."""
+
+    def objective(log_x: np.ndarray) -> np.ndarray:
+        other = best_other(log_x)
+        ok = other >= other_lo
+        out = np.full(np.shape(log_x), np.inf)
+        if np.any(ok):
+            out[ok] = loss(np.exp(log_x[ok]), other[ok])
+        return out
+
+    return objective
+
+
+def _on_bounds(searched: str, log_x: float, grid: np.ndarray, other: str, value: float, lo, hi):
+    """Which bounds of the search box the optimum sits on, e.g. "N upper bound, D lower bound"."""
+    at_bound = []
+    if log_x <= grid[0] + 1e-6:
+        at_bound.append(f"{searched} lower bound")
+    if log_x >= grid[-1] - 1e-6:
+        at_bound.append(f"{searched} upper bound")
+    if value >= hi * (1 - 1e-9):
+        at_bound.append(f"{other} upper bound")
+    if value <= lo * (1 + 1e-9):
+        at_bound.append(f"{other} lower bound")
+    return ", ".join(at_bound)
 
 
 def _check_law(law) -> None:
@@ -284,27 +310,11 @@ def optimal_allocation(
     def d_star(log_n: np.ndarray) -> np.ndarray:
         return np.minimum(_max_d(cost, budget, np.exp(log_n), include_inference), d_hi)
 
-    def objective(log_n: np.ndarray) -> np.ndarray:
-        d = d_star(log_n)
-        ok = d >= d_lo
-        loss = np.full(np.shape(log_n), np.inf)
-        if np.any(ok):
-            loss[ok] = law.predict(np.exp(log_n[ok]), d[ok])
-        return loss
-
+    objective = _along_the_budget(law.predict, d_star, d_lo)
     grid = np.linspace(np.log(n_lo), np.log(n_hi), 801)
     best_log_n, best = _grid_minimum(objective, grid, objective(grid))
     n = float(np.exp(best_log_n))
     d = float(d_star(np.array([best_log_n]))[0])
-    at_bound = []
-    if best_log_n <= grid[0] + 1e-6:
-        at_bound.append("N lower bound")
-    if best_log_n >= grid[-1] - 1e-6:
-        at_bound.append("N upper bound")
-    if d >= d_hi * (1 - 1e-9):
-        at_bound.append("D upper bound")
-    if d <= d_lo * (1 + 1e-9):
-        at_bound.append("D lower bound")
     return Allocation(
         N=n,
         D=d,
@@ -312,7 +322,7 @@ def optimal_allocation(
         cost=cost.split(n, d, include_inference=include_inference),
         budget=budget,
         include_inference=include_inference,
-        at_bound=", ".join(at_bound),
+        at_bound=_on_bounds("N", best_log_n, grid, "D", d, d_lo, d_hi),
     )
 
 
@@ -376,14 +386,7 @@ def optimal_dim_allocation(
             n = np.minimum(n, (budget - fixed) / per_n if per_n > 0 else np.inf)
         return np.minimum(n, n_hi)
 
-    def objective(log_d: np.ndarray) -> np.ndarray:
-        n = n_star(log_d)
-        ok = n >= n_lo
-        loss = np.full(np.shape(log_d), np.inf)
-        if np.any(ok):
-            loss[ok] = law.predict(n[ok], np.exp(log_d[ok]))
-        return loss
-
+    objective = _along_the_budget(lambda d, n: law.predict(n, d), n_star, n_lo)
     grid = np.linspace(np.log(d_lo), np.log(d_hi), 801)
     values = objective(grid)
     if not np.any(np.isfinite(values)):
@@ -396,15 +399,6 @@ def optimal_dim_allocation(
     best_log_d, best = _grid_minimum(objective, grid, values)
     d = float(np.exp(best_log_d))
     n = float(n_star(np.array([best_log_d]))[0])
-    at_bound = []
-    if best_log_d <= grid[0] + 1e-6:
-        at_bound.append("d lower bound")
-    if best_log_d >= grid[-1] - 1e-6:
-        at_bound.append("d upper bound")
-    if n >= n_hi * (1 - 1e-9):
-        at_bound.append("N upper bound")
-    if n <= n_lo * (1 + 1e-9):
-        at_bound.append("N lower bound")
     split_d = data if data is not None else law.D
     if split_d is None:  # no data size: the dollar cost is not defined
         nan = float("nan")
@@ -418,7 +412,7 @@ def optimal_dim_allocation(
         cost=dollars,
         budget=budget,
         include_inference=include_inference,
-        at_bound=", ".join(at_bound),
+        at_bound=_on_bounds("d", best_log_d, grid, "N", n, n_lo, n_hi),
         d=d,
         memory_budget=memory,
         memory_bytes=float(cost.serving_bytes(n, d)),

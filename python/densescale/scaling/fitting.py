@@ -12,6 +12,8 @@ bootstrap (by default the fitted curve plus simulated log-noise at the residual 
 scale itself redrawn per replicate; or resampled residuals; or resampled points; each replicate
 refitted from the estimate; percentile intervals).
 A fit whose optimum sits on a bound, or that does not converge, raises :class:`FitError`.
+Every ``fit_*`` function takes the keyword options of :class:`FitOptions`. The forecast check
+(a law refitted without its largest sizes) is in :mod:`densescale.scaling.forecast`.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 from scipy.optimize import minimize
 
-from ._checks import choice, nonneg_int, positive_array, positive_number, same_length
+from ._checks import choice, coverage, nonneg_int, positive_array, positive_number, same_length
 from .laws import (
     ChinchillaLaw,
     DataSizeLaw,
@@ -45,9 +47,6 @@ _MIN_DELTA_FRACTION = 1e-4
 _MIN_REDUCIBLE_FRACTION = 1e-3
 _EXPONENT_BOUNDS = (1e-3, 10.0)
 _BOUND_TOL = 1e-4
-import os as _os
-
-_VARIANT = _os.environ.get("DS_VARIANT", "base")
 
 
 def _one_blas_thread(fn):
@@ -86,6 +85,50 @@ class FitError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class FitOptions:
+    """The keyword options every ``fit_*`` function (and :func:`forecast_check`) takes.
+
+    Attributes:
+        n_boot: bootstrap refits for the confidence intervals (0: none).
+        seed: seed of the bootstrap resampling.
+        huber_delta: Huber threshold on log-L residuals.
+        ci_level: coverage of the percentile intervals in ``.ci``.
+        bootstrap: "parametric" (default: refit the fitted curve plus Gaussian log-noise at the
+            residual standard error, its scale redrawn per replicate from its chi-square
+            distribution with n - p degrees of freedom, so that few points still give nominal
+            coverage), "residuals" (the fitted curve plus resampled log residuals; narrower than
+            nominal with few points) or "pairs" (resample the points themselves; wider). The
+            first two keep the design fixed and give no intervals when there are no more points
+            than parameters.
+    """
+
+    n_boot: int = DEFAULT_N_BOOT
+    seed: int = 0
+    huber_delta: float = DEFAULT_HUBER_DELTA
+    ci_level: float = 0.95
+    bootstrap: str = DEFAULT_BOOTSTRAP
+
+    def __post_init__(self) -> None:
+        choice("bootstrap", self.bootstrap, ("parametric", "residuals", "pairs"))
+        nonneg_int("n_boot", self.n_boot)
+        nonneg_int("seed", self.seed)
+        positive_number("huber_delta", self.huber_delta)
+        coverage("ci_level", self.ci_level)
+
+    @classmethod
+    def of(cls, caller: str, options: dict) -> FitOptions:
+        """Check the keyword options a ``fit_*`` function received (unknown names: TypeError)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(
+                f"{caller}() got unexpected keyword argument(s) {unknown}; options are "
+                f"{sorted(known)}"
+            )
+        return cls(**options)
+
+
+@dataclass(frozen=True)
 class _Problem:
     law_cls: type
     log_n: np.ndarray | None  # (n,)
@@ -106,6 +149,15 @@ class _Problem:
 
     def value(self, theta: np.ndarray) -> float:
         return self.objective(theta)[0]
+
+    def resampled(self, idx: np.ndarray, log_l: np.ndarray) -> _Problem:
+        """The same problem on the points ``idx`` with the losses ``log_l`` (a bootstrap)."""
+        return replace(
+            self,
+            log_n=None if self.log_n is None else self.log_n[idx],
+            log_d=None if self.log_d is None else self.log_d[idx],
+            log_l=log_l,
+        )
 
 
 def _minimize(problem: _Problem, start: np.ndarray):
@@ -154,39 +206,23 @@ def _bound_violations(problem: _Problem, theta: np.ndarray) -> list[str]:
     out = []
     for name, v, (lo, hi) in zip(names, theta, problem.bounds):
         span = hi - lo
-        label = f"log {name}" if name in ("A", "B", "delta") else name
+        label = f"log {name}" if name in _LOG_NAMES else name
         if v - lo < _BOUND_TOL * span:
-            hint = (
-                " (no irreducible loss visible: a pure power law fits)" if name == "delta" else ""
-            )
-            out.append(f"{label} = {v:.4g} at its lower bound {lo:.4g}{hint}")
+            hint = "; no irreducible loss visible: a pure power law fits" if name == "delta" else ""
+            out.append(f"{name} at its lower bound ({label} = {v:.4g}, bound {lo:.4g}{hint})")
         elif hi - v < _BOUND_TOL * span:
-            out.append(f"{label} = {v:.4g} at its upper bound {hi:.4g}")
+            out.append(f"{name} at its upper bound ({label} = {v:.4g}, bound {hi:.4g})")
     return out
 
 
-def _design_key(log_n, log_d, n):
-    cols = [c for c in (log_n, log_d) if c is not None]
-    return [tuple(c[i] for c in cols) for i in range(n)]
+# the parameters fitted as logs (their bounds are on the log)
+_LOG_NAMES = ("A", "B", "C", "delta")
 
 
-def _run(
-    law_cls,
-    log_n,
-    log_d,
-    L,
-    *,
-    starts,
-    bounds,
-    huber_delta,
-    n_boot,
-    seed,
-    ci_level,
-    bootstrap,
-    n_polish=8,
-):
+def _run(law_cls, log_n, log_d, L, *, starts, bounds, opts: FitOptions, n_polish=8):
+    """Fit ``law_cls`` from ``starts`` within ``bounds``, check it, then bootstrap it."""
     log_l = np.log(L)
-    problem = _Problem(law_cls, log_n, log_d, log_l, bounds, huber_delta)
+    problem = _Problem(law_cls, log_n, log_d, log_l, bounds, opts.huber_delta)
     theta, obj, ok = _best_fit(problem, starts, n_polish)
     law = law_cls._from_theta(theta)
     pred_log, _ = law_cls._log_predict(theta, log_n, log_d)
@@ -195,22 +231,26 @@ def _run(
     r2 = 1.0 - float(np.sum((L - pred) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
     n, p = len(L), len(law_cls.param_names)
     noise_scale = float(np.sqrt(np.sum((log_l - pred_log) ** 2) / (n - p))) if n > p else None
+    hits = _bound_violations(problem, theta)
+    x_range = _x_range(law_cls, log_n, log_d)
     info = FitInfo(
         r2=r2,
         residuals=L - pred,
         log_residuals=log_l - pred_log,
         ci={},
-        ci_level=ci_level,
+        ci_level=opts.ci_level,
         n_points=n,
         n_boot=0,
         objective=obj,
-        huber_delta=huber_delta,
+        huber_delta=opts.huber_delta,
         noise_scale=noise_scale,
+        bound_hits=tuple(hits),
+        converged=bool(ok),
+        x_range=x_range,
     )
     law = law.with_fit(info)
     if not ok:
         raise FitError(f"{law_cls.__name__} fit did not converge (L-BFGS-B)", law)
-    hits = _bound_violations(problem, theta)
     if hits:
         raise FitError(f"{law_cls.__name__} fit sits on a bound: " + "; ".join(hits), law)
     reducible = 1.0 - law.delta / pred
@@ -222,29 +262,58 @@ def _run(
             "with size here)",
             law,
         )
-    if n_boot == 0:
+    if opts.n_boot == 0:
         return law
+    boot = _bootstrap(problem, theta, pred_log, info, opts)
+    ci = {}
+    if len(boot) >= 2:
+        tail = 100.0 * (1.0 - opts.ci_level) / 2.0
+        # Weibull positions p (n + 1): their expected coverage is the nominal level at any
+        # n_boot (the default linear rule covers ~90% with 40 refits, ~93% with 100)
+        lo, hi = np.percentile(boot, [tail, 100.0 - tail], axis=0, method="weibull")
+        ci = {name: (float(lo[j]), float(hi[j])) for j, name in enumerate(law_cls.param_names)}
+    return law.with_fit(replace(info, ci=ci, n_boot=len(boot), bootstrap=boot))
 
-    rng = np.random.default_rng(seed)
-    keys = _design_key(log_n, log_d, n)
-    # the design (N, D grid) is fixed by the study, only the losses are noisy. "parametric":
-    # Gaussian log-noise at the residual standard error sigma = sqrt(sum r^2 / (n - p)), its
-    # scale redrawn per replicate as sigma * sqrt((n - p) / chi2(n - p)): with 8 points and 3
-    # parameters sigma itself is uncertain, and a fixed sigma (or resampled residuals, of which
-    # a near-L1 Huber fit makes p exactly 0) covers only ~89% at the 95% level (the t vs normal
-    # gap); the scale draw makes the replicates t-distributed and the intervals reach nominal
-    # coverage (tests/test_scaling_coverage.py). "residuals": centred log residuals resampled,
-    # inflated by sqrt(n / (n - p)). "pairs": the points themselves resampled.
+
+def _x_range(law_cls, log_n, log_d) -> dict[str, tuple[float, float]]:
+    """The sizes fitted, by name: (smallest, largest) of each axis the law has."""
+    names = getattr(law_cls, "axes", None) or (law_cls.axis,)
+    if len(names) == 1:
+        columns = [log_n if log_d is None else log_d]
+    else:
+        columns = [log_n, log_d]
+    return {
+        name: (float(np.exp(c.min())), float(np.exp(c.max()))) for name, c in zip(names, columns)
+    }
+
+
+def _bootstrap(problem: _Problem, theta, pred_log, info: FitInfo, opts: FitOptions) -> np.ndarray:
+    """(n_boot, p) parameter sets refitted from ``theta`` on resampled losses (converged only).
+
+    The design (N, D grid) is fixed by the study, only the losses are noisy. "parametric":
+    Gaussian log-noise at the residual standard error sigma = sqrt(sum r^2 / (n - p)), its
+    scale redrawn per replicate as sigma * sqrt((n - p) / chi2(n - p)): with 8 points and 3
+    parameters sigma itself is uncertain, and a fixed sigma (or resampled residuals, of which
+    a near-L1 Huber fit makes p exactly 0) covers only ~89% at the 95% level (the t vs normal
+    gap); the scale draw makes the replicates t-distributed and the intervals reach nominal
+    coverage (tests/test_scaling_coverage.py). "residuals": centred log residuals resampled,
+    inflated by sqrt(n / (n - p)). "pairs": the points themselves resampled.
+    """
+    law_cls, log_l = problem.law_cls, problem.log_l
+    n, p = len(log_l), len(law_cls.param_names)
+    rng = np.random.default_rng(opts.seed)
+    cols = [c for c in (problem.log_n, problem.log_d) if c is not None]
+    keys = [tuple(c[i] for c in cols) for i in range(n)]
     dof = n - p
     resid = info.log_residuals - info.log_residuals.mean()
     resid = resid * np.sqrt(n / dof) if dof > 0 else resid
     samples = []
-    for _ in range(n_boot if (bootstrap == "pairs" or dof > 0) else 0):
-        if bootstrap == "parametric":
+    for _ in range(opts.n_boot if (opts.bootstrap == "pairs" or dof > 0) else 0):
+        if opts.bootstrap == "parametric":
             idx = np.arange(n)
-            scale = noise_scale * np.sqrt(dof / rng.chisquare(dof))
+            scale = info.noise_scale * np.sqrt(dof / rng.chisquare(dof))
             sample_l = pred_log + scale * rng.standard_normal(n)
-        elif bootstrap == "residuals":
+        elif opts.bootstrap == "residuals":
             idx = np.arange(n)
             sample_l = pred_log + resid[rng.integers(0, n, size=n)]
         else:
@@ -255,49 +324,11 @@ def _run(
             else:
                 continue
             sample_l = log_l[idx]
-        sub = _Problem(
-            law_cls,
-            None if log_n is None else log_n[idx],
-            None if log_d is None else log_d[idx],
-            sample_l,
-            bounds,
-            huber_delta,
-        )
+        sub = problem.resampled(idx, sample_l)
         res = _minimize(sub, theta)
         if _converged(sub, res):
             samples.append(list(law_cls._from_theta(res.x).params.values()))
-    boot = np.array(samples) if samples else np.empty((0, p))
-    ci = {}
-    if len(boot) >= 2:
-        tail = 100.0 * (1.0 - ci_level) / 2.0
-        # Weibull positions p (n + 1): their expected coverage is the nominal level at any
-        # n_boot (the default linear rule covers ~90% with 40 refits, ~93% with 100)
-        lo, hi = np.percentile(boot, [tail, 100.0 - tail], axis=0, method="weibull")
-        ci = {name: (float(lo[j]), float(hi[j])) for j, name in enumerate(law_cls.param_names)}
-    info = FitInfo(
-        r2=r2,
-        residuals=info.residuals,
-        log_residuals=info.log_residuals,
-        ci=ci,
-        ci_level=ci_level,
-        n_points=n,
-        n_boot=len(boot),
-        objective=obj,
-        huber_delta=huber_delta,
-        bootstrap=boot,
-        noise_scale=noise_scale,
-    )
-    return law.with_fit(info)
-
-
-def _common_options(n_boot, seed, huber_delta, ci_level, bootstrap):
-    choice("bootstrap", bootstrap, ("parametric", "residuals", "pairs"))
-    nonneg_int("n_boot", n_boot)
-    nonneg_int("seed", seed)
-    positive_number("huber_delta", huber_delta)
-    level = positive_number("ci_level", ci_level)
-    if not level < 1:
-        raise ValueError(f"ci_level must be in (0, 1), got {ci_level!r}")
+    return np.array(samples) if samples else np.empty((0, p))
 
 
 def _min_points(what: str, n_distinct: int, needed: int) -> None:
@@ -316,11 +347,11 @@ def _scale_bounds(log_x: np.ndarray) -> tuple[float, float]:
     return (float(log_x.min() - 200.0), float(log_x.max() + 200.0))
 
 
-def _single_law(law_cls, x_name, x, L, n_boot, seed, huber_delta, ci_level, bootstrap):
+def _single_law(caller, law_cls, x_name, x, L, options):
     x = positive_array(x_name, x)
     L = positive_array("L", L)
     same_length(**{x_name: x, "L": L})
-    _common_options(n_boot, seed, huber_delta, ci_level, bootstrap)
+    opts = FitOptions.of(caller, options)
     _min_points(f"fitting {law_cls.formula}", len(np.unique(x)), 3)
     log_x = np.log(x)
     floors = L.min() * np.array([1e-3, 0.1, 0.5, 0.9])
@@ -333,164 +364,19 @@ def _single_law(law_cls, x_name, x, L, n_boot, seed, huber_delta, ci_level, boot
             starts.append([log_c + shift, exponent, np.log(delta)])
     bounds = [_scale_bounds(log_x), _EXPONENT_BOUNDS, _floor_bounds(L)]
     # the single axis goes in the first coordinate slot, except for D (the second)
-    log_n, log_d = (None, log_x) if law_cls is DataSizeLaw else (log_x, None)
+    log_n, log_d = (None, log_x) if law_cls._slot == 1 else (log_x, None)
     return _run(
-        law_cls,
-        log_n,
-        log_d,
-        L,
-        starts=np.array(starts),
-        bounds=bounds,
-        huber_delta=huber_delta,
-        n_boot=n_boot,
-        seed=seed,
-        ci_level=ci_level,
-        bootstrap=bootstrap,
-        n_polish=3,
+        law_cls, log_n, log_d, L, starts=np.array(starts), bounds=bounds, opts=opts, n_polish=3
     )
 
 
-@_one_blas_thread
-def fit_model_law(
-    N,
-    L,
-    *,
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
-    huber_delta: float = DEFAULT_HUBER_DELTA,
-    ci_level: float = 0.95,
-    bootstrap: str = DEFAULT_BOOTSTRAP,
-) -> ModelSizeLaw:
-    """Fit ``L(N) = (A/N)^alpha + delta`` to points ``(N_i, L_i)``.
-
-    Args:
-        N: (n,) model sizes (non-embedding parameters), > 0; at least 3 distinct values.
-        L: (n,) losses (contrastive entropy), > 0.
-        n_boot: bootstrap refits for the confidence intervals (0: none).
-        seed: seed of the bootstrap resampling.
-        huber_delta: Huber threshold on log-L residuals.
-        ci_level: coverage of the percentile intervals in ``.ci``.
-        bootstrap: "parametric" (default: refit the fitted curve plus Gaussian log-noise at the
-            residual standard error, its scale redrawn per replicate from its chi-square
-            distribution with n - p degrees of freedom, so that few points still give nominal
-            coverage), "residuals" (the fitted curve plus resampled log residuals; narrower than
-            nominal with few points) or "pairs" (resample the points themselves; wider). The
-            first two keep the design fixed and give no intervals when there are no more points
-            than parameters.
-
-    Returns:
-        A fitted :class:`ModelSizeLaw` (``.params``, ``.predict``, ``.r2``, ``.ci``, ``.residuals``).
-
-    Raises:
-        ValueError / TypeError: bad input (before any fitting).
-        FitError: optimum on a bound (e.g. no irreducible term) or no convergence; ``.law`` holds
-            the best fit found.
-    """
-    return _single_law(ModelSizeLaw, "N", N, L, n_boot, seed, huber_delta, ci_level, bootstrap)
-
-
-@_one_blas_thread
-def fit_data_law(
-    D,
-    L,
-    *,
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
-    huber_delta: float = DEFAULT_HUBER_DELTA,
-    ci_level: float = 0.95,
-    bootstrap: str = DEFAULT_BOOTSTRAP,
-) -> DataSizeLaw:
-    """Fit ``L(D) = (B/D)^beta + delta`` to points ``(D_i, L_i)``; D: (n,) annotated pairs.
-
-    Same arguments, result and errors as :func:`fit_model_law`.
-    """
-    return _single_law(DataSizeLaw, "D", D, L, n_boot, seed, huber_delta, ci_level, bootstrap)
-
-
-@_one_blas_thread
-def fit_dim_law(
-    d,
-    L,
-    *,
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
-    huber_delta: float = DEFAULT_HUBER_DELTA,
-    ci_level: float = 0.95,
-    bootstrap: str = DEFAULT_BOOTSTRAP,
-) -> EmbeddingDimLaw:
-    """Fit ``L(d) = (C/d)^gamma + delta`` to points ``(d_i, L_i)``; d: (n,) embedding dimensions
-    (at least 3 distinct), at one model size and data size.
-
-    Same arguments, result and errors as :func:`fit_model_law`.
-    """
-    return _single_law(EmbeddingDimLaw, "d", d, L, n_boot, seed, huber_delta, ci_level, bootstrap)
-
-
-@_one_blas_thread
-def fit_joint_law(
-    N,
-    D,
-    L,
-    *,
-    form: str = "paper",
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
-    huber_delta: float = DEFAULT_HUBER_DELTA,
-    ci_level: float = 0.95,
-    bootstrap: str = DEFAULT_BOOTSTRAP,
-) -> JointLaw | ChinchillaLaw:
-    """Fit a joint law to points ``(N_i, D_i, L_i)``.
-
-    ``form="paper"``: ``L = [(A/N)^(alpha/beta) + B/D]^beta + delta`` (:class:`JointLaw`);
-    ``form="chinchilla"``: ``L = delta + A/N^alpha + B/D^beta`` (:class:`ChinchillaLaw`).
-
-    Args:
-        N, D, L: (n,) each, > 0; at least 5 distinct (N, D) points, 2 distinct N and 2 distinct D.
-        Other arguments as in :func:`fit_model_law`.
-    """
-    choice("form", form, ("paper", "chinchilla"))
-    law_cls = JointLaw if form == "paper" else ChinchillaLaw
-    return _two_axis_law(
-        law_cls, ("N", N), ("D", D), L, n_boot, seed, huber_delta, ci_level, bootstrap
-    )
-
-
-@_one_blas_thread
-def fit_model_dim_law(
-    N,
-    d,
-    L,
-    *,
-    D: float | None = None,
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
-    huber_delta: float = DEFAULT_HUBER_DELTA,
-    ci_level: float = 0.95,
-    bootstrap: str = DEFAULT_BOOTSTRAP,
-) -> ModelDimLaw:
-    """Fit ``L(N, d) = [(A/N)^(alpha/gamma) + C/d]^gamma + delta`` to points ``(N_i, d_i, L_i)``.
-
-    Args:
-        N, d, L: (n,) each, > 0 (d: embedding dimensions); at least 5 distinct (N, d) points,
-            2 distinct N and 2 distinct d.
-        D: the data size all points share (kept on the law for budget answers), or None.
-        Other arguments as in :func:`fit_model_law`.
-    """
-    if D is not None:
-        D = positive_number("D", D)
-    law = _two_axis_law(
-        ModelDimLaw, ("N", N), ("d", d), L, n_boot, seed, huber_delta, ci_level, bootstrap
-    )
-    return replace(law, D=D)
-
-
-def _two_axis_law(law_cls, first, second, L, n_boot, seed, huber_delta, ci_level, bootstrap):
+def _two_axis_law(caller, law_cls, first, second, L, options):
     (x_name, x), (y_name, y) = first, second
     x = positive_array(x_name, x)
     y = positive_array(y_name, y)
     L = positive_array("L", L)
     same_length(**{x_name: x, y_name: y, "L": L})
-    _common_options(n_boot, seed, huber_delta, ci_level, bootstrap)
+    opts = FitOptions.of(caller, options)
     _min_points("a joint fit", len(set(zip(x.tolist(), y.tolist()))), 5)
     for name, v in ((x_name, x), (y_name, y)):
         if len(np.unique(v)) < 2:
@@ -517,202 +403,78 @@ def _two_axis_law(law_cls, first, second, L, n_boot, seed, huber_delta, ci_level
         scale_bounds = [(-200.0, 200.0 + 10.0 * log_x.max()), (-200.0, 200.0 + 10.0 * log_y.max())]
     bounds = scale_bounds + [_EXPONENT_BOUNDS, _EXPONENT_BOUNDS, _floor_bounds(L)]
     return _run(
-        law_cls,
-        log_x,
-        log_y,
-        L,
-        starts=np.array(starts),
-        bounds=bounds,
-        huber_delta=huber_delta,
-        n_boot=n_boot,
-        seed=seed,
-        ci_level=ci_level,
-        bootstrap=bootstrap,
-        n_polish=4,
+        law_cls, log_x, log_y, L, starts=np.array(starts), bounds=bounds, opts=opts, n_polish=4
     )
 
 
-@dataclass(frozen=True, eq=False)  # holds arrays: identity equality
-class ForecastCheck:
-    """A law fitted without the largest sizes along one axis, then asked to forecast them.
-
-    This is how to decide whether to trust an extrapolation: the held-out cells were measured, so
-    the forecast ``L_hat`` (with its bootstrap interval for a new measurement, ``[lower, upper]``)
-    is compared with what was observed; ``inside`` says whether each observation falls in it::
-
-        relative_error = (predicted - observed) / observed
-
-    Attributes:
-        law: the law fitted on the kept points (with bootstrap when ``n_boot`` > 0).
-        holdout: "N", "D" or "d", the axis along which the largest values were held out.
-        held_out_values: the held-out values of that axis, ascending.
-        N, D, d: (m,) coordinates of the held-out points (None for the axes a law lacks).
-        observed, predicted: (m,) losses at the held-out points.
-        relative_error: (m,) ``(predicted - observed) / observed``.
-        lower, upper: (m,) the forecast interval of a new measurement at ``ci_level`` (bootstrap
-            curves times the fit's measurement noise); NaN when the fit had no bootstrap.
-        ci_level: e.g. 0.95.
-    """
-
-    law: ModelSizeLaw | DataSizeLaw | JointLaw | ChinchillaLaw | EmbeddingDimLaw | ModelDimLaw
-    holdout: str
-    held_out_values: np.ndarray
-    N: np.ndarray | None
-    D: np.ndarray | None
-    observed: np.ndarray
-    predicted: np.ndarray
-    relative_error: np.ndarray
-    lower: np.ndarray | None = None
-    upper: np.ndarray | None = None
-    ci_level: float = 0.95
-    d: np.ndarray | None = None
-
-    @property
-    def mean_abs_relative_error(self) -> float:
-        return float(np.mean(np.abs(self.relative_error)))
-
-    @property
-    def max_abs_relative_error(self) -> float:
-        return float(np.max(np.abs(self.relative_error)))
-
-    @property
-    def has_intervals(self) -> bool:
-        return self.lower is not None and bool(np.all(np.isfinite(self.lower)))
-
-    @property
-    def inside(self) -> np.ndarray | None:
-        """(m,) bool: each observation inside its forecast interval; None without intervals."""
-        if not self.has_intervals:
-            return None
-        return (self.observed >= self.lower) & (self.observed <= self.upper)
-
-    @property
-    def all_inside(self) -> bool | None:
-        inside = self.inside
-        return None if inside is None else bool(np.all(inside))
-
-    def describe(self) -> str:
-        """One line for a terminal, e.g. ``forecast of N = 1.1e+08 from smaller N: 1/1 inside the
-        95% interval (CE 0.0581 observed, 0.0602 [0.0550, 0.0671] forecast, +3.6%)``."""
-        held = ", ".join(f"{v:.3g}" for v in self.held_out_values)
-        worst = int(np.argmax(np.abs(self.relative_error)))
-        obs, pred = self.observed[worst], self.predicted[worst]
-        what = f"CE {obs:.4g} observed, {pred:.4g}"
-        if self.has_intervals:
-            what += f" [{self.lower[worst]:.4g}, {self.upper[worst]:.4g}]"
-        what += f" forecast, {100 * self.relative_error[worst]:+.1f}%"
-        if len(self.observed) > 1:
-            what = f"worst: {what}"
-        head = f"forecast of {self.holdout} = {held} from smaller {self.holdout}"
-        if not self.has_intervals:
-            return f"{head}: {100 * self.mean_abs_relative_error:.1f}% mean error ({what})"
-        k, m = int(np.sum(self.inside)), len(self.observed)
-        verdict = f"{k}/{m} inside the {100 * self.ci_level:.0f}% interval"
-        return f"{head}: {verdict} ({what})"
-
-
-ExtrapolationCheck = ForecastCheck
-"""Older name of :class:`ForecastCheck`."""
-
-
-def forecast_check(
-    L,
-    *,
-    N=None,
-    D=None,
-    d=None,
-    holdout: str | None = None,
-    n_holdout: int = 1,
-    form: str = "paper",
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
-    huber_delta: float = DEFAULT_HUBER_DELTA,
-    ci_level: float = 0.95,
-    bootstrap: str = DEFAULT_BOOTSTRAP,
-) -> ForecastCheck:
-    """Fit on all but the ``n_holdout`` largest values of one axis, forecast the held-out points.
-
-    The law follows from the coordinates given: ``N`` only -> model-size law, ``D`` only ->
-    data-size law, ``d`` only -> dimension law, ``N`` and ``D`` -> joint law of ``form``, ``N``
-    and ``d`` -> :class:`ModelDimLaw` (``holdout`` says which axis, default "N").
+@_one_blas_thread
+def fit_model_law(N, L, **options) -> ModelSizeLaw:
+    """Fit ``L(N) = (A/N)^alpha + delta`` to points ``(N_i, L_i)``.
 
     Args:
-        L: (n,) losses; N, D, d: (n,) coordinates.
-        holdout: the axis to hold out along; default the only axis given, or "N" for joint laws.
-        n_holdout: how many of the largest distinct values to hold out (>= 1).
-        form: "paper" or "chinchilla" (N and D only).
-        n_boot, seed, huber_delta, ci_level, bootstrap: passed to the fit; ``n_boot = 0`` gives
-            a check without intervals.
+        N: (n,) model sizes (non-embedding parameters), > 0; at least 3 distinct values.
+        L: (n,) losses (contrastive entropy), > 0.
+        **options: the keyword options of :class:`FitOptions`: ``n_boot`` (bootstrap refits,
+            default 100; 0: none), ``seed``, ``huber_delta``, ``ci_level`` (default 0.95) and
+            ``bootstrap`` ("parametric", "residuals" or "pairs").
+
+    Returns:
+        A fitted :class:`ModelSizeLaw` (``.params``, ``.predict``, ``.r2``, ``.ci``, ``.residuals``).
 
     Raises:
-        ValueError: bad input, or too few points left to fit after holding out.
-        FitError: the fit on the kept points failed.
+        ValueError / TypeError: bad input (before any fitting).
+        FitError: optimum on a bound (e.g. no irreducible term) or no convergence; ``.law`` holds
+            the best fit found.
     """
-    given = {k: v for k, v in (("N", N), ("D", D), ("d", d)) if v is not None}
-    if not given:
-        raise ValueError("forecast_check needs N, D or both (or d, or N and d), got none")
-    if len(given) == 3 or set(given) == {"D", "d"}:
-        raise ValueError(f"forecast_check takes one axis, or N with D or d; got {sorted(given)}")
-    L = positive_array("L", L)
-    coords = {k: positive_array(k, v) for k, v in given.items()}
-    same_length(L=L, **coords)
-    if holdout is None:
-        holdout = "N" if "N" in coords else next(iter(coords))
-    choice("holdout", holdout, tuple(coords))
-    if nonneg_int("n_holdout", n_holdout) < 1:
-        raise ValueError(f"n_holdout must be >= 1, got {n_holdout}")
-    axis = coords[holdout]
-    values = np.unique(axis)
-    if len(values) <= n_holdout:
-        raise ValueError(
-            f"holding out {n_holdout} value(s) of {holdout} leaves nothing to fit: "
-            f"{len(values)} distinct value(s)"
-        )
-    held_values = values[-n_holdout:]
-    held = np.isin(axis, held_values)
-    keep = ~held
-    opts = {
-        "n_boot": n_boot,
-        "seed": seed,
-        "huber_delta": huber_delta,
-        "ci_level": ci_level,
-        "bootstrap": bootstrap,
-    }
-    kept = {k: v[keep] for k, v in coords.items()}
-    at = {k: v[held] for k, v in coords.items()}
-    if set(coords) == {"N", "D"}:
-        law = fit_joint_law(kept["N"], kept["D"], L[keep], form=form, **opts)
-        args = (at["N"], at["D"])
-    elif set(coords) == {"N", "d"}:
-        law = fit_model_dim_law(kept["N"], kept["d"], L[keep], **opts)
-        args = (at["N"], at["d"])
-    else:
-        (name,) = coords
-        fit = {"N": fit_model_law, "D": fit_data_law, "d": fit_dim_law}[name]
-        law = fit(kept[name], L[keep], **opts)
-        args = (at[name],)
-    predicted = np.atleast_1d(np.asarray(law.predict(*args), dtype=float))
-    band = law.interval(*args, observation=True, seed=seed)
-    lower = upper = None
-    if band is not None:
-        lower, upper = (np.atleast_1d(np.asarray(b, dtype=float)) for b in band)
-    observed = L[held]
-    return ForecastCheck(
-        law=law,
-        holdout=holdout,
-        held_out_values=held_values,
-        N=at.get("N"),
-        D=at.get("D"),
-        d=at.get("d"),
-        observed=observed,
-        predicted=predicted,
-        relative_error=(predicted - observed) / observed,
-        lower=lower,
-        upper=upper,
-        ci_level=ci_level,
-    )
+    return _single_law("fit_model_law", ModelSizeLaw, "N", N, L, options)
 
 
-def extrapolation_check(L, *, N=None, D=None, n_boot: int = 0, **kwargs) -> ForecastCheck:
-    """:func:`forecast_check` without bootstrap by default (the older name and default)."""
-    return forecast_check(L, N=N, D=D, n_boot=n_boot, **kwargs)
+@_one_blas_thread
+def fit_data_law(D, L, **options) -> DataSizeLaw:
+    """Fit ``L(D) = (B/D)^beta + delta`` to points ``(D_i, L_i)``; D: (n,) annotated pairs.
+
+    Same arguments, result and errors as :func:`fit_model_law`.
+    """
+    return _single_law("fit_data_law", DataSizeLaw, "D", D, L, options)
+
+
+@_one_blas_thread
+def fit_dim_law(d, L, **options) -> EmbeddingDimLaw:
+    """Fit ``L(d) = (C/d)^gamma + delta`` to points ``(d_i, L_i)``; d: (n,) embedding dimensions
+    (at least 3 distinct), at one model size and data size.
+
+    Same arguments, result and errors as :func:`fit_model_law`.
+    """
+    return _single_law("fit_dim_law", EmbeddingDimLaw, "d", d, L, options)
+
+
+@_one_blas_thread
+def fit_joint_law(N, D, L, *, form: str = "paper", **options) -> JointLaw | ChinchillaLaw:
+    """Fit a joint law to points ``(N_i, D_i, L_i)``.
+
+    ``form="paper"``: ``L = [(A/N)^(alpha/beta) + B/D]^beta + delta`` (:class:`JointLaw`);
+    ``form="chinchilla"``: ``L = delta + A/N^alpha + B/D^beta`` (:class:`ChinchillaLaw`).
+
+    Args:
+        N, D, L: (n,) each, > 0; at least 5 distinct (N, D) points, 2 distinct N and 2 distinct D.
+        **options: as in :func:`fit_model_law` (:class:`FitOptions`).
+    """
+    choice("form", form, ("paper", "chinchilla"))
+    law_cls = JointLaw if form == "paper" else ChinchillaLaw
+    return _two_axis_law("fit_joint_law", law_cls, ("N", N), ("D", D), L, options)
+
+
+@_one_blas_thread
+def fit_model_dim_law(N, d, L, *, D: float | None = None, **options) -> ModelDimLaw:
+    """Fit ``L(N, d) = [(A/N)^(alpha/gamma) + C/d]^gamma + delta`` to points ``(N_i, d_i, L_i)``.
+
+    Args:
+        N, d, L: (n,) each, > 0 (d: embedding dimensions); at least 5 distinct (N, d) points,
+            2 distinct N and 2 distinct d.
+        D: the data size all points share (kept on the law for budget answers), or None.
+        **options: as in :func:`fit_model_law` (:class:`FitOptions`).
+    """
+    if D is not None:
+        D = positive_number("D", D)
+    law = _two_axis_law("fit_model_dim_law", ModelDimLaw, ("N", N), ("d", d), L, options)
+    return replace(law, D=D)

@@ -40,6 +40,12 @@ class FitInfo:
             or None.
         noise_scale: the noise of one measurement in log L, ``sqrt(sum r_i^2 / (n - p))``
             (None when ``n <= p``); a new observation is ``L_hat * exp(noise)``.
+        bound_hits: one phrase per parameter that sits on a bound of the fit's search box,
+            e.g. "delta at its lower bound (log delta = -9.2, bound -9.21)"; empty for a law
+            whose optimum is inside the box (a :class:`~densescale.scaling.FitError` carries
+            the law with its hits).
+        converged: whether L-BFGS-B converged at the optimum.
+        x_range: name of each size -> (smallest, largest) value fitted, e.g. {"N": (5e5, 8.6e7)}.
     """
 
     r2: float
@@ -53,6 +59,9 @@ class FitInfo:
     huber_delta: float
     bootstrap: np.ndarray | None = field(default=None, repr=False)
     noise_scale: float | None = None
+    bound_hits: tuple[str, ...] = ()
+    converged: bool = True
+    x_range: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -133,6 +142,19 @@ class _Law:
     def _filled_formula(self) -> str:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def _theta(self) -> np.ndarray:
+        """The parameters in ``param_names`` order, scales and floors as logs (what is fitted)."""
+        return np.array([np.log(v) if k in _LOG_SPACE else v for k, v in self.params.items()])
+
+    @classmethod
+    def _from_theta(cls, theta: np.ndarray):
+        values = zip(cls.param_names, (float(t) for t in theta))
+        return cls(**{k: float(np.exp(t)) if k in _LOG_SPACE else t for k, t in values})
+
+
+# the parameters fitted in log space (the exponents are fitted as they are)
+_LOG_SPACE = frozenset({"A", "B", "C", "delta"})
+
 
 def _out(x: np.ndarray) -> float | np.ndarray:
     return float(x) if np.ndim(x) == 0 else x
@@ -161,7 +183,46 @@ def _power_plus_floor(log_c: float, exponent: float, log_delta: float, log_x: np
 
 
 @dataclass(frozen=True)
-class ModelSizeLaw(_Law):
+class _OneAxisLaw(_Law):
+    """``L(x) = (S / x)^e + delta`` along one axis ``x``; ``param_names`` is (S, e, "delta").
+
+    The subclasses name the axis and the constants; the algebra lives here once.
+    """
+
+    axis: ClassVar[str] = "x"
+    # which slot of ``_log_predict(theta, log_n, log_d)`` holds the axis (D: the second)
+    _slot: ClassVar[int] = 0
+
+    @property
+    def _scale_and_exponent(self) -> tuple[float, float]:
+        return getattr(self, self.param_names[0]), getattr(self, self.param_names[1])
+
+    def _predict(self, x) -> float | np.ndarray:
+        log_x = np.log(positive_values(self.axis, x))
+        slots = (log_x, None) if self._slot == 0 else (None, log_x)
+        return _out(np.exp(self._log_predict(self._theta(), *slots)[0]))
+
+    def _size_for_loss(self, target) -> float | np.ndarray:
+        """``x = S * (target - delta)^(-1/e)``; inf where ``target <= delta``."""
+        scale, exponent = self._scale_and_exponent
+        t = positive_values("target", target)
+        gap = t - self.delta
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = np.where(gap > 0, scale * np.abs(gap) ** (-1.0 / exponent), np.inf)
+        return _out(x)
+
+    @classmethod
+    def _log_predict(cls, theta: np.ndarray, log_n: np.ndarray | None, log_d=None):
+        return _power_plus_floor(theta[0], theta[1], theta[2], (log_n, log_d)[cls._slot])
+
+    def _filled_formula(self) -> str:
+        scale, exponent = self._scale_and_exponent
+        x = self.axis
+        return f"L({x}) = ({scale:.4g}/{x})^{exponent:.4g} + {self.delta:.4g}"
+
+
+@dataclass(frozen=True)
+class ModelSizeLaw(_OneAxisLaw):
     """Model-size law ``L(N) = (A / N)^alpha + delta``.
 
     N: non-embedding parameters (SPEC 1.2); L: contrastive entropy (nats); ``delta`` is the
@@ -175,11 +236,11 @@ class ModelSizeLaw(_Law):
 
     param_names: ClassVar[tuple[str, ...]] = ("A", "alpha", "delta")
     formula: ClassVar[str] = "L(N) = (A/N)^alpha + delta"
+    axis: ClassVar[str] = "N"
 
     def predict(self, N) -> float | np.ndarray:
         """Predicted loss at model size(s) ``N`` (any shape, > 0)."""
-        n = positive_values("N", N)
-        return _out(np.exp(self._log_predict(self._theta(), np.log(n))[0]))
+        return self._predict(N)
 
     def reducible(self, N) -> float | np.ndarray:
         """The part of the loss that more parameters can remove: ``(A/N)^alpha``."""
@@ -191,29 +252,11 @@ class ModelSizeLaw(_Law):
 
         ``inf`` where ``target <= delta`` (out of reach at any size).
         """
-        t = positive_values("target", target)
-        gap = t - self.delta
-        with np.errstate(divide="ignore", invalid="ignore"):
-            n = np.where(gap > 0, self.A * np.abs(gap) ** (-1.0 / self.alpha), np.inf)
-        return _out(n)
-
-    def _theta(self) -> np.ndarray:
-        return np.array([np.log(self.A), self.alpha, np.log(self.delta)])
-
-    @classmethod
-    def _from_theta(cls, theta: np.ndarray) -> ModelSizeLaw:
-        return cls(A=float(np.exp(theta[0])), alpha=float(theta[1]), delta=float(np.exp(theta[2])))
-
-    @staticmethod
-    def _log_predict(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray | None = None):
-        return _power_plus_floor(theta[0], theta[1], theta[2], log_n)
-
-    def _filled_formula(self) -> str:
-        return f"L(N) = ({self.A:.4g}/N)^{self.alpha:.4g} + {self.delta:.4g}"
+        return self._size_for_loss(target)
 
 
 @dataclass(frozen=True)
-class DataSizeLaw(_Law):
+class DataSizeLaw(_OneAxisLaw):
     """Data-size law ``L(D) = (B / D)^beta + delta``.
 
     D: annotated (query, positive passage) pairs; L: contrastive entropy (nats).
@@ -226,44 +269,65 @@ class DataSizeLaw(_Law):
 
     param_names: ClassVar[tuple[str, ...]] = ("B", "beta", "delta")
     formula: ClassVar[str] = "L(D) = (B/D)^beta + delta"
+    axis: ClassVar[str] = "D"
+    _slot: ClassVar[int] = 1
 
     def predict(self, D) -> float | np.ndarray:
         """Predicted loss at data size(s) ``D`` (any shape, > 0)."""
-        d = positive_values("D", D)
-        return _out(np.exp(self._log_predict(self._theta(), None, np.log(d))[0]))
+        return self._predict(D)
 
     def D_for_loss(self, target) -> float | np.ndarray:
         """Annotations needed to reach ``target``: ``D = B * (target - delta)^(-1/beta)``; inf if
         ``target <= delta``."""
-        t = positive_values("target", target)
-        gap = t - self.delta
-        with np.errstate(divide="ignore", invalid="ignore"):
-            d = np.where(gap > 0, self.B * np.abs(gap) ** (-1.0 / self.beta), np.inf)
-        return _out(d)
-
-    def _theta(self) -> np.ndarray:
-        return np.array([np.log(self.B), self.beta, np.log(self.delta)])
-
-    @classmethod
-    def _from_theta(cls, theta: np.ndarray) -> DataSizeLaw:
-        return cls(B=float(np.exp(theta[0])), beta=float(theta[1]), delta=float(np.exp(theta[2])))
-
-    @staticmethod
-    def _log_predict(theta: np.ndarray, log_n: np.ndarray | None, log_d: np.ndarray):
-        return _power_plus_floor(theta[0], theta[1], theta[2], log_d)
-
-    def _filled_formula(self) -> str:
-        return f"L(D) = ({self.B:.4g}/D)^{self.beta:.4g} + {self.delta:.4g}"
+        return self._size_for_loss(target)
 
 
 @dataclass(frozen=True)
-class JointLaw(_Law):
-    """Joint law (the paper's form) ``L(N, D) = [(A/N)^(alpha/beta) + B/D]^beta + delta``.
+class EmbeddingDimLaw(_OneAxisLaw):
+    """Embedding-dimension law ``L(d) = (C / d)^gamma + delta``.
 
-    With D -> inf it reduces to the model-size law ``(A/N)^alpha + delta``; with N -> inf to the
-    data-size law ``(B/D)^beta + delta``. MS MARCO (paper): A = 3.6e4, B = 7.1e3, alpha = 0.56,
-    beta = 1.31, delta = 0.03.
+    d: output dimension of the encoder (the vector stored per passage); L: contrastive entropy
+    (nats); ``delta``: the loss with unbounded vectors at this model and data size (Killingback
+    et al. 2026 report such a power law in d).
     """
+
+    C: float
+    gamma: float
+    delta: float
+
+    param_names: ClassVar[tuple[str, ...]] = ("C", "gamma", "delta")
+    formula: ClassVar[str] = "L(d) = (C/d)^gamma + delta"
+    axis: ClassVar[str] = "d"
+
+    def predict(self, d) -> float | np.ndarray:
+        """Predicted loss at embedding dimension(s) ``d`` (any shape, > 0)."""
+        return self._predict(d)
+
+    def d_for_loss(self, target) -> float | np.ndarray:
+        """Dimension needed to reach ``target``: ``d = C * (target - delta)^(-1/gamma)``; inf if
+        ``target <= delta``."""
+        return self._size_for_loss(target)
+
+
+@dataclass(frozen=True)
+class _TwoAxisLaw(_Law):
+    """A law of two sizes; ``_log_predict(theta, log_x, log_y)`` takes them in ``axes`` order."""
+
+    axes: ClassVar[tuple[str, str]] = ("N", "D")
+
+    def _predict(self, x, y) -> float | np.ndarray:
+        (x_name, y_name) = self.axes
+        x, y = np.broadcast_arrays(positive_values(x_name, x), positive_values(y_name, y))
+        return _out(np.exp(self._log_predict(self._theta(), np.log(x), np.log(y))[0]))
+
+    def _targets(self, target, size, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return np.broadcast_arrays(positive_values("target", target), positive_values(name, size))
+
+
+@dataclass(frozen=True)
+class _LawOfNAndD(_TwoAxisLaw):
+    """A law of model size N and data size D with the constants A, B, alpha, beta, delta (the
+    paper's joint form and the additive one read them differently)."""
 
     A: float
     B: float
@@ -272,12 +336,22 @@ class JointLaw(_Law):
     delta: float
 
     param_names: ClassVar[tuple[str, ...]] = ("A", "B", "alpha", "beta", "delta")
-    formula: ClassVar[str] = "L(N, D) = [(A/N)^(alpha/beta) + B/D]^beta + delta"
 
     def predict(self, N, D) -> float | np.ndarray:
         """Predicted loss; ``N`` and ``D`` broadcast against each other (any shapes, > 0)."""
-        n, d = np.broadcast_arrays(positive_values("N", N), positive_values("D", D))
-        return _out(np.exp(self._log_predict(self._theta(), np.log(n), np.log(d))[0]))
+        return self._predict(N, D)
+
+
+@dataclass(frozen=True)
+class JointLaw(_LawOfNAndD):
+    """Joint law (the paper's form) ``L(N, D) = [(A/N)^(alpha/beta) + B/D]^beta + delta``.
+
+    With D -> inf it reduces to the model-size law ``(A/N)^alpha + delta``; with N -> inf to the
+    data-size law ``(B/D)^beta + delta``. MS MARCO (paper): A = 3.6e4, B = 7.1e3, alpha = 0.56,
+    beta = 1.31, delta = 0.03.
+    """
+
+    formula: ClassVar[str] = "L(N, D) = [(A/N)^(alpha/beta) + B/D]^beta + delta"
 
     def at_infinite_data(self) -> ModelSizeLaw:
         """The model-size law this joint law tends to as D -> inf."""
@@ -290,7 +364,7 @@ class JointLaw(_Law):
     def D_for_loss(self, target, N) -> float | np.ndarray:
         """Annotations needed at model size ``N``:
         ``D = B / ((target - delta)^(1/beta) - (A/N)^(alpha/beta))``; inf when unreachable."""
-        t, n = np.broadcast_arrays(positive_values("target", target), positive_values("N", N))
+        t, n = self._targets(target, N, "N")
         gap = np.clip(t - self.delta, 0.0, None) ** (1.0 / self.beta)
         rest = gap - (self.A / n) ** (self.alpha / self.beta)
         with np.errstate(divide="ignore"):
@@ -299,19 +373,11 @@ class JointLaw(_Law):
     def N_for_loss(self, target, D) -> float | np.ndarray:
         """Model size needed with ``D`` annotations:
         ``N = A * ((target - delta)^(1/beta) - B/D)^(-beta/alpha)``; inf when unreachable."""
-        t, d = np.broadcast_arrays(positive_values("target", target), positive_values("D", D))
+        t, d = self._targets(target, D, "D")
         gap = np.clip(t - self.delta, 0.0, None) ** (1.0 / self.beta)
         rest = gap - self.B / d
         safe = np.where(rest > 0, rest, 1.0)
         return _out(np.where(rest > 0, self.A * safe ** (-self.beta / self.alpha), np.inf))
-
-    def _theta(self) -> np.ndarray:
-        return np.array([np.log(self.A), np.log(self.B), self.alpha, self.beta, np.log(self.delta)])
-
-    @classmethod
-    def _from_theta(cls, theta: np.ndarray) -> JointLaw:
-        a, b, alpha, beta, e = (float(v) for v in theta)
-        return cls(A=np.exp(a), B=np.exp(b), alpha=alpha, beta=beta, delta=np.exp(e))
 
     @staticmethod
     def _log_predict(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray):
@@ -340,52 +406,28 @@ class JointLaw(_Law):
 
 
 @dataclass(frozen=True)
-class ChinchillaLaw(_Law):
+class ChinchillaLaw(_LawOfNAndD):
     """Additive joint law (Hoffmann et al. 2022) ``L(N, D) = delta + A/N^alpha + B/D^beta``.
 
     ``delta`` plays the role of Chinchilla's ``E`` (also available as ``.E``). Note that A and B
     here are coefficients, not the scales of the paper's form.
     """
 
-    A: float
-    B: float
-    alpha: float
-    beta: float
-    delta: float
-
-    param_names: ClassVar[tuple[str, ...]] = ("A", "B", "alpha", "beta", "delta")
     formula: ClassVar[str] = "L(N, D) = delta + A/N^alpha + B/D^beta"
 
     @property
     def E(self) -> float:
         return self.delta
 
-    def predict(self, N, D) -> float | np.ndarray:
-        """Predicted loss; ``N`` and ``D`` broadcast against each other (any shapes, > 0)."""
-        n, d = np.broadcast_arrays(positive_values("N", N), positive_values("D", D))
-        return _out(np.exp(self._log_predict(self._theta(), np.log(n), np.log(d))[0]))
-
     def D_for_loss(self, target, N) -> float | np.ndarray:
         """``D = (B / (target - delta - A/N^alpha))^(1/beta)``; inf when unreachable."""
-        t, n = np.broadcast_arrays(positive_values("target", target), positive_values("N", N))
-        rest = t - self.delta - self.A / n**self.alpha
-        safe = np.where(rest > 0, rest, 1.0)
-        return _out(np.where(rest > 0, (self.B / safe) ** (1.0 / self.beta), np.inf))
+        t, n = self._targets(target, N, "N")
+        return _additive_inverse(t - self.delta - self.A / n**self.alpha, self.B, self.beta)
 
     def N_for_loss(self, target, D) -> float | np.ndarray:
         """``N = (A / (target - delta - B/D^beta))^(1/alpha)``; inf when unreachable."""
-        t, d = np.broadcast_arrays(positive_values("target", target), positive_values("D", D))
-        rest = t - self.delta - self.B / d**self.beta
-        safe = np.where(rest > 0, rest, 1.0)
-        return _out(np.where(rest > 0, (self.A / safe) ** (1.0 / self.alpha), np.inf))
-
-    def _theta(self) -> np.ndarray:
-        return np.array([np.log(self.A), np.log(self.B), self.alpha, self.beta, np.log(self.delta)])
-
-    @classmethod
-    def _from_theta(cls, theta: np.ndarray) -> ChinchillaLaw:
-        a, b, alpha, beta, e = (float(v) for v in theta)
-        return cls(A=np.exp(a), B=np.exp(b), alpha=alpha, beta=beta, delta=np.exp(e))
+        t, d = self._targets(target, D, "D")
+        return _additive_inverse(t - self.delta - self.B / d**self.beta, self.A, self.alpha)
 
     @staticmethod
     def _log_predict(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray):
@@ -401,53 +443,14 @@ class ChinchillaLaw(_Law):
         )
 
 
-@dataclass(frozen=True)
-class EmbeddingDimLaw(_Law):
-    """Embedding-dimension law ``L(d) = (C / d)^gamma + delta``.
-
-    d: output dimension of the encoder (the vector stored per passage); L: contrastive entropy
-    (nats); ``delta``: the loss with unbounded vectors at this model and data size (Killingback
-    et al. 2026 report such a power law in d).
-    """
-
-    C: float
-    gamma: float
-    delta: float
-
-    param_names: ClassVar[tuple[str, ...]] = ("C", "gamma", "delta")
-    formula: ClassVar[str] = "L(d) = (C/d)^gamma + delta"
-
-    def predict(self, d) -> float | np.ndarray:
-        """Predicted loss at embedding dimension(s) ``d`` (any shape, > 0)."""
-        x = positive_values("d", d)
-        return _out(np.exp(self._log_predict(self._theta(), np.log(x))[0]))
-
-    def d_for_loss(self, target) -> float | np.ndarray:
-        """Dimension needed to reach ``target``: ``d = C * (target - delta)^(-1/gamma)``; inf if
-        ``target <= delta``."""
-        t = positive_values("target", target)
-        gap = t - self.delta
-        with np.errstate(divide="ignore", invalid="ignore"):
-            d = np.where(gap > 0, self.C * np.abs(gap) ** (-1.0 / self.gamma), np.inf)
-        return _out(d)
-
-    def _theta(self) -> np.ndarray:
-        return np.array([np.log(self.C), self.gamma, np.log(self.delta)])
-
-    @classmethod
-    def _from_theta(cls, theta: np.ndarray) -> EmbeddingDimLaw:
-        return cls(C=float(np.exp(theta[0])), gamma=float(theta[1]), delta=float(np.exp(theta[2])))
-
-    @staticmethod
-    def _log_predict(theta: np.ndarray, log_x: np.ndarray, _unused: np.ndarray | None = None):
-        return _power_plus_floor(theta[0], theta[1], theta[2], log_x)
-
-    def _filled_formula(self) -> str:
-        return f"L(d) = ({self.C:.4g}/d)^{self.gamma:.4g} + {self.delta:.4g}"
+def _additive_inverse(rest: np.ndarray, coef: float, exponent: float) -> float | np.ndarray:
+    """Solve ``coef / x^exponent = rest`` for x: ``(coef / rest)^(1/exponent)``; inf if rest <= 0."""
+    safe = np.where(rest > 0, rest, 1.0)
+    return _out(np.where(rest > 0, (coef / safe) ** (1.0 / exponent), np.inf))
 
 
 @dataclass(frozen=True)
-class ModelDimLaw(_Law):
+class ModelDimLaw(_TwoAxisLaw):
     """Joint law of model size and embedding dimension, in the paper's joint form::
 
         L(N, d) = [(A/N)^(alpha/gamma) + C/d]^gamma + delta
@@ -465,11 +468,11 @@ class ModelDimLaw(_Law):
 
     param_names: ClassVar[tuple[str, ...]] = ("A", "C", "alpha", "gamma", "delta")
     formula: ClassVar[str] = "L(N, d) = [(A/N)^(alpha/gamma) + C/d]^gamma + delta"
+    axes: ClassVar[tuple[str, str]] = ("N", "d")
 
     def predict(self, N, d) -> float | np.ndarray:
         """Predicted loss; ``N`` and ``d`` broadcast against each other (any shapes, > 0)."""
-        n, x = np.broadcast_arrays(positive_values("N", N), positive_values("d", d))
-        return _out(np.exp(self._log_predict(self._theta(), np.log(n), np.log(x))[0]))
+        return self._predict(N, d)
 
     def at_infinite_dim(self) -> ModelSizeLaw:
         """The model-size law this law tends to as d -> inf."""
@@ -478,16 +481,6 @@ class ModelDimLaw(_Law):
     def at_infinite_model(self) -> EmbeddingDimLaw:
         """The dimension law this law tends to as N -> inf."""
         return EmbeddingDimLaw(C=self.C, gamma=self.gamma, delta=self.delta)
-
-    def _theta(self) -> np.ndarray:
-        return np.array(
-            [np.log(self.A), np.log(self.C), self.alpha, self.gamma, np.log(self.delta)]
-        )
-
-    @classmethod
-    def _from_theta(cls, theta: np.ndarray) -> ModelDimLaw:
-        a, c, alpha, gamma, e = (float(v) for v in theta)
-        return cls(A=np.exp(a), C=np.exp(c), alpha=alpha, gamma=gamma, delta=np.exp(e))
 
     # the same algebra as the paper's L(N, D), with (C, gamma, d) in place of (B, beta, D)
     _log_predict = staticmethod(JointLaw._log_predict)

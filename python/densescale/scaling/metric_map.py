@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import least_squares
 
-from ._checks import choice, nonneg_int, positive_number, same_length
+from ._checks import choice, coverage, nonneg_int, same_length
 from .fitting import FitError
 
 DEFAULT_MAP_BOOT = 200
@@ -240,9 +240,7 @@ def fit_metric_map(
     same_length(ce=x, values=y)
     nonneg_int("n_boot", n_boot)
     nonneg_int("seed", seed)
-    level = positive_number("ci_level", ci_level)
-    if not level < 1:
-        raise ValueError(f"ci_level must be in (0, 1), got {ci_level!r}")
+    ci = coverage("ci_level", ci_level)
     if len(x) < 3:
         raise ValueError(f"a CE-to-{metric} map needs at least 3 cells, got {len(x)}")
     if len(np.unique(x)) < 2:
@@ -284,5 +282,5 @@ def fit_metric_map(
         loo_rmse=loo,
         grid=grid,
         boot_curves=boot,
-        ci_level=level,
+        ci_level=ci,
     )

@@ -17,11 +17,18 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-PRESETS = ("demo", "cpu-paper", "medquad", "medquad-finetune", "msmarco-paper")
+PRESETS = (
+    "demo",
+    "cpu-paper",
+    "medquad",
+    "medquad-sources",
+    "medquad-finetune",
+    "msmarco-paper",
+)
 COLLECTION_KINDS = ("synthetic", "beir", "msmarco", "irds")
-SOURCES = ("human", "ict", "crop", "doc2query")
 DESIGNS = ("full", "cross")
 EXECUTORS = ("local", "submitit")
+RESULTS = "results.jsonl"
 
 
 def _check_keys(table: dict, known: set[str], where: str) -> None:
@@ -77,6 +84,23 @@ class StudyConfig:
     eval: dict = field(default_factory=dict)
     executor: dict = field(default_factory=dict)
     estimate_gpu_hours: float = 0.0
+
+    def paths(self) -> dict[str, Path]:
+        """Where the parts of the study folder live (the collection and tokenizer may be outside
+        it when the study file names them)."""
+        out, col = self.output, self.collection
+        return {
+            "out": out,
+            "collection": Path(col["path"]) if col.get("path") else out / "collection",
+            "tokenizer": Path(self.tokenizer["path"])
+            if self.tokenizer.get("path")
+            else out / "tokenizer",
+            "results": out / RESULTS,
+            "cells": out / "cells",
+            "report": out / "report",
+            "splits": out / "splits",
+            "cache": out / "cache",
+        }
 
     def cells(self) -> list[Cell]:
         """The grid, largest models and data sizes first so the slowest cells start early.
@@ -185,6 +209,8 @@ def parse_study(raw: dict) -> StudyConfig:
             "qrels_dev",
             "qrels_test",
             "doc2query_model",
+            "llm_model",
+            "llm_prompt",
         },
         "collection",
     )
@@ -207,10 +233,21 @@ def parse_study(raw: dict) -> StudyConfig:
         raise ValueError(f"grid.data_sizes must be positive integers, got {list(sizes)}")
     if len(set(sizes)) != len(sizes):
         raise ValueError(f"grid.data_sizes has duplicates: {list(sizes)}")
+    from densescale.data.annotations import parse_source
+
     sources = tuple(grid.get("sources", ("human",)))
+    if len(set(sources)) != len(sources):
+        raise ValueError(f"grid.sources has duplicates: {list(sources)}")
     for s in sources:
-        if s not in SOURCES:
-            raise ValueError(f"grid.sources entries must be in {SOURCES}, got {s!r}")
+        try:
+            kind, _ = parse_source(s)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"grid.sources entries: {e}") from None
+        key = {"doc2query": "doc2query_model", "llm": "llm_model"}.get(kind)
+        if key and not col.get(key):
+            raise ValueError(
+                f"grid.sources lists {s!r}: set collection.{key} to a local model folder"
+            )
     design = grid.get("design", "full")
     if design not in DESIGNS:
         raise ValueError(f"grid.design must be one of {DESIGNS}, got {design!r}")
@@ -271,12 +308,34 @@ def parse_study(raw: dict) -> StudyConfig:
             "max_queries",
             "corpus_limit",
             "batch_size",
+            "relevance_level",
         },
         "eval",
     )
-    for key in ("k", "num_negatives", "repeats"):
-        if key in ev and ev[key] < 1:
-            raise ValueError(f"eval.{key} must be >= 1, got {ev[key]}")
+    for key in (
+        "k",
+        "num_negatives",
+        "repeats",
+        "batch_size",
+        "max_queries",
+        "corpus_limit",
+        "relevance_level",
+    ):
+        least = 0 if key in ("max_queries", "corpus_limit") else 1  # 0: no cap
+        v = ev.get(key, least)
+        if not isinstance(v, int) or isinstance(v, bool) or v < least:
+            raise ValueError(f"eval.{key} must be an integer >= {least}, got {v!r}")
+    pool = ev.get("pool_size")
+    if pool is not None and pool != 0:
+        if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
+            raise ValueError(f"eval.pool_size must be a positive integer, got {pool!r}")
+        if pool < ev.get("num_negatives", 256):
+            raise ValueError(
+                f"eval.pool_size={pool} is smaller than eval.num_negatives="
+                f"{ev.get('num_negatives', 256)} (each pair draws that many distinct negatives)"
+            )
+    if not isinstance(ev.get("split", "test"), str):
+        raise TypeError(f"eval.split must be a split name, got {ev['split']!r}")
 
     ex = dict(raw.get("executor", {}))
     _check_keys(ex, {"kind", "workers", "threads_per_worker", "submitit"}, "executor")
@@ -306,3 +365,30 @@ def parse_study(raw: dict) -> StudyConfig:
         executor=ex,
         estimate_gpu_hours=float(raw.get("estimate_gpu_hours", 0.0)),
     )
+
+
+def estimate_gpu_hours(
+    study: StudyConfig, *, corpus_size: int | None = None, flops_per_second: float = 0.4 * 989e12
+) -> float:
+    """Rough compute of a study in H100-hours: training ~ 6 * N * tokens seen (queries, positives
+    and the shared negatives of every step), evaluation ~ 2 * N * corpus tokens per cell, at 40% of
+    the bf16 datasheet peak. Used to warn before a study that needs a cluster."""
+    from densescale.models import resolve_model
+
+    cfg = study.train
+    if corpus_size is None:
+        corpus_size = 8_841_823 if study.collection["kind"] == "msmarco" else 100_000
+    total = 0.0
+    for cell in study.cells():
+        shape = resolve_model(cell.model).shape()
+        if shape is None:
+            continue  # a hub checkpoint of unknown shape: not counted
+        n = shape.non_embedding_params(cell.out_dim)
+        steps = study.steps_for(cell.data_size)
+        tokens = steps * (
+            cfg.batch_size
+            * (cfg.query_max_length + cfg.passage_max_length * (1 + cfg.group_negatives))
+            + cfg.num_negatives * cfg.passage_max_length
+        )
+        total += 6 * n * tokens + 2 * n * corpus_size * cfg.passage_max_length
+    return total / flops_per_second / 3600

@@ -29,7 +29,10 @@ class TrainConfig:
     safety cap (``patience = 0``: always run to the cap). With ``plateau_decays = n`` the first n
     plateaus multiply the learning rate by ``plateau_factor`` and training goes on (as
     ReduceLROnPlateau does); the n+1-th stops it, so a noisy dev curve at a high rate is not
-    mistaken for convergence. ``negatives_from`` is where random
+    mistaken for convergence. A run stopped by patience whose best dev CE came at one of its first
+    ``early_peak_evals`` evaluations has *peaked early* (it learnt little, then dev CE rose), and
+    one whose last dev CE is at or above chance, ln(K+1), is *memorising*: neither counts as
+    converged (``TrainResult.convergence``). ``negatives_from`` is where random
     negatives are drawn from, the study's pool (``"non-eval"``: corpus minus dev and test
     positives) or the whole ``"corpus"`` (the authors' choice; under it, the test positives are
     pushed down as negatives while training, and a model from scratch learns "was a training
@@ -57,6 +60,7 @@ class TrainConfig:
     dev_repeats: int = 2
     patience: int = 0
     min_delta: float = 0.0
+    early_peak_evals: int = 2
     plateau_decays: int = 0
     plateau_factor: float = 0.3
     log_every: int = 10
@@ -92,6 +96,7 @@ class TrainConfig:
             "group_negatives",
             "warmup_steps",
             "patience",
+            "early_peak_evals",
             "dev_pairs",
             "dev_pool",
         ):

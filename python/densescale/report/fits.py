@@ -10,310 +10,74 @@ and across dimensions the dimension law ``L(d)`` for every (N, D) with >= 3 valu
 joint ``L(N, d)`` at the D with the most cells. Each fit comes with bootstrap intervals, R^2 and
 (where enough points remain) a forecast check: the law refitted without the largest size (or
 two), asked to forecast the held-out cells with intervals. A fit that cannot run is recorded with
-the reason (too few points, or the FitError message) instead of stopping the report.
+the reason (too few points, bad input) instead of stopping the report; a fit that raised a
+FitError with its best law (a parameter on a bound) keeps that law for the record.
+
+Every law is then judged by :func:`densescale.scaling.check_law` against ``checks``
+(:class:`~densescale.scaling.LawChecks`: R^2, no parameter on a bound, points per parameter,
+interval widths, the forecast check; SPEC 7): each :class:`FitOutcome` carries its verdict, and
+budget answers, predictions and drawn curves come only from usable laws, else the reason.
 
 Cells near chance (CE >= 0.9 ln(K+1)) never enter a fit; unconverged cells stay out unless
 ``include_unconverged``; each exclusion is listed. Over every cell of the study, a map from CE
 to each ranking metric (:class:`~densescale.scaling.MetricMap`) is fitted too.
-Records are described in :mod:`densescale.scaling.records`; the report that shows these fits is
-written by :mod:`densescale.scaling.summary` (figures: :mod:`densescale.scaling.plots`).
+Records are described in :mod:`densescale.report.records`, the results in
+:mod:`densescale.report.outcomes`; the fits themselves are the pure functions of
+:mod:`densescale.scaling`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 
-from ._checks import nonneg_int, positive_number
-from .budget import Allocation, CostModel, optimal_allocation
-from .fitting import (
-    DEFAULT_N_BOOT,
+from densescale.scaling import (
+    CostModel,
     FitError,
-    ForecastCheck,
+    LawChecks,
+    MetricMap,
+    check_law,
     fit_data_law,
     fit_dim_law,
     fit_joint_law,
+    fit_metric_map,
     fit_model_dim_law,
     fit_model_law,
     forecast_check,
+    optimal_allocation,
 )
-from .laws import ChinchillaLaw, JointLaw, Law
-from .metric_map import MetricMap, fit_metric_map
+from densescale.scaling._checks import nonneg_int, positive_number
+from densescale.scaling.fitting import DEFAULT_N_BOOT
+
+from .exchange import study_exchange
+from .outcomes import FitOutcome, SourceFits
 from .records import cells_of, check_records, exclusion_reasons
+from .yardsticks import YardstickOptions, source_yardsticks
 
 # where the budget answer is searched, relative to the sizes measured: the laws are fitted there
 # and extrapolating them by more than ~3 decades is not something a report should recommend
 _SEARCH_DECADES_BELOW = 1.0
 _SEARCH_DECADES_ABOVE = 3.0
-# the ranking metrics every CE is also shown in (when the records carry them)
-QUOTED_METRICS = ("mrr@10", "ndcg@10")
-
-_LABELS = {
-    "model": "model-size",
-    "data": "data-size",
-    "joint": "joint",
-    "chinchilla": "additive joint",
-    "dim": "dimension",
-    "model_dim": "model-dimension",
-}
 
 
-@dataclass(frozen=True, eq=False)  # holds arrays: identity equality
-class FitOutcome:
-    """One attempted fit.
-
-    Attributes:
-        kind: "model" (L(N) at fixed D, d), "data" (L(D) at fixed N, d), "joint" or
-            "chinchilla" (L(N, D) at fixed d), "dim" (L(d) at fixed N, D) or "model_dim"
-            (L(N, d) at fixed D).
-        fixed: the fixed coordinates, e.g. {"D": 10000, "d": 768} for a model-size fit ("d" only
-            when the records give it).
-        n_points: distinct points available.
-        law: the fitted law, or None.
-        error: "" when fitted; otherwise why not (too few points, FitError message).
-        extrapolation: the forecast check (fitted without the largest sizes), or None.
-        extrapolation_note: why there is no check ("" when there is one).
-        caveat: set when the law shown is a boundary fit: the only FitError was an irreducible
-            term pinned at its lower bound (no floor visible over the measured range), so the
-            best fit is kept, as a pure power law, with this warning instead of being dropped.
-        excluded: one note per cell of this slice left out of the fit (near chance, not
-            converged), with the reason.
-    """
-
-    kind: str
-    fixed: dict
-    n_points: int
-    law: Law | None = None
-    error: str = ""
-    extrapolation: ForecastCheck | None = None
-    extrapolation_note: str = ""
-    caveat: str = ""
-    excluded: tuple[str, ...] = ()
-
-    @property
-    def forecast(self) -> ForecastCheck | None:
-        """The forecast check (same as ``extrapolation``)."""
-        return self.extrapolation
-
-    @property
-    def label(self) -> str:
-        """E.g. "model-size law at D = 10,000, d = 768"."""
-        where = ", ".join(f"{k} = {v:,}" for k, v in self.fixed.items())
-        return f"{_LABELS.get(self.kind, self.kind)} law" + (f" at {where}" if where else "")
-
-    def forecast_line(self) -> str:
-        """One line: the forecast check, or why there is none."""
-        if self.extrapolation is not None:
-            return self.extrapolation.describe()
-        return f"forecast: n/a ({self.extrapolation_note or 'not fitted'})"
-
-    def excluded_line(self) -> str:
-        """One line: how many cells were left out and why ("" when none)."""
-        if not self.excluded:
-            return ""
-        reasons: dict[str, int] = {}
-        for note in self.excluded:
-            for reason in note.split(": ", 1)[-1].split("; "):
-                key = reason.split(" (", 1)[0]
-                reasons[key] = reasons.get(key, 0) + 1
-        why = ", ".join(f"{v} {k}" for k, v in reasons.items())
-        return f"{len(self.excluded)} cell(s) left out: {why}"
-
-
-@dataclass(frozen=True, eq=False)  # holds arrays: identity equality
-class SourceFits:
-    """Everything fitted for one annotation source.
-
-    Attributes:
-        source: annotation source name.
-        N, D, ce: (m,) the averaged cells that entered the fits; ``runs``: (m,) records per cell;
-            ``dims``: (m,) their embedding dimension (NaN where the records give none).
-        models: N -> model name (first seen).
-        metrics: every cell of the source (fitted or not), as dicts: model, checkpoint, N, D, d,
-            runs, ce, metrics, chance_ce, oracle_ce, converged, near_chance, flags, seen_bias,
-            and ``excluded`` (the reasons it was left out, [] when fitted).
-        model_fits: one :class:`FitOutcome` per (D, d); data_fits: one per (N, d);
-            dim_fits: one per (N, D) with >= 2 dimensions.
-        joint, chinchilla: the joint fits of N and D (paper form, additive form).
-        model_dim: the joint fit of N and d.
-        allocation, allocation_no_inference: the budget answer with and without inference cost,
-            or None; ``budget_note`` says why not or what was assumed.
-        allocation_dim: the (N, d) answer under the memory budget ``memory_budget`` (bytes).
-        excluded: one note per cell left out of every fit, with the reason.
-        metric_maps: metric -> the CE-to-metric map over every cell of the study.
-        chance_ce, oracle_ce: the yardsticks of the source's records (None when unknown).
-    """
-
-    source: str
-    N: np.ndarray
-    D: np.ndarray
-    ce: np.ndarray
-    runs: np.ndarray
-    models: dict
-    metrics: list
-    model_fits: list
-    data_fits: list
-    joint: FitOutcome
-    chinchilla: FitOutcome
-    allocation: Allocation | None = None
-    allocation_no_inference: Allocation | None = None
-    budget: float | None = None
-    budget_note: str = ""
-    search_box: dict = field(default_factory=dict)
-    dims: np.ndarray | None = None
-    dim_fits: list = field(default_factory=list)
-    model_dim: FitOutcome | None = None
-    allocation_dim: Allocation | None = None
-    memory_budget: float | None = None
-    memory_note: str = ""
-    excluded: list = field(default_factory=list)
-    metric_maps: dict = field(default_factory=dict)
-    chance_ce: float | None = None
-    oracle_ce: float | None = None
-    include_unconverged: bool = False
-
-    @property
-    def main_dim(self) -> int | None:
-        """The embedding dimension of the N-D laws (the joint fits' d), None when unknown."""
-        return self.joint.fixed.get("d")
-
-    @property
-    def main_mask(self) -> np.ndarray:
-        """(m,) bool: the fitted cells at :attr:`main_dim` (all of them when d is unknown)."""
-        if self.main_dim is None or self.dims is None:
-            return np.ones(len(self.ce), dtype=bool)
-        return self.dims == self.main_dim
-
-    @property
-    def cells(self) -> list:
-        """Every cell of the source (same as ``metrics``)."""
-        return self.metrics
-
-    def describe(self) -> str:
-        """A few lines for a terminal: the joint law, the model-size law at the largest D, the
-        data-size and dimension laws, each with its forecast check and the cells left out, and
-        the budget answer (what fitted of those)."""
-        fitted = any(o.law is not None for o in self.all_outcomes)
-        head = f"[{self.source}] {len(self.ce)} cells " + (
-            "fitted" if fitted else "(no law fitted)"
-        )
-        if self.excluded:
-            head += f", {len(self.excluded)} left out"
-        if self.chance_ce is not None:
-            head += f" (chance ln(K+1) = {self.chance_ce:.4g} nats)"
-        lines = [head]
-
-        def add(o: FitOutcome, label: str) -> None:
-            text = o.law.describe() if o.law is not None else o.error
-            lines.append(f"  {label}: {text}" + (f" [{o.caveat}]" if o.caveat else ""))
-            if o.law is not None:
-                lines.append(f"      {o.forecast_line()}")
-            if o.excluded:
-                lines.append(f"      {o.excluded_line()}")
-
-        joint = self.joint if self.joint.law is not None or self.chinchilla.law is None else None
-        add(joint or self.chinchilla, "joint" if joint else "additive joint")
-        for label, outcomes, key in (
-            ("model-size", self.model_fits, "D"),
-            ("data-size", self.data_fits, "N"),
-            ("dimension", self.dim_fits, "N"),
-        ):
-            fitted = [o for o in outcomes if o.law is not None]
-            if fitted:
-                o = max(fitted, key=lambda o: (o.fixed[key], o.n_points))
-                where = ", ".join(f"{k} = {v:,}" for k, v in o.fixed.items())
-                add(o, f"{label} at {where}")
-            elif outcomes or label != "dimension":
-                why = next((o.error for o in outcomes if o.error), None)
-                lines.append(f"  {label}: no fit" + (f" ({why})" if why else ""))
-        if self.model_dim is not None and self.model_dim.law is not None:
-            add(self.model_dim, "model-dimension")
-        a = self.allocation
-        if a is not None:
-            lines.append(
-                f"  budget ${a.budget:,.0f}: N = {a.N:.3g}, D = {a.D:.3g}, predicted CE "
-                f"{a.loss:.4f}{self._metric_text(a.loss)} (with inference cost)"
-            )
-        if self.allocation_dim is not None:
-            b = self.allocation_dim
-            lines.append(
-                f"  memory {b.memory_budget / 1e9:.3g} GB: N = {b.N:.3g}, d = {b.d:.0f}, "
-                f"predicted CE {b.loss:.4f}{self._metric_text(b.loss)}"
-            )
-        return "\n".join(lines)
-
-    def _metric_text(self, ce: float) -> str:
-        m = self.metric_maps.get("mrr@10")
-        if m is None:
-            return ""
-        v, lo, hi = m.interval(ce)
-        band = f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else ""
-        return f", MRR@10 ~ {v:.3f}{band}"
-
-    def in_metrics(
-        self, ce: float, ce_lo: float | None = None, ce_hi: float | None = None
-    ) -> dict[str, tuple[float, float, float]]:
-        """A CE (with its interval) in each quoted ranking metric: metric -> (value, lo, hi),
-        through the study's CE-to-metric maps; lo/hi are NaN without a bootstrap."""
-        return {
-            k: self.metric_maps[k].interval(ce, ce_lo, ce_hi)
-            for k in QUOTED_METRICS
-            if k in self.metric_maps
-        }
-
-    @property
-    def budget_law(self) -> JointLaw | ChinchillaLaw | None:
-        """The joint law the budget answer uses: the paper's form, else the additive one."""
-        for outcome in (self.joint, self.chinchilla):
-            if outcome.law is not None:
-                return outcome.law
-        return None
-
-    @property
-    def all_outcomes(self) -> list[FitOutcome]:
-        """Every attempted fit, in report order."""
-        extra = [self.model_dim] if self.model_dim is not None else []
-        return [
-            *self.model_fits,
-            *self.data_fits,
-            self.joint,
-            self.chinchilla,
-            *self.dim_fits,
-            *extra,
-        ]
-
-
-# ----------------------------------------------------------------------------- fitting
-
-
-def _floor_only(exc: FitError) -> bool:
-    """True when the fit converged and its only bound hit is delta at the lower bound."""
-    hits = exc.reason.split(": ", 1)[-1].split("; ")
-    return (
-        exc.law is not None
-        and "sits on a bound" in exc.reason
-        and len(hits) == 1
-        and hits[0].startswith("log delta")
-        and "lower bound" in hits[0]
-    )
+_FIT_ERROR = "FitError: "
 
 
 def _try_fit(kind: str, fixed: dict, n_points: int, fit, check, excluded=()) -> FitOutcome:
+    """Fit one law and its forecast check. A FitError that carries its best law (a parameter
+    on a bound, no convergence) keeps that law for the record, with the error as ``caveat``:
+    :func:`_judged` then marks it not usable."""
     excluded = tuple(excluded)
     try:
         law = fit()
     except FitError as exc:
-        if not _floor_only(exc):
+        if exc.law is None:
             return FitOutcome(kind, fixed, n_points, error=f"not fitted: {exc}", excluded=excluded)
-        caveat = (
-            "delta at its lower bound: no irreducible loss visible over this range, shown "
-            "as a pure power law (no bootstrap intervals)"
-        )
-        return FitOutcome(
-            kind, fixed, n_points, exc.law, "", None, "boundary fit", caveat, excluded
-        )
+        note = "the fit itself failed its checks"
+        caveat = _FIT_ERROR + exc.reason
+        return FitOutcome(kind, fixed, n_points, exc.law, "", None, note, caveat, excluded)
     except ValueError as exc:
         return FitOutcome(kind, fixed, n_points, error=f"not fitted: {exc}", excluded=excluded)
     try:
@@ -323,6 +87,15 @@ def _try_fit(kind: str, fixed: dict, n_points: int, fit, check, excluded=()) -> 
     except FitError as exc:
         extrapolation, note = None, f"fit without the largest size failed: {exc}"
     return FitOutcome(kind, fixed, n_points, law, "", extrapolation, note, "", excluded)
+
+
+def _judged(o: FitOutcome | None, checks: LawChecks) -> FitOutcome | None:
+    """``o`` with the verdict of :func:`~densescale.scaling.check_law` on its law (SPEC 7)."""
+    if o is None or o.law is None:
+        return o
+    fit_error = o.caveat[len(_FIT_ERROR) :] if o.caveat.startswith(_FIT_ERROR) else ""
+    verdict = check_law(o.law, checks, forecast=o.extrapolation, fit_error=fit_error)
+    return replace(o, usability=verdict)
 
 
 def _n_holdout(n_values: int) -> int:
@@ -390,26 +163,15 @@ def _joint_fits(cells: dict, opts, excluded) -> tuple[FitOutcome, FitOutcome]:
     out = {}
     for form in ("paper", "chinchilla"):
         kind = "joint" if form == "paper" else "chinchilla"
-        n_n, n_d = len(np.unique(N)), len(np.unique(D))
-        if len(ce) < 5 or n_n < 2 or n_d < 2:
-            out[kind] = FitOutcome(
-                kind,
-                fixed,
-                len(ce),
-                error=(
-                    f"skipped: {len(ce)} cells over {n_n} N x {n_d} D; need >= 5 cells, >= 2 of "
-                    "each"
-                ),
-                excluded=notes,
-            )
-            continue
-        out[kind] = _try_fit(
+        out[kind] = _two_axis_fit(
             kind,
             fixed,
-            len(ce),
+            notes,
+            {"N": N, "D": D},
+            ce,
             lambda form=form: fit_joint_law(N, D, ce, form=form, **opts),
             lambda form=form: forecast_check(ce, N=N, D=D, holdout="N", form=form, **opts),
-            notes,
+            need="need >= 5 cells, >= 2 of each",
         )
     return out["joint"], out["chinchilla"]
 
@@ -427,23 +189,26 @@ def _model_dim_fit(cells: dict, opts, excluded) -> FitOutcome | None:
     N, dim, ce = cells["N"][sel], cells["dim"][sel], cells["ce"][sel]
     fixed = {"D": int(best)}
     notes = tuple(note for coords, note in excluded if coords["D"] == best)
-    n_n, n_d = len(np.unique(N)), len(np.unique(dim))
-    if len(ce) < 5 or n_n < 2 or n_d < 2:
-        return FitOutcome(
-            "model_dim",
-            fixed,
-            len(ce),
-            error=f"skipped: {len(ce)} cells over {n_n} N x {n_d} d; need >= 5, >= 2 of each",
-            excluded=notes,
-        )
-    return _try_fit(
+    return _two_axis_fit(
         "model_dim",
         fixed,
-        len(ce),
+        notes,
+        {"N": N, "d": dim},
+        ce,
         lambda: fit_model_dim_law(N, dim, ce, D=best, **opts),
         lambda: forecast_check(ce, N=N, d=dim, holdout="N", **opts),
-        notes,
+        need="need >= 5, >= 2 of each",
     )
+
+
+def _two_axis_fit(kind, fixed, notes, sizes: dict, ce, fit, check, *, need: str) -> FitOutcome:
+    """A law of two sizes over one slice, or why it was skipped (< 5 cells, < 2 of a size)."""
+    distinct = {k: len(np.unique(v)) for k, v in sizes.items()}
+    if len(ce) < 5 or min(distinct.values()) < 2:
+        over = " x ".join(f"{n} {k}" for k, n in distinct.items())
+        error = f"skipped: {len(ce)} cells over {over}; {need}"
+        return FitOutcome(kind, fixed, len(ce), error=error, excluded=notes)
+    return _try_fit(kind, fixed, len(ce), fit, check, notes)
 
 
 def _as_arrays(cells: list[dict]) -> dict:
@@ -457,7 +222,10 @@ def _as_arrays(cells: list[dict]) -> dict:
     }
 
 
-def _fit_source(source, recs, n_boot, seed, cost, budget, memory_budget, include_unconverged):
+def _fit_source(
+    source, recs, n_boot, seed, cost, budget, memory_budget, include_unconverged, checks=None
+):
+    checks = LawChecks() if checks is None else checks
     kept, left_out = [], {}
     for r in recs:
         reasons = exclusion_reasons(r, include_unconverged=include_unconverged)
@@ -486,6 +254,11 @@ def _fit_source(source, recs, n_boot, seed, cost, budget, memory_budget, include
     dim_fits = _per_slice_fits("dim", cells, ("model", "D"), opts, excluded)
     joint, chinchilla = _joint_fits(cells, opts, excluded)
     model_dim = _model_dim_fit(cells, opts, excluded)
+    # SPEC 7: every law is judged before anything answers from it
+    model_fits, data_fits, dim_fits = (
+        [_judged(o, checks) for o in group] for group in (model_fits, data_fits, dim_fits)
+    )
+    joint, chinchilla, model_dim = (_judged(o, checks) for o in (joint, chinchilla, model_dim))
     chance = [c["chance_ce"] for c in every if c["chance_ce"] is not None]
     oracle = [c["oracle_ce"] for c in every if c["oracle_ce"] is not None]
     fits = SourceFits(
@@ -507,25 +280,26 @@ def _fit_source(source, recs, n_boot, seed, cost, budget, memory_budget, include
         chance_ce=float(np.max(chance)) if chance else None,
         oracle_ce=float(np.mean(oracle)) if oracle else None,
         include_unconverged=include_unconverged,
+        checks=checks,
+        cost=cost,
     )
     fits = _with_budget(fits, cost, budget)
     return _with_memory_budget(fits, cost, budget, memory_budget)
 
 
+def _search_range(sizes: np.ndarray) -> tuple[float, float]:
+    """Where a budget answer may put a size: the measured range, widened by the decades above."""
+    return (
+        float(sizes.min() / 10**_SEARCH_DECADES_BELOW),
+        float(sizes.max() * 10**_SEARCH_DECADES_ABOVE),
+    )
+
+
 def _with_budget(fits: SourceFits, cost: CostModel, budget: float | None) -> SourceFits:
     law = fits.budget_law
     if law is None:
-        return replace(fits, budget_note="no joint law could be fitted, so no budget answer")
-    box = {
-        "N_bounds": (
-            float(fits.N.min() / 10**_SEARCH_DECADES_BELOW),
-            float(fits.N.max() * 10**_SEARCH_DECADES_ABOVE),
-        ),
-        "D_bounds": (
-            float(fits.D.min() / 10**_SEARCH_DECADES_BELOW),
-            float(fits.D.max() * 10**_SEARCH_DECADES_ABOVE),
-        ),
-    }
+        return replace(fits, budget_note=_no_law_note(fits.joint, fits.chinchilla, "budget"))
+    box = {"N_bounds": _search_range(fits.N), "D_bounds": _search_range(fits.D)}
     note = ""
     if budget is None:
         # the question a study answers first: what would the money of its largest run buy?
@@ -546,10 +320,29 @@ def _with_budget(fits: SourceFits, cost: CostModel, budget: float | None) -> Sou
     )
 
 
+def _no_law_note(joint, chinchilla, what: str) -> str:
+    """Why there is no answer: the joint law's own reason (and the additive form's, if fitted)."""
+    if joint.law is None and (chinchilla is None or chinchilla.law is None):
+        return f"no {what} answer: no joint law could be fitted ({joint.error or 'not fitted'})"
+    note = f"no {what} answer: the joint law (paper form) is {_why(joint)}"
+    if chinchilla is not None and chinchilla.law is not None:
+        note += f"; the additive form is {_why(chinchilla)}"
+    return note
+
+
+def _why(o: FitOutcome) -> str:
+    if o.law is None:
+        return o.error or "not fitted"
+    return o.usability.line if o.usability is not None else "not checked"
+
+
 def _with_memory_budget(fits, cost, budget, memory_budget) -> SourceFits:
     o = fits.model_dim
     if o is None or o.law is None:
         return fits
+    if not o.usable:
+        note = f"no memory answer: the model-dimension law is {_why(o)}"
+        return replace(fits, memory_note=note)
     dims = fits.dims[np.isfinite(fits.dims)]
     note = ""
     if memory_budget is None:
@@ -565,15 +358,33 @@ def _with_memory_budget(fits, cost, budget, memory_budget) -> SourceFits:
             cost,
             None,
             memory_budget=memory_budget,
-            N_bounds=(
-                float(fits.N.min() / 10**_SEARCH_DECADES_BELOW),
-                float(fits.N.max() * 10**_SEARCH_DECADES_ABOVE),
-            ),
+            N_bounds=_search_range(fits.N),
             d_bounds=(float(dims.min() / 4), float(dims.max() * 4)),
         )
     except ValueError as exc:
         return replace(fits, memory_budget=memory_budget, memory_note=f"no answer: {exc}")
     return replace(fits, allocation_dim=answer, memory_budget=memory_budget, memory_note=note)
+
+
+def collection_cost(recs: list[dict], cost: CostModel | None) -> tuple[CostModel, dict]:
+    """The cost model of a study's budget answers and where each assumption came from.
+
+    A given ``cost`` is used as it is. Otherwise :class:`CostModel` defaults, with the corpus
+    size of the collection the cells were evaluated on when the records give it (``corpus_size``
+    or the evaluation's ``num_passages``): an index of 8.8M MS MARCO passages is not the cost of
+    serving a 50k-passage collection. Queries served stays an assumption, said so.
+    """
+    if cost is not None:
+        return cost, {"all": "given by the caller"}
+    sizes = [r["corpus_size"] for r in recs if r.get("corpus_size")]
+    queries = CostModel().queries_served
+    sources = {"queries_served": f"assumption: {queries:.3g} queries over the model's life"}
+    if sizes:
+        corpus = max(sizes)
+        sources["corpus_size"] = "from the records: the corpus the cells were evaluated on"
+        return CostModel(corpus_size=float(corpus)), sources
+    sources["corpus_size"] = "assumption: MS MARCO's size; the records give no corpus size"
+    return CostModel(), sources
 
 
 def fit_metric_maps(
@@ -608,12 +419,16 @@ def fit_study(
     seed: int = 0,
     include_unconverged: bool = False,
     memory_budget: float | None = None,
+    yardsticks: YardstickOptions | None = None,
+    checks: LawChecks | None = None,
 ) -> dict[str, SourceFits]:
     """Fit every law for every annotation source of ``records`` (see the module docstring).
 
     Args:
-        records: result records (see :mod:`densescale.scaling.records`).
-        cost: the cost model for the budget answer (default: ``CostModel()``, documented there).
+        records: result records (see :mod:`densescale.report.records`).
+        cost: the cost model for the budget answer (default: ``CostModel()``, documented there,
+            with ``corpus_size`` taken from the records' evaluated corpus when they give it;
+            ``SourceFits.cost_sources`` says where each value came from).
         budget: dollars (default: what the largest measured cell costs under ``cost``).
         n_boot, seed: bootstrap refits and seed of every fit (and of the forecast checks and the
             CE-to-metric maps).
@@ -621,9 +436,17 @@ def fit_study(
             Cells near chance are always left out.
         memory_budget: serving-memory bytes for the (N, d) answer when the study varies d
             (default: the largest index and encoder measured).
+        checks: the thresholds a law must pass before it answers anything (SPEC 7; default
+            :class:`~densescale.scaling.LawChecks`, documented there). Every outcome carries
+            its verdict (``usability``); budget answers, predictions and curves come only from
+            usable laws.
+        yardsticks: thresholds of the rank agreement of CE and the ranking metrics and of the
+            seed noise (default :class:`~densescale.report.yardsticks.YardstickOptions`).
 
     Returns:
-        source -> :class:`SourceFits`, sources in sorted order.
+        source -> :class:`SourceFits`, sources in sorted order; every source but ``human``
+        carries its exchange rate against ``human`` (``SourceFits.exchange``,
+        :mod:`densescale.report.exchange`) when the study has human annotations.
     """
     recs = check_records(records)
     if cost is not None and not isinstance(cost, CostModel):
@@ -638,7 +461,13 @@ def fit_study(
         )
     nonneg_int("n_boot", n_boot)
     nonneg_int("seed", seed)
-    cost = cost or CostModel()
+    if yardsticks is not None and not isinstance(yardsticks, YardstickOptions):
+        raise TypeError(
+            f"yardsticks must be a YardstickOptions or None, got {type(yardsticks).__name__}"
+        )
+    if checks is not None and not isinstance(checks, LawChecks):
+        raise TypeError(f"checks must be a LawChecks or None, got {type(checks).__name__}")
+    cost, cost_sources = collection_cost(recs, cost)
     maps = fit_metric_maps(recs, n_boot=n_boot, seed=seed)
     out = {}
     for source in sorted({r["source"] for r in recs}):
@@ -651,6 +480,18 @@ def fit_study(
             budget,
             memory_budget,
             include_unconverged,
+            checks,
         )
-        out[source] = replace(fits, metric_maps=maps)
+        fits = replace(fits, metric_maps=maps, cost_sources=cost_sources)
+        sticks = source_yardsticks(
+            fits,
+            [r for r in recs if r["source"] == source],
+            include_unconverged=include_unconverged,
+            options=yardsticks,
+            seed=seed,
+        )
+        out[source] = replace(fits, yardsticks=sticks)
+    # the third question: every source against human annotations, at one model size
+    for source, exchange in study_exchange(out, seed=seed).items():
+        out[source] = replace(out[source], exchange=exchange)
     return out

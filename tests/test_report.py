@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
+from densescale.report import fit_study, write_report
 from densescale.scaling import CostModel, JointLaw
-from densescale.scaling.report import fit_study, write_report
 
 TRUE = JointLaw(A=3.6e4, B=7.1e3, alpha=0.56, beta=1.31, delta=0.03)
 SHAPES = [(2, 128), (4, 256), (4, 512), (8, 512), (12, 768)]
@@ -78,9 +78,15 @@ def test_report_files_exist_and_are_linked(report):
     out, path, summary = report
     assert path == out / "summary.md"
     for name in ("human", "ict"):
-        for kind in ("loss_vs_N", "loss_vs_D", "residuals", "budget"):
+        for kind in ("loss_vs_N", "loss_vs_D", "residuals"):
             data = (out / f"{kind}_{name}.png").read_bytes()
             assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "budget_human.png").read_bytes()[:4] == b"\x89PNG"
+    # the ict joint law (9 cells, 5 parameters) leaves its floor unidentified (a delta interval
+    # spanning several decades): not usable, so no budget answer and no budget figure (SPEC 7)
+    assert not (out / "budget_ict.png").exists()
+    ict = summary.split("## Source `ict`", 1)[1].split("\n## ", 1)[0]
+    assert "no budget answer: the joint law (paper form) is not usable" in ict
     assert (out / "sources.png").exists() and (out / "fits.json").exists()
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     for link in re.findall(r"\]\(([^)]+)\)", summary):
@@ -173,3 +179,27 @@ def test_bad_options(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="out_dir"):
         write_report(records, tmp_path / "file")
+
+
+def test_dimension_law_of_one_encoder_whose_n_grows_with_its_head():
+    """N counts the projection (SPEC 1.2), so one encoder at four d has four N: the dimension
+    law must still see them as one slice (grouped by model), not four single points."""
+    recs = []
+    for d in (8, 16, 32, 128):
+        ce = (12.0 / d) ** 0.9 + 2.1
+        recs.append(
+            {
+                "model": "L1-H64",
+                "N": 50_000 + 65 * d,
+                "D": 8000,
+                "d": d,
+                "source": "human",
+                "ce": ce,
+                "metrics": {},
+                "converged": True,
+            }
+        )
+    fits = fit_study(recs, n_boot=0)["human"]
+    (o,) = [o for o in fits.dim_fits if o.law is not None]
+    assert o.n_points == 4 and o.fixed == {"N": 50_000 + 65 * 128, "D": 8000}
+    assert o.law.gamma == pytest.approx(0.9, rel=0.05)

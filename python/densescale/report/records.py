@@ -15,10 +15,14 @@ A record is one trained and evaluated grid cell of a study::
                    "top10_seen_fraction": ..., "corpus_seen_fraction": ...,
                    "decides_ranking": False},
      "checkpoint": "google/bert_uncased_L-4_H-256_A-4",   # or None (random init)
+     "num_passages": 8841823,       # the evaluated corpus (or "corpus_size"): the cost model's
+                                    # corpus size when the report is not given a cost model
      ...}   # further keys are ignored
 
 Records of the same (source, N, D, d) (e.g. several seeds) are averaged into one point before
-fitting, so repeated seeds never count as extra design points.
+fitting, so repeated seeds never count as extra design points. The other inputs of a report are
+checked here too: the oracle CE (:func:`check_oracle`) and the lexical baselines
+(:func:`check_baselines`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ._checks import positive_number
+from densescale.scaling._checks import positive_number
 
 NEAR_CHANCE_FRACTION = 0.9
 """A cell whose CE is at least this fraction of chance, ln(K+1), has not learned to rank."""
@@ -162,9 +166,25 @@ def check_records(records) -> list[dict]:
                 "near_chance": near,
                 "flags": flags,
                 "seen_bias": seen,
+                # ranking metrics clearly above a random ranking's (eval.chance.above_chance)
+                "metrics_above_chance": {
+                    str(k): bool(v) for k, v in (r.get("metrics_above_chance") or {}).items()
+                },
+                "corpus_size": _corpus_size(where, r),
             }
         )
     return out
+
+
+def _corpus_size(where: str, r: Mapping) -> int | None:
+    """The evaluated corpus of a record: ``corpus_size``, else the evaluation's ``num_passages``."""
+    key = "corpus_size" if r.get("corpus_size") is not None else "num_passages"
+    v = r.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 1:
+        raise ValueError(f"{where}[{key!r}] must be a positive number of passages, got {v!r}")
+    return int(v)
 
 
 def exclusion_reasons(record: Mapping, *, include_unconverged: bool = False) -> list[str]:
@@ -179,7 +199,16 @@ def exclusion_reasons(record: Mapping, *, include_unconverged: bool = False) -> 
         else:
             reasons.append("near chance (flagged by the study): it has not learned to rank")
     if record["converged"] is False and not include_unconverged:
-        reasons.append("not converged (stopped by the step cap, not by patience)")
+        flags = record.get("flags", ())
+        if "peaked_early" in flags:
+            why = "its best dev CE came at its first evaluations"
+        elif "memorising" in flags:
+            why = "memorising: dev CE ended above chance"
+        elif "above_chance" in flags:
+            why = "dev CE never went below chance"
+        else:
+            why = "stopped by the step cap, not by patience"
+        reasons.append(f"not converged ({why})")
     return reasons
 
 
@@ -235,9 +264,47 @@ def cells_of(records: list[dict], source: str | None = None) -> list[dict]:
                 "oracle_ce": float(np.mean(oracle)) if oracle else None,
                 "converged": all(known) if known else None,
                 "near_chance": any(r["near_chance"] for r in rs),
+                "metrics_signal": sorted(
+                    {m for r in rs for m, ok in r["metrics_above_chance"].items() if ok}
+                ),
                 "flags": list(dict.fromkeys(f for r in rs for f in r["flags"])),
                 "seen_bias": seen[0] if seen else None,
                 "decides_ranking": any(s["decides_ranking"] for s in seen),
             }
         )
     return cells
+
+
+def check_baselines(baselines) -> dict[str, dict]:
+    """Check reference rows such as ``{"BM25": {"metrics": {"mrr@10": 0.4}, "split": "test"}}``
+    and return clean copies (``{}`` for None)."""
+    if baselines is None:
+        return {}
+    if not isinstance(baselines, Mapping):
+        raise TypeError(
+            "baselines must be a dict like {'BM25': {'metrics': {'mrr@10': 0.4}, 'split': "
+            f"'test'}}, got {type(baselines).__name__}"
+        )
+    out = {}
+    for name, b in baselines.items():
+        where = f"baselines[{name!r}]"
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"baselines keys must be non-empty str, got {name!r}")
+        if not isinstance(b, Mapping):
+            raise TypeError(f"{where} must be a dict with 'metrics', got {type(b).__name__}")
+        metrics = b.get("metrics")
+        if not isinstance(metrics, Mapping):
+            raise TypeError(f"{where}['metrics'] must be a dict of numbers, got {metrics!r}")
+        clean = {}
+        for k, v in metrics.items():
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                raise TypeError(f"{where}['metrics'][{k!r}] must be a finite number, got {v!r}")
+            clean[str(k)] = float(v)
+        split = b.get("split")
+        if split is not None and not isinstance(split, str):
+            raise TypeError(f"{where}['split'] must be a str, got {split!r}")
+        corpus = b.get("corpus")
+        if corpus is not None and not isinstance(corpus, str):
+            raise TypeError(f"{where}['corpus'] must be a str describing it, got {corpus!r}")
+        out[name] = {"metrics": clean, "split": split, "corpus": corpus}
+    return out

@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from densescale.scaling import JointLaw, fit_study, plot_training_curves, write_report
+from densescale.report import fit_study, plot_training_curves, write_report
+from densescale.scaling import JointLaw
 
 TRUE = JointLaw(A=3.6e4, B=7.1e3, alpha=0.56, beta=1.31, delta=0.03)
 SIZES = [512_128, 3_422_208, 13_266_176, 25_875_712, 86_235_648]
@@ -278,3 +279,23 @@ def test_describe_says_why_a_law_was_not_fitted():
     ]
     text = fit_study(recs, n_boot=5)["human"].describe()
     assert "data-size: no fit (skipped: 2 data size(s), need 3)" in text
+
+
+def test_report_fitting_its_own_records_labels_fine_tuned_families_once(tmp_path):
+    # write_report without `fits` fits the records itself: the fine-tuned family keeps one label
+    path = write_report(make_records(), tmp_path / "rep", n_boot=0, seed=0)
+    names = [p.name for p in path.parent.iterdir()]
+    assert not [n for n in names if "fine-tuned_fine-tuned" in n], names
+    assert "fine-tuned) (fine-tuned" not in path.read_text()
+
+
+def test_near_chance_cell_with_ranking_signal_is_not_called_noise(tmp_path):
+    recs = make_records()
+    (fine,) = [r for r in recs if r["checkpoint"]]
+    path = write_report(recs, tmp_path / "noise", n_boot=0, seed=0)
+    assert "Its ranking metrics are noise" in path.read_text()
+    # the same CE, but MRR@10 is 3 standard errors above a random ranking's: signal
+    fine["metrics_above_chance"] = {"mrr@10": True, "ndcg@10": False}
+    text = write_report(recs, tmp_path / "signal", n_boot=0, seed=0).read_text()
+    assert "its mrr@10 are clearly above a random ranking's" in text
+    assert "Its ranking metrics are noise" not in text
