@@ -218,9 +218,9 @@ def run_provider(name, init_model, tok, pairs, corpus, cfg, doc_index, train_fns
 
 
 def _doc_index(pairs):
-    from densescale.train.trainer import _pair_doc_ids
+    from densescale.train.dev import pair_doc_ids
 
-    return _pair_doc_ids(pairs)
+    return pair_doc_ids(pairs)
 
 
 def pct(values: list[float], f: float) -> float:

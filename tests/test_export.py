@@ -15,13 +15,14 @@ import pytest
 import torch
 
 from densescale.eval.placement import place_on_law
-from densescale.models import build_encoder, encode_texts, train_tokenizer
-from densescale.models.export import (
-    export_sentence_transformers,
-    load_trained,
-    model_card,
-    select_cells,
+from densescale.models import (
+    build_encoder,
+    encode_texts,
+    num_non_embedding_params,
+    train_tokenizer,
 )
+from densescale.models.export import export_sentence_transformers, model_card
+from densescale.models.trained import load_trained, select_cells
 
 st_mod = pytest.importorskip("sentence_transformers")
 
@@ -235,8 +236,11 @@ def test_zero_shot_eval_of_an_exported_folder_and_an_unreachable_hub_id(tmp_path
     col = data.synthetic(
         tmp_path / "col", num_passages=300, num_train_queries=50, num_dev=20, num_test=30, seed=3
     )
-    model = build_encoder("L1-H32", tokenizer.vocab_size, out_dim=16)
+    # a norm_scale model: its export scales after normalising, so it is no [-1, 1] cosine model,
+    # and its fixed sqrt(s) x I layer is not counted in N
+    model = build_encoder("L1-H32", tokenizer.vocab_size, out_dim=16, norm_scale=20.0)
     tm = load_trained(_run_folder(tmp_path / "run", model, tokenizer.name_or_path))
+    assert tm.N == num_non_embedding_params(tm.model)
     export_sentence_transformers(tm, tmp_path / "st")
     out = tmp_path / "rec.json"
     r = _cli(
@@ -247,7 +251,18 @@ def test_zero_shot_eval_of_an_exported_folder_and_an_unreachable_hub_id(tmp_path
     rec = json.loads(out.read_text())
     assert rec["zero_shot"] and rec["N"] == tm.N and rec["chance_ce"] == pytest.approx(5.549, 1e-3)
     assert 0 < rec["ce"] < 20 and set(rec["metrics_chance"]) >= {"mrr@10", "ndcg@10"}
-    assert "random ranking" in r.stderr
+    assert "random ranking" in r.stderr and "scores by cosine" not in r.stderr
+    # [eval] max_queries / corpus_limit of a study file apply, as in the study's cells
+    conf = tmp_path / "eval.toml"
+    conf.write_text("[eval]\nmax_queries = 10\ncorpus_limit = 100\nnum_negatives = 32\n")
+    r = _cli(
+        "eval", "--collection", str(col), "--model", str(tmp_path / "st"), "-k", "20",
+        "--config", str(conf), "--bm25", "--out", str(out),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(out.read_text())
+    assert (rec["num_queries"], rec["num_passages"]) == (10, 100)
+    assert "evaluating 10 test queries over 100 of the 300 passages" in r.stderr
     r = _cli(
         "eval", "--collection", str(col), "--model", "nobody-xyz/no-such-model",
         env={"HF_HUB_OFFLINE": "1"},

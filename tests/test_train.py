@@ -162,7 +162,7 @@ def _same(a: dict, b: dict) -> None:
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_step_inputs_equal_tokenising_every_step(tiny_setup, side):
     from densescale.train.batching import StepBuilder
-    from densescale.train.trainer import _Batches, _pair_doc_ids
+    from densescale.train.trainer import _Batches, pair_doc_ids
 
     _, _, col, tok, pairs, _ = tiny_setup
     tok.padding_side = side
@@ -171,7 +171,7 @@ def test_step_inputs_equal_tokenising_every_step(tiny_setup, side):
             **{**TINY, "protocol": "inbatch", "group_negatives": 2, "passage_max_length": 20}
         )
         sampler = _Batches(len(pairs), len(col.corpus), cfg, 0, 1)
-        doc_index = _pair_doc_ids(pairs)
+        doc_index = pair_doc_ids(pairs)
         build = StepBuilder(
             sampler,
             tok,
@@ -201,7 +201,7 @@ def test_step_inputs_equal_tokenising_every_step(tiny_setup, side):
 def test_token_caches_are_shared_by_runs_on_equal_texts(tiny_setup):
     """A collection loaded again (new objects, same content) reuses the ids tokenised before."""
     from densescale.train.batching import StepBuilder
-    from densescale.train.trainer import _Batches, _pair_doc_ids
+    from densescale.train.trainer import _Batches, pair_doc_ids
 
     _, path, col, tok, pairs, _ = tiny_setup
     cfg = TrainConfig(**TINY)
@@ -214,7 +214,7 @@ def test_token_caches_are_shared_by_runs_on_equal_texts(tiny_setup):
                 tok,
                 run_pairs,
                 collection.corpus,
-                _pair_doc_ids(run_pairs),
+                pair_doc_ids(run_pairs),
                 query_max_length=cfg.query_max_length,
                 passage_max_length=cfg.passage_max_length,
             )
@@ -232,7 +232,7 @@ def test_token_caches_are_shared_by_runs_on_equal_texts(tiny_setup):
         tok,
         pairs,
         col.corpus,
-        _pair_doc_ids(pairs),
+        pair_doc_ids(pairs),
         query_max_length=cfg.query_max_length,
         passage_max_length=cfg.passage_max_length + 1,
     )
@@ -275,7 +275,7 @@ def test_prefetched_steps_equal_built_steps():
 def test_training_losses_match_per_step_tokenisation(tiny_setup, tmp_path):
     """train() (cached, prefetched ids) gives the losses of a loop that tokenises every step."""
     from densescale.losses import ContrastiveLoss
-    from densescale.train.trainer import _Batches, _pair_doc_ids
+    from densescale.train.trainer import _Batches, pair_doc_ids
 
     _, _, col, tok, pairs, _ = tiny_setup
     cfg = TrainConfig(**{**TINY, "max_steps": 5, "checkpoint_every": 100})
@@ -288,7 +288,7 @@ def test_training_losses_match_per_step_tokenisation(tiny_setup, tmp_path):
     ref = build_encoder("L1-H32", vocab_size=tok.vocab_size)
     ref.load_state_dict(init.state_dict())
     sampler = _Batches(len(pairs), len(col.corpus), cfg, 0, 1)
-    doc_index = _pair_doc_ids(pairs)
+    doc_index = pair_doc_ids(pairs)
     torch.manual_seed(cfg.seed)
     loss_fn = ContrastiveLoss(scale=cfg.scale, in_batch=False, backend=cfg.loss_backend)
     opt = torch.optim.AdamW(ref.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -165,6 +165,7 @@ def bm25_baseline(
     corpus_texts: Sequence[str] | None = None,
     *,
     relevance_level: int = 1,
+    query_ids: Sequence[str] | None = None,
     **params: Any,
 ) -> dict[str, Any]:
     """BM25's ranking metrics on one split of a collection: the reference row of a study report.
@@ -173,7 +174,8 @@ def bm25_baseline(
     of ``collection.qrels(split)``. corpus_ids, corpus_texts: the passages to rank (both or
     neither; default the whole ``collection.corpus``). k, params (``k1``, ``b``, ``method``,
     ``stopwords``, ``stemmer``, ...): as ``bm25_run``. metrics, relevance_level: as
-    ``ranking_metrics``, over every query of the split's qrels.
+    ``ranking_metrics``, over every query of the split's qrels (or of ``query_ids``, a sample of
+    them, as a study's ``eval.max_queries`` takes).
 
     Returns ``{"name": "BM25", "split", "metrics": {name: mean}, "num_queries", "corpus_size",
     "k", "seconds" (wall time of indexing + retrieval + scoring), "params": {...}, "library"}``.
@@ -189,6 +191,11 @@ def bm25_baseline(
                 f"collection must be a densescale Collection, got {type(collection).__name__}"
             )
     qrels: Mapping[str, Mapping[str, int]] = collection.qrels(split)
+    if query_ids is not None:
+        unknown_q = [q for q in query_ids if q not in qrels]
+        if unknown_q:
+            raise ValueError(f"query_ids must be queries of the {split} qrels, got {unknown_q[:3]}")
+        qrels = {q: qrels[q] for q in query_ids}
     if corpus_ids is None:
         corpus_ids, corpus_texts = collection.corpus.ids, collection.corpus
     qids = list(qrels)

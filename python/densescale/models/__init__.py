@@ -12,7 +12,7 @@ from .encoder import (
     num_non_embedding_params,
     save_encoder,
 )
-from .export import TrainedModel, export_sentence_transformers, load_trained, select_cells
+from .export import export_sentence_transformers
 from .sizes import (
     ALIASES,
     MINIATURES,
@@ -23,6 +23,7 @@ from .sizes import (
 )
 from .st_encoder import SentenceTransformerEncoder, load_sentence_transformer
 from .tokenizer import load_tokenizer, train_tokenizer
+from .trained import TrainedModel, load_trained, select_cells
 
 __all__ = [
     "ALIASES",

@@ -11,6 +11,7 @@ every model; a model whose similarity is cosine and that does not normalise gets
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class SentenceTransformerEncoder(nn.Module):
     """
 
     def __init__(self, st, name: str, score_scale: float = 0.0) -> None:
+        self.exported_n: int | None = None  # N recorded by densescale export
         super().__init__()
         if not float(score_scale) >= 0.0:
             raise ValueError(
@@ -47,7 +49,11 @@ class SentenceTransformerEncoder(nn.Module):
         self.score_scale = float(score_scale)
         first = st[0]
         max_len = getattr(st, "max_seq_length", None) or 512
-        dim = st.get_sentence_embedding_dimension()
+        # renamed in sentence-transformers 6 (get_embedding_dimension); 5 has the old name only
+        get_dim = (
+            getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
+        )
+        dim = get_dim()
         self.config = _Config(
             max_position=int(max_len), out_dim=int(dim), norm_scale=self.score_scale
         )
@@ -68,7 +74,11 @@ class SentenceTransformerEncoder(nn.Module):
         return str(getattr(self.st, "similarity_fn_name", "cosine") or "cosine")
 
     def non_embedding_params(self) -> int:
-        """N as SPEC 1.2 counts it: every parameter but the transformer's embedding layer."""
+        """N as SPEC 1.2 counts it: every parameter but the transformer's embedding layer. A
+        folder written by ``densescale export`` carries its N (``densescale.json``): its fixed
+        sqrt(s) x I scaling layer is not a trained parameter."""
+        if self.exported_n is not None:
+            return int(self.exported_n)
         auto = getattr(self.st[0], "auto_model", None)
         emb = getattr(auto, "embeddings", None)
         skip = {id(p) for p in emb.parameters()} if emb is not None else set()
@@ -85,8 +95,10 @@ class SentenceTransformerEncoder(nn.Module):
 
     @property
     def normalises(self) -> bool:
-        """Whether the model ends with a Normalize module (its dot product is a cosine)."""
-        return any(type(m).__name__ == "Normalize" for m in self.st)
+        """Whether the model's last module is a Normalize (its dot product is a cosine in
+        [-1, 1]; an exported ``norm_scale`` model scales after normalising and is not one)."""
+        modules = list(self.st)
+        return bool(modules) and type(modules[-1]).__name__ == "Normalize"
 
 
 def is_sentence_transformers_folder(path: str | os.PathLike) -> bool:
@@ -167,4 +179,8 @@ def load_sentence_transformer(
     except Exception as e:  # noqa: BLE001
         raise ValueError(_unreachable(text, e)) from None
     st.eval()
-    return SentenceTransformerEncoder(st, text, score_scale)
+    enc = SentenceTransformerEncoder(st, text, score_scale)
+    meta = path / "densescale.json" if path.is_dir() else None
+    if meta is not None and meta.is_file():
+        enc.exported_n = json.loads(meta.read_text()).get("N")
+    return enc

@@ -266,6 +266,8 @@ def run_cell(
         record["metrics"], record["metrics_stderr"], record["metrics_chance"]
     )
     record["dev_test_gap"] = _dev_test_gap(result, record["ce"], chance)
+    # the collection's corpus (the cost model's inference cost), not the evaluated sub-corpus
+    record["corpus_size"] = len(inputs["corpus"])
     if ev["overlap"] is not None:
         record["overlap"] = ev["overlap"].to_dict()
     record.update(

@@ -193,6 +193,7 @@ def eval_split(study: StudyConfig, collection) -> dict:
         )
     return {
         "split": split,
+        "sampled": len(qids) < len(collection.qrels(split)),
         "overlap": overlap,
         "qrels": qrels,
         "qids": qids,
@@ -266,13 +267,16 @@ def describe_evaluation(study: StudyConfig, collection, ev: dict, pool: int) -> 
             "compares each positive with nearly the same passages every draw"
         )
     ov = ev.get("overlap")
+    among = f"evaluated {ev['split']} pairs" if ev.get("sampled") else f"{ev['split']} pairs"
     if ov is not None and ov.overlapping == 0:
-        lines.append(f"  no {ev['split']} positive is a training positive")
+        lines.append(
+            f"  none of the {ov.pairs:,} {among} has a positive that is a training positive"
+        )
     elif ov is not None:
         lines.append(
-            f"  {ov.share:.1%} of the {ov.pairs:,} {ev['split']} pairs have a positive that is a "
-            f"training positive; the clean subset ({len(ov.clean_queries):,} queries without one) "
-            "is evaluated beside the full split"
+            f"  {ov.share:.1%} of the {ov.pairs:,} {among} have a positive that is a training "
+            f"positive; the clean subset ({len(ov.clean_queries):,} queries without one) is "
+            "evaluated beside them"
         )
     return "\n".join(lines)
 

@@ -13,7 +13,6 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,98 +22,13 @@ from torch import nn
 from densescale.losses import ContrastiveLoss
 from densescale.train.batching import StepBuilder, StepPrefetcher
 from densescale.train.config import TrainConfig
+from densescale.train.dev import dev_contrastive_entropy, dev_negatives, pair_doc_ids
+from densescale.train.result import TrainResult, convergence_of
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best_model.pt"
 RESULT = "train_result.json"
 METRICS = "metrics.jsonl"
-# why a run stopped: dev CE stopped improving (converged), the step cap, or no dev pairs to judge by
-STOP_REASONS = ("patience", "max_steps", "no_dev")
-# what the stop means (TrainResult.convergence); only "converged" runs describe a model's quality
-CONVERGENCE = ("converged", "peaked_early", "memorising", "above_chance", "not_converged", "no_dev")
-# negatives per dev pair for dev CE (fewer when the dev pool is smaller)
-DEV_NEGATIVES = 256
-
-
-@dataclass
-class TrainResult:
-    """What a finished run reports; also stored as train_result.json in its folder."""
-
-    steps: int
-    best_step: int
-    best_dev_ce: float | None
-    final_loss: float
-    seconds: float
-    history: list[dict] = field(default_factory=list)
-    stop_reason: str = "max_steps"
-    tokens_per_second: float = 0.0
-    convergence: str = ""
-    dev_chance: float | None = None
-
-    @property
-    def converged(self) -> bool:
-        """True when training stopped because dev CE stopped improving (``patience`` evaluations
-        without a gain of ``min_delta``), not at the ``max_steps`` safety cap, after its first
-        evaluations and below chance (``convergence == "converged"``): the best checkpoint is then
-        the model's converged quality, which is what the scaling laws describe."""
-        if self.convergence:
-            return self.convergence == "converged"
-        return self.stop_reason == "patience"  # a result written before `convergence` existed
-
-    def to_dict(self) -> dict:
-        return {**self.__dict__, "converged": self.converged}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainResult:
-        return cls(**{k: v for k, v in d.items() if k != "converged"})
-
-
-def describe_convergence(result: TrainResult) -> str:
-    """One short phrase for a run's ``convergence``, as the CLI and the report print it."""
-    dev = [h["dev_ce"] for h in result.history if "dev_ce" in h]
-    return {
-        "converged": f"converged@{result.best_step}",
-        "peaked_early": f"peaked early: best dev CE at step {result.best_step}, its first "
-        "evaluations",
-        "memorising": f"memorising: dev CE ended at {dev[-1] if dev else float('nan'):.3f}, above "
-        f"chance {result.dev_chance or float('nan'):.3f}",
-        "above_chance": f"above chance: best dev CE {result.best_dev_ce or float('nan'):.3f} >= "
-        f"ln(K+1) = {result.dev_chance or float('nan'):.3f}",
-        "not_converged": f"stopped at the {result.steps}-step cap",
-        "no_dev": "no dev pairs to judge convergence by",
-    }.get(result.convergence, result.stop_reason)
-
-
-def convergence_of(
-    stop_reason: str,
-    best_step: int,
-    history: Sequence[dict],
-    cfg: TrainConfig,
-    dev_chance: float | None,
-) -> str:
-    """What a run's stop means, one of ``CONVERGENCE``:
-
-    - ``"not_converged"``: stopped at the ``max_steps`` cap; ``"no_dev"``: nothing to judge by;
-    - ``"above_chance"``: even the best dev CE is at or above chance, ln(K+1): nothing learnt
-      that carries to held-out pairs;
-    - ``"memorising"``: dev CE went below chance, then ended at or above it (what the model
-      learnt about its training pairs makes held-out pairs worse than a random scorer does);
-    - ``"peaked_early"``: the best dev CE came at one of the first ``cfg.early_peak_evals``
-      evaluations, so the kept checkpoint has barely trained;
-    - ``"converged"``: otherwise (dev CE stopped improving after a real descent).
-    """
-    if stop_reason == "no_dev":
-        return "no_dev"
-    if stop_reason != "patience":
-        return "not_converged"
-    devs = [h["dev_ce"] for h in history if "dev_ce" in h]
-    if dev_chance is not None and devs and min(devs) >= dev_chance:
-        return "above_chance"
-    if dev_chance is not None and devs and devs[-1] >= dev_chance:
-        return "memorising"
-    if cfg.early_peak_evals > 0 and best_step <= cfg.early_peak_evals * cfg.eval_every:
-        return "peaked_early"
-    return "converged"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -293,7 +207,7 @@ def train(
     device = resolve_device(cfg.device)
     use_bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
     batches = _Batches(len(pairs), len(corpus), cfg, rank, world, negative_pool)
-    doc_index = _pair_doc_ids(pairs)
+    doc_index = pair_doc_ids(pairs)
 
     torch.manual_seed(cfg.seed)
     model.to(device)
@@ -472,7 +386,7 @@ def train(
         reason = "patience"
     else:
         reason = "max_steps"
-    dev_chance = None if dev_pairs is None else math.log(_dev_negatives(dev_pairs, corpus, cfg) + 1)
+    dev_chance = None if dev_pairs is None else math.log(dev_negatives(dev_pairs, corpus, cfg) + 1)
     result = TrainResult(
         steps=step,
         best_step=best_step,
@@ -554,60 +468,3 @@ def _encode_step(net, q: dict, p: dict, n: dict | None, *, one_call: bool):
             net(input_ids=ids, attention_mask=mask).split([len(x["input_ids"]) for x in parts])
         )
     return out[0], out[1], (out[2] if n is not None else None)
-
-
-def _pair_doc_ids(pairs) -> np.ndarray:
-    """Corpus row each pair's positive comes from, used as doc id to mask false negatives: the
-    source passage for ICT / cropping pairs, a unique negative id when a pair has none."""
-    src = getattr(pairs, "source_indices", None)
-    ids = np.asarray(
-        src if src is not None else [p.positive_index for p in pairs], dtype=np.int64
-    ).copy()
-    missing = ids < 0
-    ids[missing] = -2 - np.nonzero(missing)[0]
-    return ids
-
-
-def _dev_negatives(dev_pairs, corpus, cfg: TrainConfig) -> int:
-    """K of dev CE: 256, or the dev pool when smaller (corpus minus the dev positives, capped at
-    ``cfg.dev_pool``); the pool ``dev_contrastive_entropy`` draws always has this size."""
-    positives = {int(i) for i in _pair_doc_ids(dev_pairs) if i >= 0}
-    pool_size = min(cfg.dev_pool or len(corpus), len(corpus), len(corpus) - len(positives))
-    return min(DEV_NEGATIVES, pool_size)
-
-
-@torch.no_grad()
-def dev_contrastive_entropy(model, tokenizer, dev_pairs, corpus, cfg: TrainConfig, device) -> float:
-    """Contrastive entropy on (a seeded sample of) the dev pairs, SPEC 1.1 with ``cfg.dev_repeats``
-    draws, against a fixed pool of corpus passages that excludes every dev positive."""
-    from densescale.eval import contrastive_entropy
-    from densescale.models import encode_texts
-
-    rng = np.random.default_rng([cfg.seed, 2])
-    sel = np.arange(len(dev_pairs))
-    if cfg.dev_pairs and len(sel) > cfg.dev_pairs:
-        sel = np.sort(rng.choice(len(sel), cfg.dev_pairs, replace=False))
-    chosen = [dev_pairs[int(i)] for i in sel]
-    positives = {int(i) for i in _pair_doc_ids(dev_pairs) if i >= 0}
-    pool_size = min(cfg.dev_pool or len(corpus), len(corpus))
-    cand = rng.choice(len(corpus), min(len(corpus), pool_size + len(positives)), replace=False)
-    pool = [int(i) for i in cand if int(i) not in positives][:pool_size]
-    if not pool:
-        raise ValueError("the dev pool is empty: every corpus passage is a dev positive")
-    model.eval()
-    kw = {"device": device, "batch_size": 256}
-    q = encode_texts(
-        model, tokenizer, [p.query for p in chosen], max_length=cfg.query_max_length, **kw
-    )
-    pos = encode_texts(
-        model, tokenizer, [p.positive for p in chosen], max_length=cfg.passage_max_length, **kw
-    )
-    pool_emb = encode_texts(
-        model, tokenizer, [corpus[i] for i in pool], max_length=cfg.passage_max_length, **kw
-    )
-    k = min(DEV_NEGATIVES, len(pool))
-    return float(
-        contrastive_entropy(
-            q, pos, pool_emb, num_negatives=k, repeats=cfg.dev_repeats, seed=cfg.seed
-        ).mean
-    )
