@@ -6,7 +6,11 @@ torch, side by side in one run.
     python bench/bench_search.py --dry-run [--device cuda]   # tiny shapes: wiring and table only
 
 Providers: ``search-<dtype>`` is ``densescale.search(q, corpus, k)`` on a plain torch tensor (the
-call a user makes: validation, conversion and NaN/Inf detection included); ``kernel-<dtype>`` is
+call a user makes: validation, conversion and NaN/Inf detection included; on a CPU with AMX-BF16
+it screens a bf16 copy of the corpus, made once per tensor and cached, and rescores the survivors
+exactly: csrc/screen.h); ``exact-<dtype>`` is the same call with the screen off (the exact fp32
+kernel over every row: the result the screen must reproduce, and does, bit for bit);
+``kernel-<dtype>`` is
 ``densescale._C.search_topk`` (CPU) / ``densescale.ops._search_triton.topk`` (CUDA) on the same
 buffers, so the cost of the layer above the kernel is measured, never assumed (column
 ``api_overhead``: (search - kernel) / search). Every row carries the CPU model
@@ -14,11 +18,17 @@ buffers, so the cost of the layer above the kernel is measured, never assumed (c
 
 CPU cases (issue 10 targets in brackets), N=200,000, D=768, k=100:
   topk-m8     M=8     [search-fp32 >= 2x faster than faiss IndexFlatIP, search-fp16 >= 3x]
-  topk-m1000  M=1000  [search-fp32 >= 1.5x faster than faiss; fp16 no slower than fp32]
+  topk-m1000  M=1000  [search-fp32 >= 1.5x faster than faiss with AVX512-BF16 / VNNI, 3x with AMX]
+  topk-m64-near-ties  M=64 on a corpus of 64 tight clusters (reported): the screen's bound keeps
+              too many rows there, so queries go to the exact kernel; shows what that costs
+  screen-copy making the bf16 copy once (time, extra bytes)
   topk-k1000  M=1000, k=1000 (reported; --all)
   candidates  score_candidates M=7000, C=257 against a memory-read baseline measured in the run
 CUDA cases: M in --gpu-ms at k=100 against chunked torch.matmul + topk and faiss.knn_gpu (when
 importable), with fractions of a bf16 matmul peak and a device-copy bandwidth measured in the run.
+
+Ratios: ``speedup_vs_<p>`` = median(p) / median(provider); ``vs_<p>`` = the median over rounds of
+the ratio measured within one round (paired: robust to load drifting over the run).
 
 Writes bench/results/bench_search-<device>-<stamp>.{csv,json} (one row per provider and case).
 """
@@ -98,7 +108,48 @@ def _overheads(rows, case):
             api["api_overhead"] = (api["median_ms"] - ker["median_ms"]) / api["median_ms"]
 
 
+def _screen(on: bool) -> None:
+    """Screen on (the CPU's default) or off (the exact kernel over every row)."""
+    from densescale.ops import search as S
+
+    S._SCREEN["engine"] = None if on else "off"
+
+
+def _screened(fn):
+    def run():
+        _screen(True)
+        return fn()
+
+    return run
+
+
+def _exact(fn):
+    def run():
+        _screen(False)
+        try:
+            return fn()
+        finally:
+            _screen(True)
+
+    return run
+
+
+def _screen_row(rows, case, provider, fn):
+    """Candidates per query and queries sent to the exact kernel by one screened call."""
+    from densescale.ops import search as S
+
+    fn()
+    st = dict(S.screen_stats)
+    for r in rows:
+        if r["case"] == case and r["provider"] == provider:
+            r["cands_per_query"] = st["candidates"] / max(1, st["queries"])
+            r["fallback_queries"] = st["fallbacks"]
+            r["screened_queries"] = st["queries"]
+
+
 def bench_cpu(args) -> list[dict]:
+    from densescale.ops import search as S
+
     faiss = _faiss()
     torch.set_num_threads(args.threads)
     if faiss is not None:
@@ -112,17 +163,34 @@ def bench_cpu(args) -> list[dict]:
         fidx = faiss.IndexFlatIP(D)
         fidx.add(corpus.numpy())
     rows: list[dict] = []
-    rep_big = 1 if args.quick else 3
+    rep_big = 1 if args.quick else args.rep
+    engine = S._screen_engine()
+    print(f"  screen engine: {engine or 'none (exact kernel only)'}", flush=True)
+    if engine is not None:
+        import time
+
+        for name, c in (("fp32", corpus), ("fp16", corpus16)):
+            t0 = time.perf_counter()
+            copy = S._screen_copy(c, True, 1 << 20, 100, False, args.threads)
+            ms = (time.perf_counter() - t0) * 1e3
+            rows.append({"case": "screen-copy", "provider": f"copy-{name}", "N": N, "D": D,
+                         "median_ms": ms, "p20_ms": ms, "p80_ms": ms,
+                         "extra_MiB": copy.nbytes / 2**20 if copy else 0.0})  # fmt: skip
+            print(f"  screen-copy {name}: {ms:.0f} ms, {rows[-1]['extra_MiB']:.0f} MiB", flush=True)
     cases = [("topk-m8", 8, 100, 3 if args.quick else 7), ("topk-m1000", args.m, 100, rep_big)]
     if args.all:
         cases.append(("topk-k1000", args.m, 1000, rep_big))
     for case, M, k, rep in cases:
         q = torch.randn(M, D, generator=g)
         qn = q.numpy()
+        api32 = lambda q=q, k=k: densescale.search(q, corpus, k)
+        api16 = lambda q=q, k=k: densescale.search(q, corpus16, k)
         provs = [
-            ("search-fp32", "float32", lambda q=q, k=k: densescale.search(q, corpus, k)),
+            ("search-fp32", "float32", _screened(api32)),
+            ("exact-fp32", "float32", _exact(api32)),
             ("kernel-fp32", "float32", _kernel_call(q, corpus, k, args.threads)),
-            ("search-fp16", "float16", lambda q=q, k=k: densescale.search(q, corpus16, k)),
+            ("search-fp16", "float16", _screened(api16)),
+            ("exact-fp16", "float16", _exact(api16)),
             ("kernel-fp16", "float16", _kernel_call(q, corpus16, k, args.threads)),
         ]
         if fidx is not None:
@@ -131,12 +199,27 @@ def bench_cpu(args) -> list[dict]:
             provs.append(
                 ("torch", "float32", lambda q=q, k=k: torch_chunked_topk(q, corpus, k, 16384))
             )
-        timed = measure_interleaved({name: fn for name, _, fn in provs}, warmup=1, rep=rep)
+        timed = measure_interleaved(
+            {name: fn for name, _, fn in provs},
+            warmup=1,
+            rep=rep,
+            baseline="faiss" if fidx is not None else None,
+        )
         for name, dtype, _ in provs:
             rows.append(_row(case, name, timed[name], M=M, N=N, D=D, k=k, dtype=dtype))
             print(f"  {case:11s} {name:12s} {rows[-1]['median_ms']:9.2f} ms", flush=True)
         _ratios(rows, case)
+        _ratios(rows, case, "exact-fp32")
         _overheads(rows, case)
+        _screen_row(rows, case, "search-fp32", api32)
+        _screen_row(rows, case, "search-fp16", api16)
+        # The screened search returns the exact kernel's result, bit for bit.
+        s_all, i_all = _screened(api32)()
+        e_s, e_i = _exact(api32)()
+        assert torch.equal(i_all, e_i) and torch.equal(s_all, e_s), f"{case}: screen != exact"
+        s_all, i_all = _screened(api16)()
+        e_s, e_i = _exact(api16)()
+        assert torch.equal(i_all, e_i) and torch.equal(s_all, e_s), f"{case}: screen != exact"
         # The providers agree on the result (ids equal up to near-ties on random data).
         s, i = densescale.search(q[:4], corpus, k)
         s16, _ = densescale.search(q[:4], corpus16, k)
@@ -149,6 +232,33 @@ def bench_cpu(args) -> list[dict]:
             apart[:, :-1] &= -gap > 1e-3
             assert np.array_equal(i.numpy()[apart], fi[apart]), f"{case}: ids differ from faiss"
             assert np.allclose(s16.numpy(), fd, atol=0.1), f"{case}: fp16 scores off"
+
+    # Near-ties everywhere: 64 tight clusters, queries at the centres. The bound keeps too many
+    # rows, the screen hands the queries to the exact kernel; this row shows what that costs.
+    if engine is not None:
+        case, M, k = "topk-m64-near-ties", 64, 100
+        centres = torch.randn(64, D, generator=g)
+        tight = centres[torch.randint(0, 64, (N,), generator=g)]
+        tight += 1e-3 * torch.randn(N, D, generator=g)
+        q = centres + 1e-3 * torch.randn(64, D, generator=g)
+        fn = lambda: densescale.search(q, tight, k)
+        provs = {"search-fp32": _screened(fn), "exact-fp32": _exact(fn)}
+        if fidx is not None:
+            fidx_t = faiss.IndexFlatIP(D)
+            fidx_t.add(tight.numpy())
+            qn = q.numpy()
+            provs["faiss"] = lambda: fidx_t.search(qn, k)
+        S._screen_copy(tight, True, 1 << 20, k, False, args.threads)  # made before timing
+        timed = measure_interleaved(provs, warmup=1, rep=rep_big, baseline="exact-fp32")
+        for name, t in timed.items():
+            rows.append(_row(case, name, t, M=M, N=N, D=D, k=k, dtype="float32"))
+            print(f"  {case:11s} {name:12s} {t['median_ms']:9.2f} ms", flush=True)
+        _ratios(rows, case)
+        _ratios(rows, case, "exact-fp32")
+        _screen_row(rows, case, "search-fp32", _screened(fn))
+        assert all(torch.equal(a, b) for a, b in zip(_screened(fn)(), _exact(fn)()))
+        del tight, fidx_t
+        S._screen_cache.clear()
 
     # score_candidates against a memory-read baseline measured now.
     M, C = args.cand_m, 257
@@ -273,12 +383,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--d", type=int, default=768)
     p.add_argument("--cand-m", type=int, default=7000)
     p.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
+    p.add_argument("--rep", type=int, default=3, help="timed rounds of the large-batch cases")
     p.add_argument("--all", action="store_true", help="also the k=1000 case (CPU)")
     p.add_argument("--torch", action="store_true", help="also chunked torch on the CPU (slow)")
     p.add_argument("--gpu-ms", type=int, nargs="+", default=[8, 128, 1024, 8192])
     p.add_argument("--gpu-k", type=int, default=100)
     p.add_argument("--dry-run", action="store_true", help="tiny shapes: wiring and table only")
     args = p.parse_args(argv)
+    from _harness import cpu_model
+
+    print(f"CPU: {cpu_model()}, {args.threads} threads", flush=True)
     if args.dry_run:
         rows = dry_run_rows(args)
     else:
@@ -286,7 +400,8 @@ def main(argv: list[str] | None = None) -> None:
     env = env_info(args.device if torch.cuda.is_available() or args.device == "cpu" else "cpu")
     rows = [{**r, **env} for r in rows]
     cols = ["case", "provider", "M", "k", "dtype", "median_ms", "p20_ms", "p80_ms", "gflops",
-            "speedup_vs_faiss", "api_overhead", "speedup_vs_torch", "speedup_vs_faiss-gpu",
+            "speedup_vs_faiss", "vs_faiss", "speedup_vs_exact-fp32", "vs_exact-fp32", "cands_per_query", "fallback_queries",
+            "extra_MiB", "api_overhead", "speedup_vs_torch", "speedup_vs_faiss-gpu",
             "x_read_once", "GBps", "frac_copy_bw", "frac_peak_flops", "status", "cpu"]  # fmt: skip
     cols = [c for c in cols if any(c in r for r in rows)]
     print_table(rows, cols)

@@ -21,4 +21,5 @@ PYBIND11_MODULE(_C, m) {
   }, "Number of OpenMP threads the kernels use.");
   densescale::register_contrastive_loss(m);
   densescale::register_search(m);
+  densescale::register_screen(m);
 }

@@ -5,4 +5,5 @@
 namespace densescale {
 void register_contrastive_loss(pybind11::module_& m);
 void register_search(pybind11::module_& m);
+void register_screen(pybind11::module_& m);
 }  // namespace densescale

@@ -150,6 +150,10 @@ py::tuple score_candidates(uintptr_t queries, int64_t M, int64_t D, uintptr_t co
 
 }  // namespace
 
+// The generic path by name, for the screen's exact rescoring (screen.cpp).
+void candidates_generic(CandidateArgs& a) { candidates_dispatch<VGeneric>(a); }
+void pairs_generic(PairArgs& a) { pairs_dispatch<VGeneric>(a); }
+
 void register_search(py::module_& m) {
   m.def("search_topk", &search_topk, py::arg("queries"), py::arg("M"), py::arg("D"),
         py::arg("corpus"), py::arg("N"), py::arg("corpus_stride"), py::arg("corpus_type"),

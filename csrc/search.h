@@ -47,11 +47,30 @@ struct CandidateArgs {
   int64_t bad_query = -1, bad_row = -1;
 };
 
+// out[p] = queries[qidx[p]] . corpus[rows[p]] for P (query, row) pairs sorted by row, with the
+// arithmetic of search_topk (the screen's exact rescoring, screen.cpp): each row is read once for
+// all the queries that kept it.
+struct PairArgs {
+  const float* queries = nullptr;  // (M, D) fp32
+  int64_t M = 0, D = 0;
+  const void* corpus = nullptr;
+  int64_t N = 0, corpus_stride = 0;
+  CorpusType corpus_type = CorpusType::F32;
+  const int64_t* rows = nullptr;  // (P,) ascending
+  const int32_t* qidx = nullptr;  // (P,)
+  int64_t P = 0;
+  float* out = nullptr;  // (P,)
+  int threads = 1;
+};
+
 void topk_generic(TopkArgs& a);
 void topk_avx2(TopkArgs& a);
 void topk_avx512(TopkArgs& a);
 void candidates_generic(CandidateArgs& a);
 void candidates_avx2(CandidateArgs& a);
 void candidates_avx512(CandidateArgs& a);
+void pairs_generic(PairArgs& a);
+void pairs_avx2(PairArgs& a);
+void pairs_avx512(PairArgs& a);
 
 }  // namespace densescale

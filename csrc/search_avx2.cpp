@@ -34,5 +34,6 @@ struct V256 {
 
 void topk_avx2(TopkArgs& a) { topk_dispatch<V256>(a); }
 void candidates_avx2(CandidateArgs& a) { candidates_dispatch<V256>(a); }
+void pairs_avx2(PairArgs& a) { pairs_dispatch<V256>(a); }
 
 }  // namespace densescale

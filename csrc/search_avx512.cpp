@@ -29,5 +29,6 @@ struct V512 {
 
 void topk_avx512(TopkArgs& a) { topk_dispatch<V512>(a); }
 void candidates_avx512(CandidateArgs& a) { candidates_dispatch<V512>(a); }
+void pairs_avx512(PairArgs& a) { pairs_dispatch<V512>(a); }
 
 }  // namespace densescale

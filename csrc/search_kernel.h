@@ -427,5 +427,76 @@ void candidates_dispatch(CandidateArgs& a) {
   }
 }
 
+// ---- pair scoring: one corpus row against R queries per pass (the screen's rescoring) ----
+// Per (query, row) the same operations as micro_tile: lane-wise fma(q, x, acc) over d in steps of
+// W, hsum, then the scalar tail; so the scores equal search_topk's bit for bit.
+
+template <class V, class T, int R>
+inline void dot_queries(const T* row, const float* const* qs, int64_t D, float* out) {
+  typename V::reg acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = V::zero();
+  int64_t d = 0;
+  for (; d + V::W <= D; d += V::W) {
+    const typename V::reg cv = V::load(row + d);
+    for (int r = 0; r < R; ++r) acc[r] = V::fma(V::load(qs[r] + d), cv, acc[r]);
+  }
+  for (int r = 0; r < R; ++r) {
+    float s = V::hsum(acc[r]);
+    for (int64_t e = d; e < D; ++e) s += qs[r][e] * to_float(row[e]);
+    out[r] = s;
+  }
+}
+
+template <class V, class T>
+void pairs_impl(PairArgs& a) {
+  const int T_ = resolve_threads(a.threads);
+  const T* corpus = static_cast<const T*>(a.corpus);
+  const int64_t D = a.D, cs = a.corpus_stride, P = a.P;
+  constexpr int R = 4;
+#pragma omp parallel num_threads(T_)
+  {
+#ifdef DENSESCALE_OPENMP
+    const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+    const int64_t tid = 0, nth = 1;
+#endif
+    int64_t p = P * tid / nth;
+    const int64_t p_end = P * (tid + 1) / nth;
+    const float* qs[R];
+    float s[R];
+    while (p < p_end) {
+      int64_t e = p + 1;
+      while (e < p_end && a.rows[e] == a.rows[p]) ++e;
+      const T* row = corpus + a.rows[p] * cs;
+      if (e < p_end) {  // the next row: fetch it while this one is scored
+        const char* nx = reinterpret_cast<const char*>(corpus + a.rows[e] * cs);
+        const int64_t bytes = std::min<int64_t>(D * static_cast<int64_t>(sizeof(T)), 512);
+        for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(nx + b, 0, 3);
+      }
+      int64_t g = p;
+      for (; g + R <= e; g += R) {
+        for (int r = 0; r < R; ++r) qs[r] = a.queries + a.qidx[g + r] * D;
+        dot_queries<V, T, R>(row, qs, D, s);
+        for (int r = 0; r < R; ++r) a.out[g + r] = s[r];
+      }
+      for (; g < e; ++g) {
+        qs[0] = a.queries + a.qidx[g] * D;
+        dot_queries<V, T, 1>(row, qs, D, s);
+        a.out[g] = s[0];
+      }
+      p = e;
+    }
+  }
+}
+
+template <class V>
+void pairs_dispatch(PairArgs& a) {
+  switch (a.corpus_type) {
+    case CorpusType::F32: pairs_impl<V, float>(a); break;
+    case CorpusType::F16: pairs_impl<V, F16>(a); break;
+    case CorpusType::BF16: pairs_impl<V, BF16>(a); break;
+  }
+}
+
 }  // namespace
 }  // namespace densescale

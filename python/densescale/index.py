@@ -4,7 +4,9 @@ Vectors are kept as a list of shards in the storage dtype (fp32 / fp16 / bf16); 
 stores them unit-normalised, so every search is an inner product. ``save`` writes one ``.npy`` per
 shard plus ``meta.json`` into a temporary directory and renames it into place; ``load`` maps the
 shards (``mmap_mode="r"``), so a corpus larger than RAM is streamed shard by shard. Results equal
-``faiss.IndexFlatIP`` on the same data up to the order of ties (here: smaller id first).
+``faiss.IndexFlatIP`` on the same data up to the order of ties (here: smaller id first). On a CPU
+with AMX, each shard gets a bf16 screening copy on the first search (+2 bytes per element, kept
+while the shard lives; see densescale.ops.search): the results stay those of the exact kernel.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ import numpy as np
 import torch
 
 from densescale._validation import check_choice, check_finite
-from densescale.ops.search import METRICS, SEARCH_BACKENDS, _as_tensor, _check_matrix, _normalize
+from densescale.ops.search import (
+    METRICS,
+    SEARCH_BACKENDS,
+    _as_tensor,
+    _check_matrix,
+    _normalize,
+    keep_screen_copy,
+)
 from densescale.ops.search import search as _search
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -102,6 +111,8 @@ class FlatIndex:
             raise ValueError(f"queries must have dim {self.dim}, got shape {tuple(q.shape)}")
         if self.metric == "cos":
             q = _normalize(q)  # a NaN/Inf query stays non-finite and is reported by the search
+        for shard in self._shards:  # the index lives long: its bf16 screening copy pays off
+            keep_screen_copy(shard)
         return _search(q, self._shards, k, metric="ip", backend=backend, threads=threads)
 
     # ---- persistence ----

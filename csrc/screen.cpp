@@ -1,0 +1,562 @@
+// Low-precision screening + exact rescoring (screen.h has the bound and the proof): packing the
+// corpus copy, preparing the queries, the units and threads, the merge, the exact rescoring with
+// the fp32 candidate kernel of the active ISA (the same arithmetic as search_topk, so the scores
+// are the exact kernel's bit for bit), the selection, the emulated (portable) engine and the
+// Python bindings. The AMX engine lives in screen_amx.cpp.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#include "cpu_features.h"
+#include "ops.h"
+#include "screen.h"
+#include "screen_kernel.h"
+#include "search.h"
+#include "search_kernel.h"
+
+namespace py = pybind11;
+
+namespace densescale {
+
+#ifdef DENSESCALE_NO_AMX
+void screen_unit_amx(const ScreenScan&, ScreenUnit&) {}
+void screen_dump_amx(const ScreenScan&, int64_t, float*, float*) {}
+#endif
+
+bool amx_usable() {
+  static const bool ok = [] {
+#if defined(__x86_64__) && !defined(DENSESCALE_NO_AMX)
+    if (detect_isa() != Isa::Avx512) return false;
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    const bool amx_bf16 = (d >> 22) & 1, amx_tile = (d >> 24) & 1;
+    if (!amx_bf16 || !amx_tile) return false;
+    if (!((c = 0), __get_cpuid(1, &a, &b, &c, &d)) || !((c >> 27) & 1)) return false;  // OSXSAVE
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if (((lo >> 17) & 3) != 3) return false;  // XTILECFG and XTILEDATA enabled by the OS
+    // Linux hands the tile data state to a process only on request (ARCH_REQ_XCOMP_PERM).
+    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+#else
+    return false;
+#endif
+  }();
+  return ok;
+}
+
+namespace {
+
+// Portable engine: the same bf16 products with fp32 FMA accumulation, one pair at a time. Slow;
+// it lets the tests run the whole screen (bound, lists, merge) on any CPU.
+struct EngineEmulated {
+  const ScreenScan& s;
+  int64_t nkc;
+  explicit EngineEmulated(const ScreenScan& scan) : s(scan), nkc(scan.Dp / 32) {}
+  void panel(int64_t m0, int64_t j0, int64_t n, float* P) const {
+    for (int i = 0; i < 32; ++i) {
+      const uint16_t* q = s.qpack + (m0 + i) * s.Dp;
+      for (int64_t r = 0; r < n; ++r) {
+        float acc = 0.f;
+        for (int64_t d = 0; d < s.Dp; ++d)
+          acc = std::fma(bf16_to_float(q[d]), bf16_to_float(s.cpack[packed_index(j0 + r, d, nkc)]),
+                         acc);
+        P[i * n + r] = acc;
+      }
+    }
+  }
+};
+
+struct GreaterF {
+  bool operator()(float a, float b) const { return a > b; }
+};
+
+constexpr double kU = 1.0 / (1 << 24);  // fp32 unit roundoff
+constexpr double kInflate = 1.0 + 1.0 / (1 << 20);
+constexpr double kNormLo = 0x1p-40, kNormHi = 0x1p40;  // norms the screen takes
+
+inline double gamma(double n) { return n * kU / (1.0 - n * kU); }
+
+// Round to fp32 upwards (the stored bound factors must never shrink).
+inline float up(double x) {
+  const float f = static_cast<float>(x);
+  return static_cast<double>(f) >= x ? f : std::nextafter(f, std::numeric_limits<float>::infinity());
+}
+
+// bf16 round-to-nearest-even of a finite float; bf16 subnormals become 0 (AMX reads them as 0).
+inline uint16_t to_bf16(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  b += 0x7fffu + ((b >> 16) & 1u);
+  uint16_t h = static_cast<uint16_t>(b >> 16);
+  if ((h & 0x7f80u) == 0) h = 0;
+  return h;
+}
+
+// Scale x (n values, read as fp32) by 2^e with |x| 2^e in [0.5, 1), round to bf16, measure the
+// residual. Writes the n bf16 values through put(i, bits). Returns false when |x| is not finite or
+// outside [2^-40, 2^40] (and not 0). norm / scale / rho / nu are fp64.
+template <class T, class Put>
+bool prep_vector(const T* x, int64_t n, Put put, double& norm, double& scale, double& rho,
+                 double& nu) {
+  double s2 = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = to_float(x[i]);
+    s2 += v * v;
+  }
+  norm = std::sqrt(s2);
+  rho = nu = 0.0;
+  scale = 1.0;
+  if (!std::isfinite(norm)) return false;
+  if (norm == 0.0) {
+    for (int64_t i = 0; i < n; ++i) put(i, 0);
+    return true;
+  }
+  if (norm < kNormLo || norm > kNormHi) return false;
+  scale = std::ldexp(1.0, -std::ilogb(norm) - 1);
+  double r2 = 0.0, n2 = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = static_cast<double>(to_float(x[i])) * scale;
+    const uint16_t h = to_bf16(static_cast<float>(v));
+    const double t = bf16_to_float(h);
+    r2 += (v - t) * (v - t);
+    n2 += t * t;
+    put(i, h);
+  }
+  const double fp64 = 1.0 + 0x1p-30;  // covers the fp64 rounding of the sums above
+  norm *= fp64;
+  rho = std::sqrt(r2) * fp64;
+  nu = std::sqrt(n2) * fp64;
+  return true;
+}
+
+// Groups of 16 rows in parallel: each row's norm first, then the tiles written in order (the group
+// is 48 KiB of fp32 at D = 768, so the second pass reads from L1 / L2).
+template <class T>
+bool pack_rows(const TopkArgs& c, const float* row_scale, uint16_t* cpack, float* meta, int64_t Np,
+               int64_t Dp, int threads) {
+  const T* corpus = static_cast<const T*>(c.corpus);
+  const int64_t N = c.N, D = c.D, nkc = Dp / 32, groups = Np / 16;
+  const double g_d = gamma(static_cast<double>(D)), kappa = g_d + 2 * kU;
+  const double tau_max = 0x1p41;
+  const double fp64 = 1.0 + 0x1p-30;  // covers the fp64 rounding of the sums below
+  int ok = 1;
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(&& : ok)
+  for (int64_t g = 0; g < groups; ++g) {
+    double norm[16], scale[16], r2[16] = {}, n2[16] = {};
+    bool good[16];
+    for (int r = 0; r < 16; ++r) {
+      const int64_t j = g * 16 + r;
+      good[r] = j < N;
+      norm[r] = 0.0;
+      scale[r] = 0.0;  // padding and zero rows pack as zeros
+      if (!good[r]) continue;
+      const T* x = corpus + j * c.corpus_stride;
+      double s2 = 0.0;
+      for (int64_t i = 0; i < D; ++i) {
+        const double v = to_float(x[i]);
+        s2 += v * v;
+      }
+      norm[r] = std::sqrt(s2);
+      if (!std::isfinite(norm[r]) || (norm[r] != 0.0 && (norm[r] < kNormLo || norm[r] > kNormHi))) {
+        ok = 0;
+        good[r] = false;
+      } else if (norm[r] != 0.0) {
+        scale[r] = std::ldexp(1.0, -std::ilogb(norm[r]) - 1);
+      }
+    }
+    uint16_t* out = cpack + g * nkc * 512;
+    for (int64_t ch = 0; ch < nkc; ++ch)
+      for (int p = 0; p < 16; ++p)
+        for (int r = 0; r < 16; ++r) {
+          const T* x = corpus + (g * 16 + r) * c.corpus_stride;
+          for (int e = 0; e < 2; ++e) {
+            const int64_t d = ch * 32 + 2 * p + e;
+            uint16_t h = 0;
+            if (good[r] && d < D && scale[r] != 0.0) {
+              const double v = static_cast<double>(to_float(x[d])) * scale[r];
+              h = to_bf16(static_cast<float>(v));
+              const double t = bf16_to_float(h);
+              r2[r] += (v - t) * (v - t);
+              n2[r] += t * t;
+            }
+            *out++ = h;
+          }
+        }
+    for (int r = 0; r < 16; ++r) {
+      const int64_t j = g * 16 + r;
+      meta[j] = meta[Np + j] = meta[2 * Np + j] = meta[3 * Np + j] = 0.f;
+      if (!good[r]) continue;
+      const double rhat = row_scale ? static_cast<double>(row_scale[j]) : 1.0;
+      if (!std::isfinite(rhat)) {
+        ok = 0;
+        continue;
+      }
+      const double sc = scale[r] != 0.0 ? scale[r] : 1.0;
+      const double w = rhat / sc, nrm = norm[r] * fp64;
+      const double rho = std::sqrt(r2[r]) * fp64, nu = std::sqrt(n2[r]) * fp64;
+      const double absterm = 4.0 * rhat * D * 0x1p-126 * tau_max + 4.0 * w * 2 * D * 0x1p-126;
+      meta[j] = static_cast<float>(w);  // exact: an fp32 times a power of two
+      meta[Np + j] = up((w * rho + kappa * rhat * nrm) * kInflate);
+      meta[2 * Np + j] = up(w * nu * kInflate);
+      meta[3 * Np + j] = up(std::max(absterm, 0x1p-120) * kInflate);
+    }
+  }
+  return ok != 0;
+}
+
+py::bool_ screen_pack(uintptr_t corpus, int64_t N, int64_t D, int64_t corpus_stride, int ctype,
+                      uintptr_t row_scale, uintptr_t cpack, uintptr_t meta, int64_t Np, int64_t Dp,
+                      int threads) {
+  if (N < 1 || D < 1 || corpus_stride < D || Np < N || Np % 32 || Dp < D || Dp % 32)
+    throw py::value_error("screen_pack: inconsistent sizes");
+  if (!corpus || !cpack || !meta) throw py::value_error("screen_pack: null buffer");
+  TopkArgs c;
+  c.corpus = reinterpret_cast<const void*>(corpus);
+  c.N = N;
+  c.D = D;
+  c.corpus_stride = corpus_stride;
+  const float* rs = row_scale ? reinterpret_cast<const float*>(row_scale) : nullptr;
+  auto* cp = reinterpret_cast<uint16_t*>(cpack);
+  auto* mt = reinterpret_cast<float*>(meta);
+  const int T_ = resolve_threads(threads);
+  bool ok;
+  {
+    py::gil_scoped_release release;
+    switch (ctype) {
+      case 0: ok = pack_rows<float>(c, rs, cp, mt, Np, Dp, T_); break;
+      case 1: ok = pack_rows<F16>(c, rs, cp, mt, Np, Dp, T_); break;
+      case 2: ok = pack_rows<BF16>(c, rs, cp, mt, Np, Dp, T_); break;
+      default: throw py::value_error("corpus_type must be 0, 1 or 2");
+    }
+  }
+  return py::bool_(ok);
+}
+
+struct Prepared {
+  std::vector<uint16_t> qpack;
+  std::vector<float> qA, qB;
+  std::vector<uint8_t> skip;
+};
+
+Prepared prep_queries(const float* q, int64_t M, int64_t D, int64_t Dp, int threads) {
+  const int64_t Mp = (M + 31) / 32 * 32;
+  Prepared p;
+  p.qpack.assign(Mp * Dp, 0);
+  p.qA.assign(Mp, 0.f);
+  p.qB.assign(Mp, 0.f);
+  p.skip.assign(Mp, 1);
+  const double g2d = gamma(2.0 * static_cast<double>(D));
+#pragma omp parallel for schedule(static) num_threads(threads) if (M >= 256)
+  for (int64_t m = 0; m < M; ++m) {
+    uint16_t* row = p.qpack.data() + m * Dp;
+    double norm, scale, rho, nu;
+    const bool good = prep_vector(q + m * D, D, [&](int64_t i, uint16_t h) { row[i] = h; }, norm,
+                                  scale, rho, nu);
+    // A zero query scores 0 everywhere: every row ties, the screen cannot help.
+    if (!good || norm == 0.0) {
+      std::fill(row, row + Dp, uint16_t{0});
+      continue;
+    }
+    p.qA[m] = up(norm * scale * kInflate);
+    p.qB[m] = up((rho + (g2d + 0x1p-20) * nu) * kInflate);
+    p.skip[m] = 0;
+  }
+  return p;
+}
+
+void select_topk(std::vector<Cand>& c, int64_t k, float* os, int64_t* oi, int64_t id_offset) {
+  const int64_t n = cut_to_k(c.data(), static_cast<int64_t>(c.size()), k);
+  std::sort(c.begin(), c.begin() + n, better);
+  for (int64_t r = 0; r < n; ++r) {
+    os[r] = c[r].s;
+    oi[r] = c[r].id + id_offset;
+  }
+  for (int64_t r = n; r < k; ++r) {
+    os[r] = -std::numeric_limits<float>::infinity();
+    oi[r] = -1;
+  }
+}
+
+void rescore(PairArgs& a) {
+  switch (active_isa()) {
+    case Isa::Avx512: pairs_avx512(a); break;
+    case Isa::Avx2: pairs_avx2(a); break;
+    default: pairs_generic(a); break;
+  }
+}
+
+py::tuple search_topk_screened(uintptr_t queries, int64_t M, int64_t D, uintptr_t cpack,
+                               uintptr_t meta, int64_t Np, int64_t Dp, uintptr_t corpus, int64_t N,
+                               int64_t corpus_stride, int ctype, uintptr_t row_scale, int64_t k,
+                               int64_t id_offset, uintptr_t out_scores, uintptr_t out_ids,
+                               uintptr_t fallback, int threads, const std::string& engine,
+                               double bound_scale, int64_t cand_limit) {
+  if (M < 1 || D < 1 || N < 1 || k < 1 || k > N || Np < N || Np % 32 || Dp < D || Dp % 32 ||
+      corpus_stride < D || cand_limit < k || N >= (int64_t{1} << 31))
+    throw py::value_error("search_topk_screened: inconsistent sizes");
+  if (ctype < 0 || ctype > 2) throw py::value_error("corpus_type must be 0, 1 or 2");
+  const bool use_amx = engine == "amx";
+  if (!use_amx && engine != "emulated")
+    throw py::value_error("engine must be 'amx' or 'emulated', got '" + engine + "'");
+  if (use_amx && !amx_usable()) throw py::value_error("engine 'amx' is not usable on this CPU");
+  const float* q = reinterpret_cast<const float*>(queries);
+  const float* rs = row_scale ? reinterpret_cast<const float*>(row_scale) : nullptr;
+  auto* os = reinterpret_cast<float*>(out_scores);
+  auto* oi = reinterpret_cast<int64_t*>(out_ids);
+  auto* fb = reinterpret_cast<uint8_t*>(fallback);
+  int64_t bad_query = -1, bad_row = -1, total = 0;
+  {
+    py::gil_scoped_release release;
+    const int T_ = resolve_threads(threads);
+    Prepared p = prep_queries(q, M, D, Dp, T_);
+    ScreenScan s;
+    s.qpack = p.qpack.data();
+    s.Dp = Dp;
+    s.qA = p.qA.data();
+    s.qB = p.qB.data();
+    s.cpack = reinterpret_cast<const uint16_t*>(cpack);
+    s.meta = reinterpret_cast<const float*>(meta);
+    s.Np = Np;
+    s.N = N;
+    s.k = k;
+    s.bound_scale = static_cast<float>(bound_scale);
+
+    // Units: query blocks of <= 512 (the bf16 block stays in L2) x corpus shards (32-row aligned)
+    // so that there are >= 4 units per thread (balance when other jobs share the cores). Every
+    // parallel region is a barrier a descheduled thread can hold up, so the small steps below run
+    // on one thread for small batches.
+    const int64_t Mp = (M + 31) / 32 * 32;
+    const int64_t n_qb = (Mp + 511) / 512;
+    const int64_t mb = (Mp / 32 + n_qb - 1) / n_qb * 32;
+    int64_t shards = std::max<int64_t>(1, (4 * T_ + n_qb - 1) / n_qb);
+    shards = std::max<int64_t>(1, std::min<int64_t>(shards, Np / 2048));
+    const int64_t units = n_qb * shards;
+    const int64_t cap = std::max<int64_t>(2 * k, cand_limit) + 64;
+    struct Result {
+      std::vector<float> u, l;
+      std::vector<int32_t> id;
+      std::vector<int64_t> start;  // (mq + 1) offsets
+      std::vector<uint8_t> skip;
+    };
+    std::vector<Result> res(units);
+#pragma omp parallel num_threads(T_)
+    {
+      std::vector<float> wu, wl, thr;
+      std::vector<int32_t> wid;
+      std::vector<int64_t> count;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t un = 0; un < units; ++un) {
+        const int64_t qb = un / shards, sh = un % shards;
+        ScreenUnit u;
+        u.m0 = qb * mb;
+        u.mq = std::min(mb, Mp - u.m0);
+        u.j0 = Np / 32 * sh / shards * 32;
+        u.j1 = Np / 32 * (sh + 1) / shards * 32;
+        u.cap = cap;
+        wu.resize(u.mq * cap);
+        wl.resize(u.mq * cap);
+        wid.resize(u.mq * cap);
+        count.assign(u.mq, 0);
+        thr.resize(u.mq);
+        Result& r = res[un];
+        r.skip.assign(p.skip.begin() + u.m0, p.skip.begin() + u.m0 + u.mq);
+        u.u = wu.data();
+        u.l = wl.data();
+        u.id = wid.data();
+        u.count = count.data();
+        u.skip = r.skip.data();
+        u.thr = thr.data();
+        if (use_amx) screen_unit_amx(s, u);
+        else screen_unit_emulated(s, u);
+        r.start.assign(u.mq + 1, 0);
+        for (int64_t i = 0; i < u.mq; ++i) r.start[i + 1] = r.start[i] + (r.skip[i] ? 0 : count[i]);
+        r.u.resize(r.start[u.mq]);
+        r.l.resize(r.start[u.mq]);
+        r.id.resize(r.start[u.mq]);
+        for (int64_t i = 0; i < u.mq; ++i) {
+          const int64_t o = r.start[i], n = r.start[i + 1] - o;
+          std::copy(wu.data() + i * cap, wu.data() + i * cap + n, r.u.data() + o);
+          std::copy(wl.data() + i * cap, wl.data() + i * cap + n, r.l.data() + o);
+          std::copy(wid.data() + i * cap, wid.data() + i * cap + n, r.id.data() + o);
+        }
+      }
+    }
+    // Merge: t = the k-th largest L over the shards; candidates U >= t, ascending ids.
+    std::vector<std::vector<int32_t>> cands(M);
+#pragma omp parallel num_threads(T_) if (M >= 64) reduction(+ : total)
+    {
+      std::vector<float> ls;
+#pragma omp for schedule(static)
+      for (int64_t m = 0; m < M; ++m) {
+        const int64_t qb = m / mb, i = m - qb * mb;
+        bool skip = false;
+        ls.clear();
+        for (int64_t sh = 0; sh < shards; ++sh) {
+          const Result& r = res[qb * shards + sh];
+          skip |= r.skip[i] != 0;
+          ls.insert(ls.end(), r.l.begin() + r.start[i], r.l.begin() + r.start[i + 1]);
+        }
+        fb[m] = 1;
+        if (skip || static_cast<int64_t>(ls.size()) < k) continue;
+        std::nth_element(ls.begin(), ls.begin() + (k - 1), ls.end(), GreaterF());
+        const float t = ls[k - 1];
+        std::vector<int32_t>& c = cands[m];
+        for (int64_t sh = 0; sh < shards; ++sh) {
+          const Result& r = res[qb * shards + sh];
+          for (int64_t e = r.start[i]; e < r.start[i + 1]; ++e)
+            if (r.u[e] >= t) c.push_back(r.id[e]);
+        }
+        if (static_cast<int64_t>(c.size()) > cand_limit) {
+          c.clear();
+          continue;
+        }
+        fb[m] = 0;
+        total += c.size();
+      }
+    }
+    res.clear();
+    // Exact rescoring: (query, row) pairs in row order (a counting sort), each row read once
+    // for all the queries that kept it, with the arithmetic of the active ISA's search_topk.
+    std::vector<int64_t> first(N + 1, 0);
+    for (int64_t m = 0; m < M; ++m)
+      for (int32_t j : cands[m]) ++first[j + 1];
+    for (int64_t j = 0; j < N; ++j) first[j + 1] += first[j];
+    const int64_t P = first[N];
+    std::vector<int64_t> rows(P), slot(P);
+    std::vector<int32_t> qidx(P);
+    std::vector<int64_t> base(M + 1, 0);
+    for (int64_t m = 0; m < M; ++m) base[m + 1] = base[m] + static_cast<int64_t>(cands[m].size());
+    {
+      std::vector<int64_t> fill(first.begin(), first.end() - 1);
+      for (int64_t m = 0; m < M; ++m)
+        for (size_t e = 0; e < cands[m].size(); ++e) {
+          const int64_t j = cands[m][e], at = fill[j]++;
+          rows[at] = j;
+          qidx[at] = static_cast<int32_t>(m);
+          slot[at] = base[m] + static_cast<int64_t>(e);
+        }
+    }
+    std::vector<float> pair_scores(P), sc(P);
+    if (P > 0) {
+      PairArgs a;
+      a.queries = q;
+      a.M = M;
+      a.D = D;
+      a.corpus = reinterpret_cast<const void*>(corpus);
+      a.N = N;
+      a.corpus_stride = corpus_stride;
+      a.corpus_type = static_cast<CorpusType>(ctype);
+      a.rows = rows.data();
+      a.qidx = qidx.data();
+      a.P = P;
+      a.out = pair_scores.data();
+      a.threads = P >= 8192 ? T_ : 1;  // a small batch: not worth waking the other threads
+      rescore(a);
+      for (int64_t p = 0; p < P; ++p) sc[slot[p]] = pair_scores[p];
+    }
+    NonFinite bad;
+#pragma omp parallel num_threads(T_) if (M >= 64)
+    {
+      std::vector<Cand> c;
+      NonFinite mine;
+#pragma omp for schedule(static)
+      for (int64_t m = 0; m < M; ++m) {
+        if (fb[m]) continue;
+        c.clear();
+        for (size_t e = 0; e < cands[m].size(); ++e) {
+          const int64_t j = cands[m][e];
+          float v = sc[base[m] + static_cast<int64_t>(e)];
+          if (rs) v *= rs[j];  // as search_topk: the score times the row's scale
+          if (!is_finite(v)) mine.note(m, j);
+          c.push_back(Cand{v, j});
+        }
+        select_topk(c, k, os + m * k, oi + m * k, id_offset);
+      }
+#pragma omp critical
+      if (mine.query >= 0) bad.note(mine.query, mine.row);
+    }
+    bad_query = bad.query;
+    bad_row = bad.row;
+  }
+  int64_t n_fb = 0;
+  for (int64_t m = 0; m < M; ++m) n_fb += fb[m];
+  return py::make_tuple(bad_query, bad_row, total, n_fb);
+}
+
+// S and E of every pair in the original units of the scores (query units / tau), (M, N) each.
+void screen_bounds(uintptr_t queries, int64_t M, int64_t D, uintptr_t cpack, uintptr_t meta,
+                   int64_t Np, int64_t Dp, int64_t N, const std::string& engine, uintptr_t S,
+                   uintptr_t E) {
+  if (engine == "amx" && !amx_usable()) throw py::value_error("engine 'amx' is not usable");
+  const float* q = reinterpret_cast<const float*>(queries);
+  Prepared p = prep_queries(q, M, D, Dp, 1);
+  ScreenScan s;
+  s.qpack = p.qpack.data();
+  s.Dp = Dp;
+  s.qA = p.qA.data();
+  s.qB = p.qB.data();
+  s.cpack = reinterpret_cast<const uint16_t*>(cpack);
+  s.meta = reinterpret_cast<const float*>(meta);
+  s.Np = Np;
+  s.N = N;
+  auto* Sp = reinterpret_cast<float*>(S);
+  auto* Ep = reinterpret_cast<float*>(E);
+  if (engine == "amx") screen_dump_amx(s, M, Sp, Ep);
+  else screen_dump_emulated(s, M, Sp, Ep);
+  for (int64_t m = 0; m < M; ++m) {  // back to the scores' units (tau is a power of two)
+    double n2 = 0.0;
+    for (int64_t i = 0; i < D; ++i) n2 += static_cast<double>(q[m * D + i]) * q[m * D + i];
+    const double tau = n2 > 0 ? std::ldexp(1.0, -std::ilogb(std::sqrt(n2)) - 1) : 1.0;
+    for (int64_t j = 0; j < N; ++j) {
+      Sp[m * N + j] = static_cast<float>(Sp[m * N + j] / tau);
+      Ep[m * N + j] = static_cast<float>(Ep[m * N + j] / tau);
+    }
+  }
+}
+
+}  // namespace
+
+void screen_unit_emulated(const ScreenScan& s, ScreenUnit& u) {
+  screen_unit_impl<EngineEmulated, EpiScalar>(s, u);
+}
+void screen_dump_emulated(const ScreenScan& s, int64_t M, float* S, float* E) {
+  screen_dump_impl<EngineEmulated>(s, M, S, E);
+}
+
+void register_screen(py::module_& m) {
+  m.def("screen_engine", [] { return std::string(amx_usable() && active_isa() == Isa::Avx512 ? "amx" : "none"); },
+        "Low-precision screen this CPU runs: 'amx' (AMX-BF16 granted by the OS, AVX-512 not capped"
+        " by DENSESCALE_ISA) or 'none'.");
+  m.def("screen_pack", &screen_pack, py::arg("corpus"), py::arg("N"), py::arg("D"),
+        py::arg("corpus_stride"), py::arg("corpus_type"), py::arg("row_scale"), py::arg("cpack"),
+        py::arg("meta"), py::arg("Np"), py::arg("Dp"), py::arg("threads") = 0,
+        "bf16 screening copy of a corpus: cpack (Np * Dp uint16, AMX tiles), meta (4, Np) fp32\n"
+        "bound factors (csrc/screen.h). False when a row is NaN/Inf or its norm lies outside\n"
+        "[2^-40, 2^40] (that corpus is searched by the exact kernel).");
+  m.def("search_topk_screened", &search_topk_screened, py::arg("queries"), py::arg("M"),
+        py::arg("D"), py::arg("cpack"), py::arg("meta"), py::arg("Np"), py::arg("Dp"),
+        py::arg("corpus"), py::arg("N"), py::arg("corpus_stride"), py::arg("corpus_type"),
+        py::arg("row_scale"), py::arg("k"), py::arg("id_offset"), py::arg("out_scores"),
+        py::arg("out_ids"), py::arg("fallback"), py::arg("threads") = 0,
+        py::arg("engine") = "amx", py::arg("bound_scale") = 1.0, py::arg("cand_limit") = 4096,
+        "search_topk's result through the bf16 screen + exact fp32 rescoring. Queries whose\n"
+        "candidates exceed cand_limit (or that are zero / out of range) get fallback[m] = 1 and no\n"
+        "result: the caller runs search_topk for them. Returns (bad_query, bad_row, candidates,\n"
+        "fallbacks).");
+  m.def("screen_bounds", &screen_bounds, py::arg("queries"), py::arg("M"), py::arg("D"),
+        py::arg("cpack"), py::arg("meta"), py::arg("Np"), py::arg("Dp"), py::arg("N"),
+        py::arg("engine"), py::arg("S"), py::arg("E"),
+        "Test hook: the screen's score S and bound E of every (query, row) pair, (M, N) each.");
+}
+
+}  // namespace densescale

@@ -1,0 +1,95 @@
+// Exact top-k by low-precision screening: screen every (query, row) pair in bf16 with a proven
+// error bound, keep the rows that can still reach the k-th place, rescore only those with the
+// exact fp32 kernel (search_kernel.h), so the result is the exact kernel's, bit for bit.
+//
+// ---- Notation ----
+// q: an fp32 query (after the launcher's cosine normalisation), x_j: corpus row j as the exact
+// kernel reads it (fp32, or fp16 / bf16 widened exactly), s_j = fl32(q . x_j) [* r_j]: the exact
+// kernel's score (fp32 FMA accumulation in its fixed order; for cosine it then multiplies by the
+// fp32 inverse norm r_j the launcher passes; rhat_j = r_j for cosine, 1 for inner product).
+// u = 2^-24 (fp32 unit roundoff), gamma_n = n u / (1 - n u) (Higham, "Accuracy and Stability of
+// Numerical Algorithms", 2nd ed., eq. 3.8 / Lemma 3.1; sec. 3.1: any summation order).
+//
+// ---- The copy (screen_pack, once per corpus object) ----
+// Row j is scaled by a power of two sigma_j = 2^-(ilogb|x_j| + 1), so |x'_j| = |sigma_j x_j| lies
+// in [0.5, 1) (exact: a power-of-two scale changes no significand bit). x~_j = bf16(x'_j) (round to
+// nearest; values below bf16's normal range are set to 0 because AMX treats them as 0). The copy
+// keeps, per row, the MEASURED residual rho_j = |x'_j - x~_j|_2 and nu_j = |x~_j|_2 (fp64 sums,
+// relative error < (D + 2) 2^-53, absorbed by rounding up by 2^-30 and then to fp32 upwards).
+// Queries get the same treatment per call: tau = 2^-(ilogb|q| + 1), q' = tau q, q~ = bf16(q'),
+// rho_q = |q' - q~|_2, nu_q = |q~|_2; |q'| < 1.
+//
+// ---- The bound ----
+// (1) Rounding of the inputs, exactly (no model): q'.x' - q~.x~ = q'.(x' - x~) + (q' - q~).x~, so
+//     by Cauchy-Schwarz  |q'.x' - q~.x~| <= |q'| rho_j + rho_q nu_j.
+//     (For bf16 RNE rho <= 2^-8 |x'| elementwise, i.e. this is at most (2u_bf16 + u_bf16^2)
+//     |q'||x'|; the measured residuals are ~0.4x of that on typical data.)
+// (2) The screen's arithmetic P = fl(q~ . x~): every product of two bf16 is exact in fp32 (8 + 8
+//     significand bits) unless it underflows; the accumulation is D - 1 fp32 additions in an order
+//     the hardware picks (AMX TDPBF16PS / a scalar FMA loop): |P - q~.x~| <= gamma_2D sum|q~_i
+//     x~_i| + 2D 2^-126 <= gamma_2D nu_q nu_j + 2D 2^-126 (gamma_2D: a factor 2 of slack over
+//     Higham's gamma_{D-1} covers a directed or double rounding per step; 2D 2^-126: every
+//     product and partial sum flushed to zero if it falls below 2^-126: Intel SDM vol. 2,
+//     TDPBF16PS "DAZ/FTZ").
+// (3) The exact kernel's own error: |fl32(q . x_j) - q . x_j| <= gamma_D sum|q_i||x_ji| + D 2^-126
+//     <= gamma_D |q||x_j| + D 2^-126 (Higham Lemma 3.1 + Cauchy-Schwarz; the underflow term is
+//     the flush-to-zero worst case). Cosine: one more product by r_j adds u |s_j|.
+// In "query units" (everything times tau, the comparison across rows of one query is unchanged)
+// with w_j = rhat_j / sigma_j, the screen score S = fl(P w_j) and tau s_j differ by at most
+//     E = |q'| (w_j rho_j + kappa rhat_j |x_j|)  +  (rho_q + (gamma_2D + 2^-20) nu_q) w_j nu_j  +  d_j
+// with kappa = gamma_D + 2u ((3) and the cosine product), the 2^-20 nu_q w_j nu_j term covering
+// the fp32 roundings of S = P w_j and of S +- E (|S| <= (1 + gamma_2D) nu_q nu_j w_j + ...), and
+// d_j >= 4 rhat_j D 2^-126 tau_max + w_j 2D 2^-126 the absolute (underflow) terms, with
+// tau <= 2^41 because the screen only takes norms in [2^-40, 2^40] (others: exact kernel).
+// Every stored factor is rounded up and the per-query / per-row factors are inflated by 2^-20,
+// which covers the two fp32 FMAs that evaluate E. So for every (query, row):
+//     L_j = S - E <= tau s_j <= S + E = U_j.
+//
+// ---- Why the result is exact ----
+// Let T be the k-th largest exact score. Since tau s_j >= L_j for every j, tau T >= t, the k-th
+// largest L. Every row of the exact top k (ties at T included) has U_j >= tau s_j >= tau T >= t,
+// so the candidate set {j : U_j >= t} contains it; rescoring the candidates with the exact
+// kernel's arithmetic and selecting with its tie rule gives its result. During the scan t is the
+// k-th largest L seen so far (<= the final one), so rows dropped then would also be dropped at
+// the end. A query whose candidates exceed `cand_limit` (the bound is loose for this data) is
+// flagged and the launcher runs the exact kernel for it.
+#pragma once
+
+#include <cstdint>
+
+namespace densescale {
+
+// One call's screening inputs (built by the driver in screen.cpp).
+struct ScreenScan {
+  const uint16_t* qpack = nullptr;  // (Mp, Dp) bf16 bits, row-major, zero padded
+  int64_t Dp = 0;                   // D rounded up to 32
+  const float* qA = nullptr;        // (M,) |q'| (inflated)
+  const float* qB = nullptr;        // (M,) rho_q + (gamma_2D + 2^-20) nu_q (inflated)
+  const uint16_t* cpack = nullptr;  // groups of 16 rows, VNNI tiles (see screen_pack)
+  const float* meta = nullptr;      // (4, Np): w_j, a_j = w rho + kappa rhat |x|, b_j = w nu, d_j
+  int64_t Np = 0;                   // rows rounded up to 32
+  int64_t N = 0;                    // real rows
+  int64_t k = 0;
+  float bound_scale = 1.0f;  // 1 in production; tests shrink it to show a wrong bound is caught
+};
+
+// One unit of work: queries [m0, m0 + mq) (m0 a multiple of 32) x rows [j0, j1) (multiples of 32)
+// and its candidate lists, structure of arrays (mq, cap).
+struct ScreenUnit {
+  int64_t m0 = 0, mq = 0, j0 = 0, j1 = 0, cap = 0;
+  float* u = nullptr;        // upper bounds U
+  float* l = nullptr;        // lower bounds L
+  int32_t* id = nullptr;     // local row ids
+  int64_t* count = nullptr;  // (mq,)
+  uint8_t* skip = nullptr;   // (mq,) 1: query not screened (fallback), set on input or overflow
+  float* thr = nullptr;      // (mq,) scratch: running thresholds
+};
+
+bool amx_usable();  // CPU has AMX-BF16 and the OS granted the tile state to this process
+void screen_unit_amx(const ScreenScan& s, ScreenUnit& u);
+void screen_unit_emulated(const ScreenScan& s, ScreenUnit& u);
+// S and E of every (query, row) pair (queries [0, M)), query units, for the bound tests.
+void screen_dump_amx(const ScreenScan& s, int64_t M, float* S, float* E);
+void screen_dump_emulated(const ScreenScan& s, int64_t M, float* S, float* E);
+
+}  // namespace densescale

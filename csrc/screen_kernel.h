@@ -1,0 +1,206 @@
+// The screening scan (see screen.h for the bound and why the result is exact), written once over
+// an "engine" that computes a panel of bf16 dot products P (32 queries x up to 256 rows) and an
+// epilogue that turns P into bounds and keeps candidates. Anonymous namespace: each ISA file gets its own copy compiled
+// with its own flags (as search_kernel.h).
+//
+// Engine: constructor(const ScreenScan&), panel(query row m (multiple of 32), corpus row j
+// (multiple of 32), rows n (multiple of 32), float* P) with P[i * n + r] = q~_{m+i} . x~_{j+r}.
+// Epi: push(P row (32), ScreenScan, j0, nvalid, A, B, t, u_out, l_out, id_out) -> kept count.
+// Per query the scan keeps (U, L, id) of rows with U >= t, t = the k-th largest L seen so far (the
+// root of a min-heap of the k largest L, fresh after every kept row); whenever the list grew by
+// max(k, 64) rows it drops those whose U fell below t, and a list that stays longer than the
+// unit's capacity sends the query to the exact kernel.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "screen.h"
+
+namespace densescale {
+namespace {
+
+// Packed corpus: group g of 16 rows, chunk c of 32 dims is one AMX B tile (16 x 64 bytes) in the
+// VNNI layout: element (row g*16 + r, dim c*32 + 2*p + e) at ((g * nkc + c) * 16 + p) * 32 + 2r + e.
+inline int64_t packed_index(int64_t row, int64_t d, int64_t nkc) {
+  const int64_t g = row >> 4, r = row & 15, c = d >> 5, p = (d & 31) >> 1, e = d & 1;
+  return ((g * nkc + c) * 16 + p) * 32 + 2 * r + e;
+}
+
+inline float bf16_to_float(uint16_t b) {
+  const uint32_t w = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &w, 4);
+  return f;
+}
+
+// A heap buffer of this file's own type: the out-of-line members of a standard container
+// instantiated in an AVX-512 / AMX file could be the copy the linker keeps for generic code.
+template <class T>
+struct Buf {
+  T* p;
+  Buf(int64_t n, T v) : p(new T[n > 0 ? n : 1]) {
+    for (int64_t i = 0; i < n; ++i) p[i] = v;
+  }
+  ~Buf() { delete[] p; }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  T* data() { return p; }
+  T& operator[](int64_t i) { return p[i]; }
+};
+
+// Per query, a min-heap of the k largest lower bounds L seen so far: its root is the threshold t
+// (the k-th largest L, never above the final one), fresh after every kept row.
+inline void heap_offer(float* h, int64_t& size, int64_t k, float v) {
+  if (size < k) {  // sift up
+    int64_t i = size++;
+    while (i > 0) {
+      const int64_t p = (i - 1) / 2;
+      if (h[p] <= v) break;
+      h[i] = h[p];
+      i = p;
+    }
+    h[i] = v;
+    return;
+  }
+  if (!(v > h[0])) return;
+  int64_t i = 0;  // replace the root, sift down
+  for (;;) {
+    int64_t c = 2 * i + 1;
+    if (c >= k) break;
+    if (c + 1 < k && h[c + 1] < h[c]) ++c;
+    if (h[c] >= v) break;
+    h[i] = h[c];
+    i = c;
+  }
+  h[i] = v;
+}
+
+// Keep the rows with U >= t; returns the new count.
+inline int64_t keep_reachable(float* u, float* l, int32_t* id, int64_t n, float t) {
+  int64_t w = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    u[w] = u[i];
+    l[w] = l[i];
+    id[w] = id[i];
+    w += u[i] >= t;
+  }
+  return w;
+}
+
+// Scalar epilogue (any CPU): the same formulas as the vector one.
+struct EpiScalar {
+  static int64_t push(const float* P, const ScreenScan& s, int64_t j0, int nvalid, float A, float B,
+                      float t, float* uo, float* lo, int32_t* io) {
+    const float* w = s.meta;
+    const float* a = s.meta + s.Np;
+    const float* b = s.meta + 2 * s.Np;
+    const float* d = s.meta + 3 * s.Np;
+    int64_t n = 0;
+    for (int r = 0; r < nvalid; ++r) {
+      const int64_t j = j0 + r;
+      const float S = P[r] * w[j];
+      const float E = std::fma(A, a[j], std::fma(B, b[j], d[j])) * s.bound_scale;
+      const float U = S + E;
+      if (U >= t) {
+        uo[n] = U;
+        lo[n] = S - E;
+        io[n++] = static_cast<int32_t>(j);
+      }
+    }
+    return n;
+  }
+};
+
+// Rows per panel: the engine computes P for 32 queries x kPanelRows rows at once (the corpus
+// panel, 384 KiB of bf16 at D = 768, stays in L2 while the query block passes over it).
+constexpr int64_t kPanelRows = 256;
+
+template <class Engine, class Epi>
+void screen_unit_impl(const ScreenScan& s, ScreenUnit& u) {
+  Engine eng(s);
+  const int64_t k = s.k, cap = u.cap;
+  float* thr = u.thr;
+  Buf<float> panel(32 * kPanelRows, 0.f);
+  float* P = panel.data();
+  Buf<float> heaps(u.mq * k, 0.f);
+  Buf<int64_t> hsize(u.mq, 0);
+  // A list drops the rows that can no longer reach the threshold whenever it grew by `grow`.
+  const int64_t grow = std::max<int64_t>(k, 64);
+  Buf<int64_t> compact_at(u.mq, std::min(cap, 2 * grow + 32));
+  for (int64_t i = 0; i < u.mq; ++i) {
+    u.count[i] = 0;
+    thr[i] = -std::numeric_limits<float>::infinity();
+  }
+  const int64_t j_end = std::min(u.j1, (s.N + 31) / 32 * 32);
+  for (int64_t jp = u.j0; jp < j_end; jp += kPanelRows) {
+    const int64_t nrows = std::min(kPanelRows, j_end - jp);  // a multiple of 32
+    for (int64_t i0 = 0; i0 < u.mq; i0 += 32) {
+      const int mr = static_cast<int>(std::min<int64_t>(32, u.mq - i0));
+      bool any = false;
+      for (int i = 0; i < mr; ++i) any |= !u.skip[i0 + i];
+      if (!any) continue;
+      eng.panel(u.m0 + i0, jp, nrows, P);
+      for (int i = 0; i < mr; ++i) {
+        const int64_t m = i0 + i;
+        float* uo = u.u + m * cap;
+        float* lo = u.l + m * cap;
+        int32_t* io = u.id + m * cap;
+        float* heap = heaps.data() + m * k;
+        for (int64_t jb = 0; jb < nrows && !u.skip[m]; jb += 32) {
+          const int64_t j0 = jp + jb;
+          const int nvalid = static_cast<int>(std::min<int64_t>(32, s.N - j0));
+          if (nvalid <= 0) break;
+          int64_t n = u.count[m];
+          if (n + 32 > compact_at[m]) {
+            n = keep_reachable(uo, lo, io, n, thr[m]);
+            if (n + 32 > cap) {  // the bound keeps too many rows: exact kernel for this query
+              u.skip[m] = 1;
+              u.count[m] = 0;
+              break;
+            }
+            compact_at[m] = std::min(cap, n + grow + 32);
+          }
+          const int64_t got = Epi::push(P + i * nrows + jb, s, j0, nvalid, s.qA[u.m0 + m],
+                                        s.qB[u.m0 + m], thr[m], uo + n, lo + n, io + n);
+          for (int64_t e = n; e < n + got; ++e) heap_offer(heap, hsize[m], k, lo[e]);
+          if (hsize[m] == k) thr[m] = heap[0];
+          u.count[m] = n + got;
+        }
+      }
+    }
+  }
+  for (int64_t m = 0; m < u.mq; ++m)
+    if (!u.skip[m])
+      u.count[m] = keep_reachable(u.u + m * cap, u.l + m * cap, u.id + m * cap, u.count[m], thr[m]);
+}
+
+// S and E of every pair, in query units (for the tests of the bound).
+template <class Engine>
+void screen_dump_impl(const ScreenScan& s, int64_t M, float* S, float* E) {
+  Engine eng(s);
+  Buf<float> panel(32 * 32, 0.f);
+  float* P = panel.data();
+  const float* w = s.meta;
+  const float* a = s.meta + s.Np;
+  const float* b = s.meta + 2 * s.Np;
+  const float* d = s.meta + 3 * s.Np;
+  for (int64_t j0 = 0; j0 < s.N; j0 += 32) {
+    const int64_t nv = std::min<int64_t>(32, s.N - j0);
+    for (int64_t m0 = 0; m0 < M; m0 += 32) {
+      eng.panel(m0, j0, 32, P);
+      for (int64_t i = 0; i < std::min<int64_t>(32, M - m0); ++i)
+        for (int64_t r = 0; r < nv; ++r) {
+          const int64_t j = j0 + r, m = m0 + i;
+          S[m * s.N + j] = P[i * 32 + r] * w[j];
+          E[m * s.N + j] = std::fma(s.qA[m], a[j], std::fma(s.qB[m], b[j], d[j])) * s.bound_scale;
+        }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace densescale

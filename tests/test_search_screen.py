@@ -1,0 +1,339 @@
+"""Low-precision screening (csrc/screen.h): the screened search returns exactly what the exact fp32
+kernel returns (ids and scores bit for bit), the bound holds for every (query, row) pair, and a
+shrunk bound is caught. The portable "emulated" engine runs everywhere; "amx" where the CPU has it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _search_ref import assert_topk_matches, reference_scores, tolerance
+
+import densescale
+from densescale._native import native
+from densescale.index import FlatIndex
+from densescale.ops import search as S
+
+ENGINES = ["emulated"] + (["amx"] if native().screen_engine() == "amx" else [])
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request, monkeypatch):
+    """Screen every shard (no size / k / candidate limits) with the given engine."""
+    monkeypatch.setitem(S._SCREEN, "engine", request.param)
+    monkeypatch.setitem(S._SCREEN, "min_rows", 0)
+    monkeypatch.setitem(S._SCREEN, "max_k_frac", 1.0)
+    monkeypatch.setitem(S._SCREEN, "cand_frac", 1.0)
+    monkeypatch.setitem(S._SCREEN, "pack_min_queries", 0)
+    monkeypatch.setattr(S, "_screen_cache", {})
+    return request.param
+
+
+def exact(q, c, k, metric="ip"):
+    """The exact kernel of the active ISA (an explicit isa never screens)."""
+    qt = S._check_queries(q)
+    shards = S._to_shards(c, qt.shape[1])
+    if metric == "cos":
+        qt = S._normalize(qt)
+    s, i, bad = S._search_cpp(qt, shards, k, metric == "cos", 2, native().isa())
+    assert not bad.any()
+    return s, i
+
+
+def check(q, c, k, metric="ip", screened=True):
+    """Screened public search == exact kernel (bit for bit) and == the fp64 reference (ties)."""
+    s, i = densescale.search(q, c, k, metric=metric, backend="cpp", threads=2)
+    stats = dict(S.screen_stats)
+    if screened:
+        shards = len(c) if isinstance(c, list) else 1
+        assert stats["queries"] + stats["fallbacks"] == q.shape[0] * shards  # counted per shard
+    es, ei = exact(q, c, k, metric)
+    S.screen_stats.update(stats)  # what the screened call did (exact() resets the counters)
+    assert torch.equal(i, ei), (i, ei)
+    assert torch.equal(s, es)
+    whole = torch.cat([p.float() for p in c]) if isinstance(c, list) else c.float()
+    ref = reference_scores(q, whole, metric)
+    scale = float(ref.abs().max()) / max(1.0, q.shape[1] ** 0.5) or 1.0
+    assert_topk_matches(s, i, ref, k, tolerance(q.shape[1], torch.float32, scale))
+    return s, i
+
+
+# ---- exactness on random and adversarial inputs ----
+
+
+@pytest.mark.parametrize(
+    "M,N,D,k",
+    [
+        (1, 300, 37, 1),
+        (1, 5000, 64, 10),
+        (5, 257, 64, 257),
+        (33, 1000, 100, 10),
+        (70, 2000, 40, 50),
+    ],
+)
+def test_random_inputs_equal_the_exact_kernel(engine, M, N, D, k):
+    g = torch.Generator().manual_seed(M * 1000 + N)
+    check(torch.randn(M, D, generator=g), torch.randn(N, D, generator=g), k)
+    assert S.screen_stats["queries"] == M
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_corpora(engine, dtype):
+    g = torch.Generator().manual_seed(1)
+    q, c = torch.randn(9, 48, generator=g), torch.randn(1500, 48, generator=g).to(dtype)
+    check(q, c, 20)
+    check(q.to(dtype), c, 20)  # half queries are widened to fp32 first
+
+
+def test_cosine(engine):
+    g = torch.Generator().manual_seed(2)
+    c = torch.randn(1200, 40, generator=g) * torch.logspace(-3, 3, 1200)[:, None]
+    check(torch.randn(7, 40, generator=g), c, 15, metric="cos")
+
+
+def test_exact_ties_and_duplicates(engine):
+    # Many identical rows and rows that differ only below bf16 precision: equal bf16 copies,
+    # different fp32 scores; ties go to the smaller id.
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(64, generator=g)
+    c = base.repeat(3000, 1)
+    c[1000:2000, 0] += torch.arange(1000) * 2.0**-20  # below bf16's resolution
+    c[2000:] = torch.randn(1000, 64, generator=g)
+    q = torch.stack([base, torch.ones(64), torch.randn(64, generator=g)])
+    for k in (1, 7, 150, 1001):
+        check(q, c, k)
+
+
+def _crossing_rows(D=64, n_decoys=2000, seed=0):
+    """k = 1 with the best row b underestimated by bf16 rounding and decoys overestimated, so the
+    bf16 order is reversed while the exact scores are within ~2D 2^-16 of each other. With
+    q = ones, the Cauchy-Schwarz step is tight for b: a bound even half as large drops b."""
+    hi = 1 + 2.0**-8 + 2.0**-16  # just above a bf16 midpoint: rounds up
+    lo = 1 + 2.0**-8 - 2.0**-16  # just below: rounds down
+    c = torch.full((n_decoys + 1, D), hi, dtype=torch.float32)
+    c[:, 0] = hi - 4 * D * 2.0**-16  # decoys: exact total below b's, bf16 total above
+    b = int(torch.randint(0, n_decoys + 1, (1,), generator=torch.Generator().manual_seed(seed)))
+    c[b] = lo
+    return torch.ones(1, D), c, b
+
+
+def test_rows_crossing_the_kth_boundary(engine, monkeypatch):
+    q, c, b = _crossing_rows()
+    _, i = check(q, c, 1)
+    assert int(i[0, 0]) == b
+    # The same search with the bound halved misses b: the exactness checks above have teeth.
+    monkeypatch.setitem(S._SCREEN, "bound_scale", 0.5)
+    _, i_bad = densescale.search(q, c, 1, backend="cpp", threads=2)
+    assert int(i_bad[0, 0]) != b
+
+
+def test_huge_and_tiny_norms(engine):
+    g = torch.Generator().manual_seed(4)
+    c = torch.randn(2000, 32, generator=g) * (2.0 ** torch.randint(-35, 36, (2000, 1), generator=g))
+    q = torch.randn(4, 32, generator=g) * torch.tensor([[1e-9], [1.0], [1e9], [3e-5]])
+    check(q, c, 25)
+    check(q, c, 25, metric="cos")
+
+
+def test_out_of_range_norms_and_zero_vectors_use_the_exact_kernel(engine):
+    g = torch.Generator().manual_seed(5)
+    c = torch.randn(500, 16, generator=g)
+    c[7] = 0.0
+    q = torch.randn(3, 16, generator=g)
+    q[1] = 0.0  # a zero query ties every row: it goes to the exact kernel
+    check(q, c, 9)
+    assert S.screen_stats["fallbacks"] == 1
+    c[3] *= 1e-20  # a row the screen does not take: the whole shard runs the exact kernel
+    check(q, c, 9, screened=False)
+    assert S.screen_stats["queries"] == 0
+
+
+def test_candidate_limit_falls_back_per_query(engine, monkeypatch):
+    # Identical rows: every row is a candidate; a limit below N sends the query to the exact kernel.
+    c = torch.ones(800, 16)
+    q = torch.cat([torch.ones(1, 16), torch.randn(2, 16)])
+    monkeypatch.setitem(S._SCREEN, "cand_frac", 0.1)
+    check(q, c, 5)
+    assert S.screen_stats["fallbacks"] >= 1
+
+
+def test_nan_corpus_row_is_still_named(engine):
+    c = torch.randn(400, 16)
+    c[123, 4] = float("nan")
+    with pytest.raises(ValueError, match="corpus row 123 holds NaN or Inf"):
+        densescale.search(torch.randn(2, 16), c, 3, backend="cpp")
+    q = torch.randn(2, 16)
+    q[1, 0] = float("inf")
+    with pytest.raises(ValueError, match="queries row 1 holds NaN or Inf"):
+        densescale.search(q, torch.randn(400, 16), 3, backend="cpp")
+
+
+def test_shards_and_flat_index_cache(engine, monkeypatch, tmp_path):
+    g = torch.Generator().manual_seed(6)
+    parts = [torch.randn(n, 24, generator=g) for n in (700, 5, 900)]
+    q = torch.randn(6, 24, generator=g)
+    check(q, parts, 30)
+    made = []
+    real = S._make_screen_copy
+    monkeypatch.setattr(S, "_make_screen_copy", lambda *a: made.append(1) or real(*a))
+    index = FlatIndex(24)
+    index.add(torch.cat(parts))
+    s1, i1 = index.search(q, 30)
+    s2, i2 = index.search(q, 30)
+    assert len(made) == 1  # the copy is made once per stored shard
+    assert torch.equal(i1, i2) and torch.equal(s1, s2)
+    es, ei = exact(q, torch.cat(parts), 30)
+    assert torch.equal(i1, ei) and torch.equal(s1, es)
+    index.add(torch.randn(50, 24, generator=g))  # a new shard tensor: a new copy
+    index.search(q, 30)
+    assert len(made) == 2
+    c = torch.randn(600, 24, generator=g)
+    densescale.search(q, c, 5, backend="cpp")
+    c.mul_(-1)  # in-place change bumps the version: the stale copy is not used
+    check(q, c, 5)
+    index.save(tmp_path / "ix")
+    loaded = FlatIndex.load(tmp_path / "ix")
+    _, i3 = loaded.search(q, 30)
+    assert torch.equal(i3[:, :5], index.search(q, 30)[1][:, :5])
+
+
+def test_property_random_and_adversarial(engine):
+    """Many small random cases, some built for near-ties, against the exact kernel and fp64."""
+    rng = np.random.default_rng(7)
+    for case in range(12 if engine == "emulated" else 40):
+        M, N, D = int(rng.integers(1, 40)), int(rng.integers(1, 600)), int(rng.integers(1, 80))
+        k = int(rng.integers(1, N + 1))
+        kind = case % 4
+        c = rng.standard_normal((N, D)).astype(np.float32)
+        q = rng.standard_normal((M, D)).astype(np.float32)
+        if kind == 1:  # few distinct rows, tiny perturbations below bf16 precision
+            c = c[rng.integers(0, max(1, N // 8), N)] * (1 + 2.0**-12 * rng.integers(0, 3, (N, 1)))
+        elif kind == 2:  # rows at bf16 midpoints (maximal rounding error)
+            c = np.sign(c) * (1 + 2.0**-8 + 2.0**-16 * rng.integers(-3, 4, (N, D)))
+            q = np.sign(q) * 1.0
+        elif kind == 3:  # wild norms
+            c = c * 2.0 ** rng.integers(-30, 31, (N, 1))
+            q = q * 2.0 ** rng.integers(-30, 31, (M, 1))
+        c, q = torch.from_numpy(c.astype(np.float32)), torch.from_numpy(q.astype(np.float32))
+        check(q, c, k, metric="cos" if case % 5 == 4 else "ip")
+
+
+# ---- the bound itself ----
+
+
+def _bounds(q, c, engine, metric="ip"):
+    """(S, E) of every pair from the screen, and the exact kernel's fp32 scores (M, N)."""
+    C = native()
+    cf = c.float().contiguous()
+    cos = metric == "cos"
+    qf = (S._normalize(q) if cos else q.float()).contiguous()
+    copy = S._make_screen_copy(cf, None, cos, 2)
+    assert copy.ok
+    M, N = qf.shape[0], cf.shape[0]
+    Sm, Em = torch.empty(M, N), torch.empty(M, N)
+    C.screen_bounds(qf.data_ptr(), M, qf.shape[1], copy.cpack.data_ptr(), copy.meta.data_ptr(),
+                    copy.Np, copy.Dp, N, engine, Sm.data_ptr(), Em.data_ptr())  # fmt: skip
+    ids = torch.arange(N).repeat(M, 1)
+    s32 = densescale.score_candidates(qf, cf, ids)
+    if cos:
+        s32 = s32 * copy.scale[None, :]
+    return Sm.double(), Em.double(), s32.double()
+
+
+@pytest.mark.parametrize("metric", ["ip", "cos"])
+def test_bound_holds_for_every_pair(engine, metric):
+    g = torch.Generator().manual_seed(8)
+    q, c, _ = _crossing_rows(D=64, n_decoys=300)
+    cases = [
+        (torch.randn(16, 96, generator=g), torch.randn(700, 96, generator=g)),
+        (q, c),
+        (torch.randn(5, 32, generator=g) * 1e7, torch.randn(400, 32, generator=g) * 1e-9),
+    ]
+    for q, c in cases:
+        Sm, Em, s32 = _bounds(q, c, engine, metric)
+        ref = reference_scores(q, c, metric)
+        assert bool(((s32 - Sm).abs() <= Em).all()), "the exact kernel's score left the bound"
+        assert bool(((ref - Sm).abs() <= Em).all()), "the fp64 score left the bound"
+
+
+def test_bound_is_tight_enough(engine):
+    # Random data: the measured residuals are ~0.45 of bf16's unit roundoff 2^-8 each, so E is
+    # ~2^-8 |q||x|, below the a-priori (2u + u^2) |q||x| ~ 2^-7; a bound loosened or shrunk 4x
+    # fails one of the checks (and a shrunk one fails the exactness tests above).
+    g = torch.Generator().manual_seed(9)
+    q, c = torch.randn(8, 256, generator=g), torch.randn(4000, 256, generator=g)
+    _, Em, _ = _bounds(q, c, engine)
+    qn, cn = q.double().norm(dim=1), c.double().norm(dim=1)
+    rel = Em / (qn[:, None] * cn[None, :])
+    assert float(rel.max()) < 2.0**-7, float(rel.max())
+    assert float(rel.min()) > 2.0**-9, float(rel.min())
+    check(q, c, 10)
+    assert S.screen_stats["candidates"] <= 8 * 60, S.screen_stats
+
+
+# ---- ISA paths: the rescoring reproduces each ISA's exact kernel ----
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_every_isa_path(isa):
+    order = ["generic", "avx2", "avx512"]
+    if order.index(isa) > order.index(native().detected_isa()):
+        pytest.skip(f"CPU lacks {isa}")
+    code = (
+        "import torch, densescale; from densescale._native import native;"
+        "from densescale.ops import search as S;"
+        "S._SCREEN.update(engine='emulated', min_rows=0, max_k_frac=1.0, cand_frac=1.0,"
+        " pack_min_queries=0);"
+        "g = torch.Generator().manual_seed(0);"
+        "q, c = torch.randn(5, 37, generator=g), torch.randn(900, 37, generator=g);"
+        "s, i = densescale.search(q, c, 12, backend='cpp');"
+        "assert S.screen_stats['queries'] == 5;"
+        "qt = S._check_queries(q);"
+        "es, ei, _ = S._search_cpp(qt, S._to_shards(c, 37), 12, False, 2, native().isa());"
+        "assert torch.equal(i, ei) and torch.equal(s, es);"
+        "print(native().isa(), native().screen_engine())"
+    )
+    env = dict(os.environ, DENSESCALE_ISA=isa, PYTHONPATH=str(Path(densescale.__file__).parents[1]))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    active, screen = out.stdout.split()
+    assert active == isa
+    # AMX is used only on the AVX-512 path; capped paths fall back to the exact kernel.
+    assert screen == ("amx" if isa == "avx512" and "amx" in ENGINES else "none")
+
+
+def test_flat_index_makes_its_copy_for_small_batches(monkeypatch):
+    # Default policy, except that the shard is big enough: an index's copy is made even for M = 2.
+    monkeypatch.setattr(S, "_screen_cache", {})
+    monkeypatch.setitem(S._SCREEN, "engine", ENGINES[-1])
+    monkeypatch.setitem(S._SCREEN, "min_rows", 1000)
+    g = torch.Generator().manual_seed(10)
+    index = FlatIndex(16)
+    index.add(torch.randn(1500, 16, generator=g))
+    q = torch.randn(2, 16, generator=g)
+    s, i = index.search(q, 5)
+    assert S.screen_stats["queries"] == 2
+    es, ei = exact(q, index.shards[0], 5)
+    assert torch.equal(i, ei) and torch.equal(s, es)
+    densescale.search(q, torch.randn(1500, 16, generator=g), 5, backend="cpp")
+    assert S.screen_stats["queries"] == 0  # a plain tensor with 2 queries: no copy made
+
+
+def test_public_default_uses_the_screen_only_where_it_pays(monkeypatch):
+    monkeypatch.setattr(S, "_screen_cache", {})
+    c = torch.randn(3000, 16)
+    densescale.search(torch.randn(4, 16), c, 5, backend="cpp")
+    assert S.screen_stats["queries"] == 0  # below min_rows: the exact kernel
