@@ -96,7 +96,15 @@ def test_relevance_level_overlap_and_chance_reach_every_record(
     assert "(random 0.00" in line and f"clean subset ({len(ov.clean_queries)} queries)" in line
     # the BM25 row names what it was computed on, in the CLI and the report
     assert "BM25 reference (on 90 test queries over 1,500 passages (the full corpus))" in printed
-    assert "90 test queries over 1,500 passages" in Path(out["report"]).read_text()
+    summary = Path(out["report"]).read_text()
+    assert "90 test queries over 1,500 passages" in summary
+    # the report says what the cells were evaluated on: the pool, the overlap, the clean subset
+    section = summary.split("## What the cells were evaluated on")[1].split("\n## ")[0]
+    assert f"CE pool: {rec['pool_size']:,} passages of the 1,500 evaluated, for K = 64" in section
+    assert f"{ov.share:.1%} of the evaluated pairs have a positive that is also a training" in (
+        section
+    )
+    assert f"| {rec['ce']:.4f} | {rec['clean']['ce']:.4f} |" in section
 
 
 def test_a_cell_stopped_by_patience_at_its_first_evaluations_is_not_converged(

@@ -171,9 +171,32 @@ def check_records(records) -> list[dict]:
                     str(k): bool(v) for k, v in (r.get("metrics_above_chance") or {}).items()
                 },
                 "corpus_size": _corpus_size(where, r),
+                "evaluation": _evaluation(r),
             }
         )
     return out
+
+
+def _evaluation(r: Mapping) -> dict:
+    """What a record was evaluated on (only what it says; absent fields are None): the evaluated
+    passages, the CE pool, the share of pairs whose positive is a training positive, and CE /
+    MRR@10 on the clean subset without them."""
+    overlap = r.get("overlap") if isinstance(r.get("overlap"), Mapping) else {}
+    clean = r.get("clean") if isinstance(r.get("clean"), Mapping) else {}
+
+    def number(v):
+        ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+        return float(v) if ok else None
+
+    return {
+        "passages": number(r.get("num_passages")),
+        "pool": number(r.get("pool_size")),
+        "num_negatives": number(r.get("num_negatives")),
+        "overlap_share": number(overlap.get("share")),
+        "clean_queries": number(clean.get("num_queries")),
+        "clean_ce": number(clean.get("ce")),
+        "clean_mrr": number((clean.get("metrics") or {}).get("mrr@10")),
+    }
 
 
 def _corpus_size(where: str, r: Mapping) -> int | None:
@@ -270,9 +293,18 @@ def cells_of(records: list[dict], source: str | None = None) -> list[dict]:
                 "flags": list(dict.fromkeys(f for r in rs for f in r["flags"])),
                 "seen_bias": seen[0] if seen else None,
                 "decides_ranking": any(s["decides_ranking"] for s in seen),
+                "evaluation": _mean_evaluation([r["evaluation"] for r in rs]),
             }
         )
     return cells
+
+
+def _mean_evaluation(evals: list[dict]) -> dict:
+    out = {}
+    for key in evals[0]:
+        vals = [e[key] for e in evals if e.get(key) is not None]
+        out[key] = float(np.mean(vals)) if vals else None
+    return out
 
 
 def check_baselines(baselines) -> dict[str, dict]:

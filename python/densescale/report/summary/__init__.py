@@ -4,6 +4,7 @@ heading in this table.
 | heading in ``summary.md``                                  | function                  | file           |
 |------------------------------------------------------------|---------------------------|----------------|
 | ``# Dense retrieval scaling-law report`` (sources table)   | :func:`overview`          | ``study.py``   |
+| ``## What the cells were evaluated on`` (pool, overlap)     | :func:`evaluation_section` | ``evaluation.py`` |
 | ``## From contrastive entropy to ranking metrics``         | :func:`metric_maps_section` | ``study.py`` |
 | ``## Training curves``                                     | :func:`training_curves_section` | ``study.py`` |
 | ``## Source `<name>```  (per source, in this order:)       | :func:`source_section`    | ``source.py``  |
@@ -33,6 +34,7 @@ from collections.abc import Mapping
 from densescale.scaling import CostModel
 
 from ..outcomes import SourceFits
+from .evaluation import evaluation_section
 from .exchange import exchange_section
 from .source import source_section
 from .study import (
@@ -62,6 +64,7 @@ def summary_markdown(
     which the sources figure compares them."""
     first = next(iter(all_fits.values()))
     lines = overview(all_fits, generated, n_records)
+    lines += evaluation_section(all_fits)
     lines += metric_maps_section(first, figures.get("metrics_vs_ce"))
     lines += training_curves_section(figures.get("training_curves"))
     for s, f in all_fits.items():
