@@ -249,7 +249,9 @@ def test_interrupt_stops_the_study_and_a_rerun_resumes(tmp_path, collections, wo
     assert f"resume with: densescale study {f}" in stderr
     done = ResultsStore(results).records()  # parses: no half-written line
     assert 1 <= len(done) < 3
-    assert len(list((out / "cells").glob("*/checkpoint.pt"))) > len(done)
+    # every finished cell keeps its checkpoint, and so does a cell stopped while training (with two
+    # workers a second cell may finish between the check above and the signal: >=, not >)
+    assert len(list((out / "cells").glob("*/checkpoint.pt"))) >= len(done)
     deadline = time.time() + 10
     while any(_running(int(p)) for p in children):  # no pool worker trains on
         assert time.time() < deadline, "pool workers outlived the interrupted study"
