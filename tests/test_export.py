@@ -6,13 +6,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from _cli import run_cli as _cli
 
 from densescale.eval.placement import place_on_law
 from densescale.models import (
@@ -36,17 +34,6 @@ PROBES = [
     "x",
     "unknownwordzzz optic nerve",
 ]
-
-
-def _cli(*args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "densescale.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
 
 
 @pytest.fixture(scope="module")

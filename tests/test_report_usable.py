@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from _cli import run_cli as _cli
 
 from densescale.report import fit_study, write_report
 from densescale.report.figures import plot_loss_vs_n
@@ -61,16 +60,6 @@ def _joint_records(noise: float, seed: int, source: str = "s", **extra) -> list[
         for n in SIZES[:5]
         for d in (1000, 3000, 10_000, 30_000)
     ]
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "densescale.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
 
 
 # ---------------------------------------------------------------- the checks themselves

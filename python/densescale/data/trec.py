@@ -275,14 +275,15 @@ def write_trec_run(
 
 
 @contextlib.contextmanager
-def atomic_writer(path: PathLike) -> Iterator[TextIO]:
-    """Open a temp file beside ``path`` for writing text; on success it is fsynced and renamed
-    onto ``path`` (readers see the old file or the whole new one), on error it is removed."""
+def atomic_writer(path: PathLike, *, binary: bool = False) -> Iterator[TextIO]:
+    """Open a temp file beside ``path`` for writing text (bytes with ``binary``); on success it is
+    fsynced and renamed onto ``path`` (readers see the old file or the whole new one), on error it
+    is removed."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
+
+from densescale.data.trec import atomic_write_text, atomic_writer
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "save_figure"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    with atomic_writer(path, binary=True) as f:
+        f.write(data)
+    return Path(path)
 
 
 def save_figure(fig, path: str | os.PathLike, *, dpi: int = 150) -> Path:
