@@ -387,8 +387,8 @@ def _metrics_chance(qrels, corpus_size: int, metrics, relevance_level: int, dept
     from .chance import random_ranking_metrics
     from .metrics import _NAME_RE
 
+    # parse_metrics already refused precision without a cutoff; ir-measures names have no level
     names = [m for m in metrics if _NAME_RE.match(m.strip().lower())]
-    names = [m for m in names if not (m.lower().startswith("p") and "@" not in m)]
     if not names:
         return {}
     return random_ranking_metrics(

@@ -63,7 +63,9 @@ def cell_config(study: StudyConfig, cell: Cell, fingerprint: str) -> tuple[dict,
     if not resolve_model(cell.model).pretrained:
         tokenizer = {"vocab_size": 8000, "train_texts": 200_000, "path": None, **study.tokenizer}
     collection = {"fingerprint": fingerprint}
-    kind = cell.source.split("-", 1)[0]
+    from densescale.data.annotations import parse_source
+
+    kind, _ = parse_source(cell.source)
     if kind == "doc2query":
         collection["doc2query_model"] = study.collection.get("doc2query_model")
     elif kind == "llm":  # a generated source depends on its generator and prompt

@@ -49,6 +49,13 @@ def _move_aside(study: StudyConfig) -> Path:
     return dest
 
 
+def recorded_fingerprint(study: StudyConfig) -> str | None:
+    """The collection fingerprint :func:`check_folder` recorded in ``study.json`` (None when the
+    folder has none yet)."""
+    manifest = study.output / MANIFEST
+    return json.loads(manifest.read_text()).get("fingerprint") if manifest.is_file() else None
+
+
 def check_folder(
     study: StudyConfig, fingerprint: str, *, force: bool = False, progress: bool = True
 ) -> None:

@@ -397,9 +397,12 @@ def cell_inputs(study: StudyConfig, cell: Cell) -> dict:
     split, the collection fingerprint and the yardsticks (``chance_ce``, ``oracle_ce``)."""
     from densescale import data
     from densescale.models import load_checkpoint_tokenizer, load_tokenizer, resolve_model
+    from densescale.study.folder import recorded_fingerprint
 
     raw = open_collection(study)
-    fingerprint = collection_fingerprint(raw)
+    # prepare() checked the collection against the folder and recorded its fingerprint: a cell
+    # reads it instead of hashing the whole collection again
+    fingerprint = recorded_fingerprint(study) or collection_fingerprint(raw)
     collection = with_dev_split(study, raw)
     spec = resolve_model(cell.model)
     if spec.pretrained:
