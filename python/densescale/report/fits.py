@@ -381,7 +381,7 @@ def collection_cost(recs: list[dict], cost: CostModel | None) -> tuple[CostModel
     sources = {"queries_served": f"assumption: {queries:.3g} queries over the model's life"}
     if sizes:
         corpus = max(sizes)
-        sources["corpus_size"] = "from the records: the corpus the cells were evaluated on"
+        sources["corpus_size"] = "from the records: the collection's corpus, searched at inference"
         return CostModel(corpus_size=float(corpus)), sources
     sources["corpus_size"] = "assumption: MS MARCO's size; the records give no corpus size"
     return CostModel(), sources

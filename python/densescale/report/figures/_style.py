@@ -121,8 +121,13 @@ def grid(fits: SourceFits, key: str, num: int = 200) -> np.ndarray:
 
 
 def finish(ax, xlabel: str, title: str) -> None:
+    from matplotlib.ticker import NullFormatter
+
     ax.set_xscale("log")
     ax.set_yscale("log")
+    # matplotlib labels minor log ticks when a range spans under a decade; on the N axis those
+    # labels ("2x10^3 3x10^4") run into each other, so only decades carry labels
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(CE_LABEL)
     ax.set_title(title, fontsize=10)
