@@ -223,6 +223,21 @@ def gpu_summary(paths: list[str | Path]) -> list[dict]:
     return rows
 
 
+def chunked_topk(q: torch.Tensor, c: torch.Tensor, k: int, chunk: int, dtype=None) -> tuple:
+    """Plain top-k baseline: ``q @ chunk.T`` + torch.topk per corpus chunk, running merge (ties in
+    torch's order). ``dtype``: each chunk is converted to it first (fp64 for a reference)."""
+    best_s = best_i = None
+    for r in range(0, c.shape[0], chunk):
+        part = c[r : r + chunk] if dtype is None else c[r : r + chunk].to(dtype)
+        s, i = torch.topk(q @ part.T, min(k, part.shape[0]), dim=1)
+        i = i + r
+        if best_s is not None:
+            s, j = torch.topk(torch.cat([best_s, s], 1), k, dim=1)
+            i = torch.cat([best_i, i], 1).gather(1, j)
+        best_s, best_i = s, i
+    return best_s, best_i
+
+
 if __name__ == "__main__":
     import sys
 

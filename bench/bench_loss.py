@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 
 import _harness
 
-from densescale.ops._loss_spec import LossOptions
+from densescale.ops._loss_spec import LossInputs, LossOptions
 
 PROVIDERS = ("torch", "torch.compile", "api", "ours-cpp", "ours-triton", "inf-cl", "st-mnrl")
 MODES = ("forward", "backward", "full")
@@ -134,18 +134,18 @@ def _protocol_provider(mod, q, p, neg, opts):
     state = {}
 
     def forward():
-        return mod.loss_forward(q, p, neg, None, SCALE, opts, False)[0].mean()
+        return mod.loss_forward(LossInputs(q, p, neg, None, SCALE, opts), False)[0].mean()
 
     def prepare_backward():
-        state["saved"] = mod.loss_forward(q, p, neg, None, SCALE, opts, False)[1]
+        state["saved"] = mod.loss_forward(LossInputs(q, p, neg, None, SCALE, opts), False)[1]
 
     def backward():
-        return mod.loss_backward(q, p, neg, None, SCALE, opts, state["saved"], w, False)
+        return mod.loss_backward(LossInputs(q, p, neg, None, SCALE, opts), state["saved"], w, False)
 
     def full():
-        loss, saved = mod.loss_forward(q, p, neg, None, SCALE, opts, True)
+        loss, saved = mod.loss_forward(LossInputs(q, p, neg, None, SCALE, opts), True)
         loss.mean()
-        return mod.loss_backward(q, p, neg, None, SCALE, opts, saved, w, True)
+        return mod.loss_backward(LossInputs(q, p, neg, None, SCALE, opts), saved, w, True)
 
     return {
         "forward": forward,

@@ -7,9 +7,12 @@ torch, side by side in one run.
 
 Providers: ``search-<dtype>`` is ``densescale.search(q, corpus, k)`` on a plain torch tensor (the
 call a user makes: validation, conversion and NaN/Inf detection included; on a CPU with AMX-BF16
-it screens a bf16 copy of the corpus, made once per tensor and cached, and rescores the survivors
-exactly: csrc/screen.h); ``exact-<dtype>`` is the same call with the screen off (the exact fp32
-kernel over every row: the result the screen must reproduce, and does, bit for bit);
+or AVX512-BF16 it screens a bf16 copy of the corpus, made once per tensor and cached, and
+rescores the survivors exactly: csrc/screen.h) with the CPU's default screen engine (AMX first);
+``search-fp32-<engine>`` is the same call with each other engine this CPU runs pinned (e.g. the
+AVX512-BF16 engine, the one AMD EPYC CPUs use, measured on an AMX Xeon); ``exact-<dtype>`` is
+the same call with the screen off (the exact fp32 kernel over every row: the result the screen
+must reproduce, and does, bit for bit);
 ``kernel-<dtype>`` is
 ``densescale._C.search_topk`` (CPU) / ``densescale.ops._search_triton.topk`` (CUDA) on the same
 buffers, so the cost of the layer above the kernel is measured, never assumed (column
@@ -18,7 +21,8 @@ buffers, so the cost of the layer above the kernel is measured, never assumed (c
 
 CPU cases (issue 10 targets in brackets), N=200,000, D=768, k=100:
   topk-m8     M=8     [search-fp32 >= 2x faster than faiss IndexFlatIP, search-fp16 >= 3x]
-  topk-m1000  M=1000  [search-fp32 >= 1.5x faster than faiss with AVX512-BF16 / VNNI, 3x with AMX]
+  topk-m1000  M=1000  [search-fp32 >= 1.5x faster than faiss with AVX512-BF16 / VNNI, 3x with AMX;
+              no slower than faiss without either (exact-fp32 is that path)]
   topk-m64-near-ties  M=64 on a corpus of 64 tight clusters (reported): the screen's bound keeps
               too many rows there, so queries go to the exact kernel; shows what that costs
   screen-copy making the bf16 copy once (time, extra bytes)
@@ -30,12 +34,14 @@ importable), with fractions of a bf16 matmul peak and a device-copy bandwidth me
 Ratios: ``speedup_vs_<p>`` = median(p) / median(provider); ``vs_<p>`` = the median over rounds of
 the ratio measured within one round (paired: robust to load drifting over the run).
 
-Writes bench/results/bench_search-<device>-<stamp>.{csv,json} (one row per provider and case).
+Writes bench/results/bench_search-<device>-<stamp>.{csv,json} (one row per provider and case),
+each row with the CPU model and the machine's 1-minute load average at the start and the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -43,7 +49,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import env_info, measure, measure_interleaved, print_table, write_rows
+from _harness import (
+    chunked_topk,
+    env_info,
+    measure,
+    measure_interleaved,
+    print_table,
+    write_rows,
+)
 
 import densescale
 
@@ -54,19 +67,6 @@ def _faiss():
     except ImportError:
         return None
     return faiss
-
-
-def torch_chunked_topk(q: torch.Tensor, c: torch.Tensor, k: int, chunk: int) -> tuple:
-    """Plain baseline: fp32 matmul per corpus chunk, torch.topk, merge the running lists."""
-    best_s = best_i = None
-    for r in range(0, c.shape[0], chunk):
-        s, i = torch.topk(q @ c[r : r + chunk].T, min(k, c[r : r + chunk].shape[0]), dim=1)
-        i = i + r
-        if best_s is not None:
-            s, j = torch.topk(torch.cat([best_s, s], 1), k, dim=1)
-            i = torch.cat([best_i, i], 1).gather(1, j)
-        best_s, best_i = s, i
-    return best_s, best_i
 
 
 def _row(case, provider, t, *, M, N, D, k, dtype, extra=None):
@@ -108,30 +108,27 @@ def _overheads(rows, case):
             api["api_overhead"] = (api["median_ms"] - ker["median_ms"]) / api["median_ms"]
 
 
-def _screen(on: bool) -> None:
-    """Screen on (the CPU's default) or off (the exact kernel over every row)."""
+def _with_engine(fn, engine: str | None):
+    """``fn`` run with the screen engine pinned: None (the CPU's default), "off" (the exact kernel
+    over every row) or a hardware engine ("amx", "avx512bf16")."""
     from densescale.ops import search as S
 
-    S._SCREEN["engine"] = None if on else "off"
-
-
-def _screened(fn):
     def run():
-        _screen(True)
-        return fn()
-
-    return run
-
-
-def _exact(fn):
-    def run():
-        _screen(False)
+        S._SCREEN["engine"] = engine
         try:
             return fn()
         finally:
-            _screen(True)
+            S._SCREEN["engine"] = None
 
     return run
+
+
+def _screened(fn):
+    return _with_engine(fn, None)
+
+
+def _exact(fn):
+    return _with_engine(fn, "off")
 
 
 def _screen_row(rows, case, provider, fn):
@@ -148,6 +145,8 @@ def _screen_row(rows, case, provider, fn):
 
 
 def bench_cpu(args) -> list[dict]:
+    from densescale._native import native
+    from densescale.ops import _search_screen as SC
     from densescale.ops import search as S
 
     faiss = _faiss()
@@ -165,7 +164,12 @@ def bench_cpu(args) -> list[dict]:
     rows: list[dict] = []
     rep_big = 1 if args.quick else args.rep
     engine = S._screen_engine()
-    print(f"  screen engine: {engine or 'none (exact kernel only)'}", flush=True)
+    # Every hardware engine of this CPU gets its own rows (search-fp32-<engine>) next to the
+    # default one (search-fp32), so e.g. the AVX512-BF16 path is measured on an AMX machine too.
+    others = [e for e in native().screen_engines() if e != engine] if engine else []
+    print(
+        f"  screen engine: {engine or 'none (exact kernel only)'}; also timed: {others}", flush=True
+    )
     if engine is not None:
         import time
 
@@ -187,6 +191,7 @@ def bench_cpu(args) -> list[dict]:
         api16 = lambda q=q, k=k: densescale.search(q, corpus16, k)
         provs = [
             ("search-fp32", "float32", _screened(api32)),
+            *[(f"search-fp32-{e}", "float32", _with_engine(api32, e)) for e in others],
             ("exact-fp32", "float32", _exact(api32)),
             ("kernel-fp32", "float32", _kernel_call(q, corpus, k, args.threads)),
             ("search-fp16", "float16", _screened(api16)),
@@ -196,9 +201,7 @@ def bench_cpu(args) -> list[dict]:
         if fidx is not None:
             provs.append(("faiss", "float32", lambda qn=qn, k=k: fidx.search(qn, k)))
         if args.torch:
-            provs.append(
-                ("torch", "float32", lambda q=q, k=k: torch_chunked_topk(q, corpus, k, 16384))
-            )
+            provs.append(("torch", "float32", lambda q=q, k=k: chunked_topk(q, corpus, k, 16384)))
         timed = measure_interleaved(
             {name: fn for name, _, fn in provs},
             warmup=1,
@@ -211,12 +214,15 @@ def bench_cpu(args) -> list[dict]:
         _ratios(rows, case)
         _ratios(rows, case, "exact-fp32")
         _overheads(rows, case)
-        _screen_row(rows, case, "search-fp32", api32)
-        _screen_row(rows, case, "search-fp16", api16)
-        # The screened search returns the exact kernel's result, bit for bit.
-        s_all, i_all = _screened(api32)()
+        _screen_row(rows, case, "search-fp16", _screened(api16))
+        # The screened search returns the exact kernel's result, bit for bit, on every engine.
         e_s, e_i = _exact(api32)()
-        assert torch.equal(i_all, e_i) and torch.equal(s_all, e_s), f"{case}: screen != exact"
+        for name, fn in [("search-fp32", _screened(api32))] + [
+            (f"search-fp32-{e}", _with_engine(api32, e)) for e in others
+        ]:
+            _screen_row(rows, case, name, fn)
+            s_all, i_all = fn()
+            assert torch.equal(i_all, e_i) and torch.equal(s_all, e_s), f"{case}: {name} != exact"
         s_all, i_all = _screened(api16)()
         e_s, e_i = _exact(api16)()
         assert torch.equal(i_all, e_i) and torch.equal(s_all, e_s), f"{case}: screen != exact"
@@ -243,6 +249,7 @@ def bench_cpu(args) -> list[dict]:
         q = centres + 1e-3 * torch.randn(64, D, generator=g)
         fn = lambda: densescale.search(q, tight, k)
         provs = {"search-fp32": _screened(fn), "exact-fp32": _exact(fn)}
+        provs.update({f"search-fp32-{e}": _with_engine(fn, e) for e in others})
         if fidx is not None:
             fidx_t = faiss.IndexFlatIP(D)
             fidx_t.add(tight.numpy())
@@ -255,10 +262,11 @@ def bench_cpu(args) -> list[dict]:
             print(f"  {case:11s} {name:12s} {t['median_ms']:9.2f} ms", flush=True)
         _ratios(rows, case)
         _ratios(rows, case, "exact-fp32")
-        _screen_row(rows, case, "search-fp32", _screened(fn))
+        for e in [None, *others]:
+            _screen_row(rows, case, "search-fp32" + (f"-{e}" if e else ""), _with_engine(fn, e))
         assert all(torch.equal(a, b) for a, b in zip(_screened(fn)(), _exact(fn)()))
         del tight, fidx_t
-        S._screen_cache.clear()
+        SC._screen_cache.clear()
 
     # score_candidates against a memory-read baseline measured now.
     M, C = args.cand_m, 257
@@ -322,7 +330,7 @@ def bench_cuda(args) -> list[dict]:
         if has_triton:
             provs.append(("search-bf16", lambda q=q, k=k: densescale.search(q, corpus, k)))
             provs.append(("kernel-bf16", lambda q=q, k=k: _search_triton.topk(q, corpus, k)))
-        provs.append(("torch", lambda q=q, k=k: torch_chunked_topk(q.float(), c32, k, 1 << 17)))
+        provs.append(("torch", lambda q=q, k=k: chunked_topk(q.float(), c32, k, 1 << 17)))
         if has_faiss_gpu:
             import faiss.contrib.torch_utils  # lets knn_gpu take torch tensors
 
@@ -392,17 +400,23 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     from _harness import cpu_model
 
-    print(f"CPU: {cpu_model()}, {args.threads} threads", flush=True)
+    load0 = os.getloadavg()
+    print(f"CPU: {cpu_model()}, {args.threads} threads; load average {load0}", flush=True)
     if args.dry_run:
         rows = dry_run_rows(args)
     else:
         rows = bench_cpu(args) if args.device == "cpu" else bench_cuda(args)
     env = env_info(args.device if torch.cuda.is_available() or args.device == "cpu" else "cpu")
-    rows = [{**r, **env} for r in rows]
+    # The machine's load (1-minute average) before and after: other jobs on the cores slow
+    # every provider; the interleaved rounds keep the ratios fair, not the absolute times.
+    load = {"load_1min_start": load0[0], "load_1min_end": os.getloadavg()[0]}
+    print(f"load average at the end: {os.getloadavg()}", flush=True)
+    rows = [{**r, **env, **load} for r in rows]
     cols = ["case", "provider", "M", "k", "dtype", "median_ms", "p20_ms", "p80_ms", "gflops",
             "speedup_vs_faiss", "vs_faiss", "speedup_vs_exact-fp32", "vs_exact-fp32", "cands_per_query", "fallback_queries",
             "extra_MiB", "api_overhead", "speedup_vs_torch", "speedup_vs_faiss-gpu",
-            "x_read_once", "GBps", "frac_copy_bw", "frac_peak_flops", "status", "cpu"]  # fmt: skip
+            "x_read_once", "GBps", "frac_copy_bw", "frac_peak_flops", "status", "cpu",
+            "load_1min_start"]  # fmt: skip
     cols = [c for c in cols if any(c in r for r in rows)]
     print_table(rows, cols)
     print(write_rows("bench_search", rows, args.device))

@@ -36,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_suite as S
+from _harness import chunked_topk
 
 MSMARCO_N = 8_841_823
 
@@ -68,33 +69,9 @@ def plan(args) -> list[dict]:
     return cases
 
 
-def chunked_topk(q: torch.Tensor, c: torch.Tensor, k: int, chunk: int):
-    """``q @ chunk.T`` (in the inputs' dtype) + torch.topk per chunk, running merge."""
-    best_s = best_i = None
-    for r in range(0, c.shape[0], chunk):
-        part = c[r : r + chunk]
-        s, i = torch.topk(q @ part.T, min(k, part.shape[0]), dim=1)
-        i = i + r
-        if best_s is not None:
-            s, j = torch.topk(torch.cat([best_s, s], 1), k, dim=1)
-            i = torch.cat([best_i, i], 1).gather(1, j)
-        best_s, best_i = s, i
-    return best_s, best_i
-
-
 def reference(q: torch.Tensor, c: torch.Tensor, k: int, chunk: int = 1 << 18):
     """fp64 top-k of the stored values (queries and corpus upcast exactly), chunk by chunk."""
-    q64 = q.double()
-    best_s = best_i = None
-    for r in range(0, c.shape[0], chunk):
-        part = c[r : r + chunk].double()
-        s, i = torch.topk(q64 @ part.T, min(k, part.shape[0]), dim=1)
-        i = i + r
-        if best_s is not None:
-            s, j = torch.topk(torch.cat([best_s, s], 1), k, dim=1)
-            i = torch.cat([best_i, i], 1).gather(1, j)
-        best_s, best_i = s, i
-    return best_s, best_i
+    return chunked_topk(q.double(), c, k, chunk, dtype=torch.float64)
 
 
 def recall_and_error(out, ref, rows: torch.Tensor, k: int) -> tuple[float, float]:

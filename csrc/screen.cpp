@@ -1,8 +1,9 @@
-// Low-precision screening + exact rescoring (screen.h has the bound and the proof): packing the
-// corpus copy, preparing the queries, the units and threads, the merge, the exact rescoring with
-// the fp32 candidate kernel of the active ISA (the same arithmetic as search_topk, so the scores
-// are the exact kernel's bit for bit), the selection, the emulated (portable) engine and the
-// Python bindings. The AMX engine lives in screen_amx.cpp.
+// Low-precision screening + exact rescoring (screen.h has the bound and the proof): the engine
+// choice, the units and threads, the merge, the exact rescoring with the fp32 candidate kernel of
+// the active ISA (the same arithmetic as search_topk, so the scores are the exact kernel's bit for
+// bit), the selection, the emulated (portable) engine and the Python bindings. The corpus copy and
+// the query preparation live in screen_pack.cpp, the engines in screen_amx.cpp and
+// screen_avx512bf16.cpp.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -17,10 +18,13 @@
 #include <unistd.h>
 #endif
 
+#include <pybind11/stl.h>
+
 #include "cpu_features.h"
 #include "ops.h"
 #include "screen.h"
 #include "screen_kernel.h"
+#include "screen_pack.h"
 #include "search.h"
 #include "search_kernel.h"
 
@@ -32,6 +36,22 @@ namespace densescale {
 void screen_unit_amx(const ScreenScan&, ScreenUnit&) {}
 void screen_dump_amx(const ScreenScan&, int64_t, float*, float*) {}
 #endif
+#ifdef DENSESCALE_NO_AVX512BF16
+void screen_unit_avx512bf16(const ScreenScan&, ScreenUnit&) {}
+void screen_dump_avx512bf16(const ScreenScan&, int64_t, float*, float*) {}
+#endif
+
+bool avx512bf16_usable() {
+#if defined(__x86_64__) && !defined(DENSESCALE_NO_AVX512BF16)
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return detect_isa() == Isa::Avx512 && __builtin_cpu_supports("avx512bf16");
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
 
 bool amx_usable() {
   static const bool ok = [] {
@@ -62,8 +82,8 @@ struct EngineEmulated {
   const ScreenScan& s;
   int64_t nkc;
   explicit EngineEmulated(const ScreenScan& scan) : s(scan), nkc(scan.Dp / 32) {}
-  void panel(int64_t m0, int64_t j0, int64_t n, float* P) const {
-    for (int i = 0; i < 32; ++i) {
+  void panel(int64_t m0, int mq, int64_t j0, int64_t n, float* P) const {
+    for (int i = 0; i < mq; ++i) {
       const uint16_t* q = s.qpack + (m0 + i) * s.Dp;
       for (int64_t r = 0; r < n; ++r) {
         float acc = 0.f;
@@ -80,198 +100,19 @@ struct GreaterF {
   bool operator()(float a, float b) const { return a > b; }
 };
 
-constexpr double kU = 1.0 / (1 << 24);  // fp32 unit roundoff
-constexpr double kInflate = 1.0 + 1.0 / (1 << 20);
-constexpr double kNormLo = 0x1p-40, kNormHi = 0x1p40;  // norms the screen takes
-
-inline double gamma(double n) { return n * kU / (1.0 - n * kU); }
-
-// Round to fp32 upwards (the stored bound factors must never shrink).
-inline float up(double x) {
-  const float f = static_cast<float>(x);
-  return static_cast<double>(f) >= x ? f : std::nextafter(f, std::numeric_limits<float>::infinity());
-}
-
-// bf16 round-to-nearest-even of a finite float; bf16 subnormals become 0 (AMX reads them as 0).
-inline uint16_t to_bf16(float f) {
-  uint32_t b;
-  std::memcpy(&b, &f, 4);
-  b += 0x7fffu + ((b >> 16) & 1u);
-  uint16_t h = static_cast<uint16_t>(b >> 16);
-  if ((h & 0x7f80u) == 0) h = 0;
-  return h;
-}
-
-// Scale x (n values, read as fp32) by 2^e with |x| 2^e in [0.5, 1), round to bf16, measure the
-// residual. Writes the n bf16 values through put(i, bits). Returns false when |x| is not finite or
-// outside [2^-40, 2^40] (and not 0). norm / scale / rho / nu are fp64.
-template <class T, class Put>
-bool prep_vector(const T* x, int64_t n, Put put, double& norm, double& scale, double& rho,
-                 double& nu) {
-  double s2 = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double v = to_float(x[i]);
-    s2 += v * v;
-  }
-  norm = std::sqrt(s2);
-  rho = nu = 0.0;
-  scale = 1.0;
-  if (!std::isfinite(norm)) return false;
-  if (norm == 0.0) {
-    for (int64_t i = 0; i < n; ++i) put(i, 0);
-    return true;
-  }
-  if (norm < kNormLo || norm > kNormHi) return false;
-  scale = std::ldexp(1.0, -std::ilogb(norm) - 1);
-  double r2 = 0.0, n2 = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double v = static_cast<double>(to_float(x[i])) * scale;
-    const uint16_t h = to_bf16(static_cast<float>(v));
-    const double t = bf16_to_float(h);
-    r2 += (v - t) * (v - t);
-    n2 += t * t;
-    put(i, h);
-  }
-  const double fp64 = 1.0 + 0x1p-30;  // covers the fp64 rounding of the sums above
-  norm *= fp64;
-  rho = std::sqrt(r2) * fp64;
-  nu = std::sqrt(n2) * fp64;
-  return true;
-}
-
-// Groups of 16 rows in parallel: each row's norm first, then the tiles written in order (the group
-// is 48 KiB of fp32 at D = 768, so the second pass reads from L1 / L2).
-template <class T>
-bool pack_rows(const TopkArgs& c, const float* row_scale, uint16_t* cpack, float* meta, int64_t Np,
-               int64_t Dp, int threads) {
-  const T* corpus = static_cast<const T*>(c.corpus);
-  const int64_t N = c.N, D = c.D, nkc = Dp / 32, groups = Np / 16;
-  const double g_d = gamma(static_cast<double>(D)), kappa = g_d + 2 * kU;
-  const double tau_max = 0x1p41;
-  const double fp64 = 1.0 + 0x1p-30;  // covers the fp64 rounding of the sums below
-  int ok = 1;
-#pragma omp parallel for schedule(static) num_threads(threads) reduction(&& : ok)
-  for (int64_t g = 0; g < groups; ++g) {
-    double norm[16], scale[16], r2[16] = {}, n2[16] = {};
-    bool good[16];
-    for (int r = 0; r < 16; ++r) {
-      const int64_t j = g * 16 + r;
-      good[r] = j < N;
-      norm[r] = 0.0;
-      scale[r] = 0.0;  // padding and zero rows pack as zeros
-      if (!good[r]) continue;
-      const T* x = corpus + j * c.corpus_stride;
-      double s2 = 0.0;
-      for (int64_t i = 0; i < D; ++i) {
-        const double v = to_float(x[i]);
-        s2 += v * v;
-      }
-      norm[r] = std::sqrt(s2);
-      if (!std::isfinite(norm[r]) || (norm[r] != 0.0 && (norm[r] < kNormLo || norm[r] > kNormHi))) {
-        ok = 0;
-        good[r] = false;
-      } else if (norm[r] != 0.0) {
-        scale[r] = std::ldexp(1.0, -std::ilogb(norm[r]) - 1);
-      }
-    }
-    uint16_t* out = cpack + g * nkc * 512;
-    for (int64_t ch = 0; ch < nkc; ++ch)
-      for (int p = 0; p < 16; ++p)
-        for (int r = 0; r < 16; ++r) {
-          const T* x = corpus + (g * 16 + r) * c.corpus_stride;
-          for (int e = 0; e < 2; ++e) {
-            const int64_t d = ch * 32 + 2 * p + e;
-            uint16_t h = 0;
-            if (good[r] && d < D && scale[r] != 0.0) {
-              const double v = static_cast<double>(to_float(x[d])) * scale[r];
-              h = to_bf16(static_cast<float>(v));
-              const double t = bf16_to_float(h);
-              r2[r] += (v - t) * (v - t);
-              n2[r] += t * t;
-            }
-            *out++ = h;
-          }
-        }
-    for (int r = 0; r < 16; ++r) {
-      const int64_t j = g * 16 + r;
-      meta[j] = meta[Np + j] = meta[2 * Np + j] = meta[3 * Np + j] = 0.f;
-      if (!good[r]) continue;
-      const double rhat = row_scale ? static_cast<double>(row_scale[j]) : 1.0;
-      if (!std::isfinite(rhat)) {
-        ok = 0;
-        continue;
-      }
-      const double sc = scale[r] != 0.0 ? scale[r] : 1.0;
-      const double w = rhat / sc, nrm = norm[r] * fp64;
-      const double rho = std::sqrt(r2[r]) * fp64, nu = std::sqrt(n2[r]) * fp64;
-      const double absterm = 4.0 * rhat * D * 0x1p-126 * tau_max + 4.0 * w * 2 * D * 0x1p-126;
-      meta[j] = static_cast<float>(w);  // exact: an fp32 times a power of two
-      meta[Np + j] = up((w * rho + kappa * rhat * nrm) * kInflate);
-      meta[2 * Np + j] = up(w * nu * kInflate);
-      meta[3 * Np + j] = up(std::max(absterm, 0x1p-120) * kInflate);
-    }
-  }
-  return ok != 0;
-}
-
-py::bool_ screen_pack(uintptr_t corpus, int64_t N, int64_t D, int64_t corpus_stride, int ctype,
-                      uintptr_t row_scale, uintptr_t cpack, uintptr_t meta, int64_t Np, int64_t Dp,
-                      int threads) {
-  if (N < 1 || D < 1 || corpus_stride < D || Np < N || Np % 32 || Dp < D || Dp % 32)
-    throw py::value_error("screen_pack: inconsistent sizes");
-  if (!corpus || !cpack || !meta) throw py::value_error("screen_pack: null buffer");
-  TopkArgs c;
-  c.corpus = reinterpret_cast<const void*>(corpus);
-  c.N = N;
-  c.D = D;
-  c.corpus_stride = corpus_stride;
-  const float* rs = row_scale ? reinterpret_cast<const float*>(row_scale) : nullptr;
-  auto* cp = reinterpret_cast<uint16_t*>(cpack);
-  auto* mt = reinterpret_cast<float*>(meta);
-  const int T_ = resolve_threads(threads);
-  bool ok;
-  {
-    py::gil_scoped_release release;
-    switch (ctype) {
-      case 0: ok = pack_rows<float>(c, rs, cp, mt, Np, Dp, T_); break;
-      case 1: ok = pack_rows<F16>(c, rs, cp, mt, Np, Dp, T_); break;
-      case 2: ok = pack_rows<BF16>(c, rs, cp, mt, Np, Dp, T_); break;
-      default: throw py::value_error("corpus_type must be 0, 1 or 2");
-    }
-  }
-  return py::bool_(ok);
-}
-
-struct Prepared {
-  std::vector<uint16_t> qpack;
-  std::vector<float> qA, qB;
-  std::vector<uint8_t> skip;
-};
-
-Prepared prep_queries(const float* q, int64_t M, int64_t D, int64_t Dp, int threads) {
-  const int64_t Mp = (M + 31) / 32 * 32;
-  Prepared p;
-  p.qpack.assign(Mp * Dp, 0);
-  p.qA.assign(Mp, 0.f);
-  p.qB.assign(Mp, 0.f);
-  p.skip.assign(Mp, 1);
-  const double g2d = gamma(2.0 * static_cast<double>(D));
-#pragma omp parallel for schedule(static) num_threads(threads) if (M >= 256)
-  for (int64_t m = 0; m < M; ++m) {
-    uint16_t* row = p.qpack.data() + m * Dp;
-    double norm, scale, rho, nu;
-    const bool good = prep_vector(q + m * D, D, [&](int64_t i, uint16_t h) { row[i] = h; }, norm,
-                                  scale, rho, nu);
-    // A zero query scores 0 everywhere: every row ties, the screen cannot help.
-    if (!good || norm == 0.0) {
-      std::fill(row, row + Dp, uint16_t{0});
-      continue;
-    }
-    p.qA[m] = up(norm * scale * kInflate);
-    p.qB[m] = up((rho + (g2d + 0x1p-20) * nu) * kInflate);
-    p.skip[m] = 0;
-  }
-  return p;
+// The scan's inputs: the prepared queries and the corpus copy (k and bound_scale set by the caller).
+ScreenScan scan_of(const Prepared& p, int64_t Dp, uintptr_t cpack, uintptr_t meta, int64_t Np,
+                   int64_t N) {
+  ScreenScan s;
+  s.qpack = p.qpack.data();
+  s.Dp = Dp;
+  s.qA = p.qA.data();
+  s.qB = p.qB.data();
+  s.cpack = reinterpret_cast<const uint16_t*>(cpack);
+  s.meta = reinterpret_cast<const float*>(meta);
+  s.Np = Np;
+  s.N = N;
+  return s;
 }
 
 void select_topk(std::vector<Cand>& c, int64_t k, float* os, int64_t* oi, int64_t id_offset) {
@@ -295,6 +136,31 @@ void rescore(PairArgs& a) {
   }
 }
 
+// The hardware engines this CPU runs, best first (AVX-512 not capped by DENSESCALE_ISA).
+std::vector<std::string> usable_engines() {
+  std::vector<std::string> e;
+  if (active_isa() != Isa::Avx512) return e;
+  if (amx_usable()) e.push_back("amx");
+  if (avx512bf16_usable()) e.push_back("avx512bf16");
+  return e;
+}
+
+struct EngineFns {
+  void (*unit)(const ScreenScan&, ScreenUnit&);
+  void (*dump)(const ScreenScan&, int64_t, float*, float*);
+};
+
+EngineFns pick_engine(const std::string& engine) {
+  if (engine == "emulated") return {screen_unit_emulated, screen_dump_emulated};
+  const bool amx = engine == "amx", bf16 = engine == "avx512bf16";
+  if (!amx && !bf16)
+    throw py::value_error("engine must be 'amx', 'avx512bf16' or 'emulated', got '" + engine + "'");
+  if ((amx && !amx_usable()) || (bf16 && !avx512bf16_usable()))
+    throw py::value_error("engine '" + engine + "' is not usable on this CPU");
+  return amx ? EngineFns{screen_unit_amx, screen_dump_amx}
+             : EngineFns{screen_unit_avx512bf16, screen_dump_avx512bf16};
+}
+
 py::tuple search_topk_screened(uintptr_t queries, int64_t M, int64_t D, uintptr_t cpack,
                                uintptr_t meta, int64_t Np, int64_t Dp, uintptr_t corpus, int64_t N,
                                int64_t corpus_stride, int ctype, uintptr_t row_scale, int64_t k,
@@ -305,10 +171,7 @@ py::tuple search_topk_screened(uintptr_t queries, int64_t M, int64_t D, uintptr_
       corpus_stride < D || cand_limit < k || N >= (int64_t{1} << 31))
     throw py::value_error("search_topk_screened: inconsistent sizes");
   if (ctype < 0 || ctype > 2) throw py::value_error("corpus_type must be 0, 1 or 2");
-  const bool use_amx = engine == "amx";
-  if (!use_amx && engine != "emulated")
-    throw py::value_error("engine must be 'amx' or 'emulated', got '" + engine + "'");
-  if (use_amx && !amx_usable()) throw py::value_error("engine 'amx' is not usable on this CPU");
+  const EngineFns fns = pick_engine(engine);
   const float* q = reinterpret_cast<const float*>(queries);
   const float* rs = row_scale ? reinterpret_cast<const float*>(row_scale) : nullptr;
   auto* os = reinterpret_cast<float*>(out_scores);
@@ -319,15 +182,7 @@ py::tuple search_topk_screened(uintptr_t queries, int64_t M, int64_t D, uintptr_
     py::gil_scoped_release release;
     const int T_ = resolve_threads(threads);
     Prepared p = prep_queries(q, M, D, Dp, T_);
-    ScreenScan s;
-    s.qpack = p.qpack.data();
-    s.Dp = Dp;
-    s.qA = p.qA.data();
-    s.qB = p.qB.data();
-    s.cpack = reinterpret_cast<const uint16_t*>(cpack);
-    s.meta = reinterpret_cast<const float*>(meta);
-    s.Np = Np;
-    s.N = N;
+    ScreenScan s = scan_of(p, Dp, cpack, meta, Np, N);
     s.k = k;
     s.bound_scale = static_cast<float>(bound_scale);
 
@@ -376,8 +231,7 @@ py::tuple search_topk_screened(uintptr_t queries, int64_t M, int64_t D, uintptr_
         u.count = count.data();
         u.skip = r.skip.data();
         u.thr = thr.data();
-        if (use_amx) screen_unit_amx(s, u);
-        else screen_unit_emulated(s, u);
+        fns.unit(s, u);
         r.start.assign(u.mq + 1, 0);
         for (int64_t i = 0; i < u.mq; ++i) r.start[i + 1] = r.start[i] + (r.skip[i] ? 0 : count[i]);
         r.u.resize(r.start[u.mq]);
@@ -497,22 +351,13 @@ py::tuple search_topk_screened(uintptr_t queries, int64_t M, int64_t D, uintptr_
 void screen_bounds(uintptr_t queries, int64_t M, int64_t D, uintptr_t cpack, uintptr_t meta,
                    int64_t Np, int64_t Dp, int64_t N, const std::string& engine, uintptr_t S,
                    uintptr_t E) {
-  if (engine == "amx" && !amx_usable()) throw py::value_error("engine 'amx' is not usable");
+  const EngineFns fns = pick_engine(engine);
   const float* q = reinterpret_cast<const float*>(queries);
   Prepared p = prep_queries(q, M, D, Dp, 1);
-  ScreenScan s;
-  s.qpack = p.qpack.data();
-  s.Dp = Dp;
-  s.qA = p.qA.data();
-  s.qB = p.qB.data();
-  s.cpack = reinterpret_cast<const uint16_t*>(cpack);
-  s.meta = reinterpret_cast<const float*>(meta);
-  s.Np = Np;
-  s.N = N;
+  ScreenScan s = scan_of(p, Dp, cpack, meta, Np, N);
   auto* Sp = reinterpret_cast<float*>(S);
   auto* Ep = reinterpret_cast<float*>(E);
-  if (engine == "amx") screen_dump_amx(s, M, Sp, Ep);
-  else screen_dump_emulated(s, M, Sp, Ep);
+  fns.dump(s, M, Sp, Ep);
   for (int64_t m = 0; m < M; ++m) {  // back to the scores' units (tau is a power of two)
     double n2 = 0.0;
     for (int64_t i = 0; i < D; ++i) n2 += static_cast<double>(q[m * D + i]) * q[m * D + i];
@@ -534,9 +379,15 @@ void screen_dump_emulated(const ScreenScan& s, int64_t M, float* S, float* E) {
 }
 
 void register_screen(py::module_& m) {
-  m.def("screen_engine", [] { return std::string(amx_usable() && active_isa() == Isa::Avx512 ? "amx" : "none"); },
-        "Low-precision screen this CPU runs: 'amx' (AMX-BF16 granted by the OS, AVX-512 not capped"
-        " by DENSESCALE_ISA) or 'none'.");
+  m.def("screen_engine", [] {
+          const std::vector<std::string> e = usable_engines();
+          return e.empty() ? std::string("none") : e.front();
+        },
+        "Low-precision screen this CPU runs by default: 'amx' (AMX-BF16 granted by the OS),\n"
+        "'avx512bf16' (AVX512-BF16 without AMX) or 'none'; AVX-512 must not be capped by\n"
+        "DENSESCALE_ISA.");
+  m.def("screen_engines", &usable_engines,
+        "Every hardware screen engine this CPU runs, best first (a subset of ['amx', 'avx512bf16']).");
   m.def("screen_pack", &screen_pack, py::arg("corpus"), py::arg("N"), py::arg("D"),
         py::arg("corpus_stride"), py::arg("corpus_type"), py::arg("row_scale"), py::arg("cpack"),
         py::arg("meta"), py::arg("Np"), py::arg("Dp"), py::arg("threads") = 0,

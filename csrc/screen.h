@@ -26,7 +26,8 @@
 //     |q'||x'|; the measured residuals are ~0.4x of that on typical data.)
 // (2) The screen's arithmetic P = fl(q~ . x~): every product of two bf16 is exact in fp32 (8 + 8
 //     significand bits) unless it underflows; the accumulation is D - 1 fp32 additions in an order
-//     the hardware picks (AMX TDPBF16PS / a scalar FMA loop): |P - q~.x~| <= gamma_2D sum|q~_i
+//     the hardware picks (AMX TDPBF16PS / AVX512-BF16 VDPBF16PS, whose order
+//     screen_avx512bf16.cpp derives / a scalar FMA loop): |P - q~.x~| <= gamma_2D sum|q~_i
 //     x~_i| + 2D 2^-126 <= gamma_2D nu_q nu_j + 2D 2^-126 (gamma_2D: a factor 2 of slack over
 //     Higham's gamma_{D-1} covers a directed or double rounding per step; 2D 2^-126: every
 //     product and partial sum flushed to zero if it falls below 2^-126: Intel SDM vol. 2,
@@ -86,10 +87,13 @@ struct ScreenUnit {
 };
 
 bool amx_usable();  // CPU has AMX-BF16 and the OS granted the tile state to this process
+bool avx512bf16_usable();  // CPU has AVX-512 (F/BW/VL/DQ) and AVX512-BF16, built with it
 void screen_unit_amx(const ScreenScan& s, ScreenUnit& u);
+void screen_unit_avx512bf16(const ScreenScan& s, ScreenUnit& u);
 void screen_unit_emulated(const ScreenScan& s, ScreenUnit& u);
 // S and E of every (query, row) pair (queries [0, M)), query units, for the bound tests.
 void screen_dump_amx(const ScreenScan& s, int64_t M, float* S, float* E);
+void screen_dump_avx512bf16(const ScreenScan& s, int64_t M, float* S, float* E);
 void screen_dump_emulated(const ScreenScan& s, int64_t M, float* S, float* E);
 
 }  // namespace densescale

@@ -1,10 +1,12 @@
 // The screening scan (see screen.h for the bound and why the result is exact), written once over
 // an "engine" that computes a panel of bf16 dot products P (32 queries x up to 256 rows) and an
-// epilogue that turns P into bounds and keeps candidates. Anonymous namespace: each ISA file gets its own copy compiled
-// with its own flags (as search_kernel.h).
+// epilogue that turns P into bounds and keeps candidates. Anonymous namespace: each ISA file gets
+// its own copy compiled with its own flags (as search_kernel.h).
 //
-// Engine: constructor(const ScreenScan&), panel(query row m (multiple of 32), corpus row j
-// (multiple of 32), rows n (multiple of 32), float* P) with P[i * n + r] = q~_{m+i} . x~_{j+r}.
+// Engine: constructor(const ScreenScan&), panel(query row m (multiple of 32), queries mq (1..32),
+// corpus row j (multiple of 32), rows n (multiple of 32), float* P) with P[i * n + r] =
+// q~_{m+i} . x~_{j+r} for i < mq (rows of P from mq on may hold anything: an engine may skip
+// them, e.g. for a batch of 8 queries).
 // Epi: push(P row (32), ScreenScan, j0, nvalid, A, B, t, u_out, l_out, id_out) -> kept count.
 // Per query the scan keeps (U, L, id) of rows with U >= t, t = the k-th largest L seen so far (the
 // root of a min-heap of the k largest L, fresh after every kept row); whenever the list grew by
@@ -140,10 +142,11 @@ void screen_unit_impl(const ScreenScan& s, ScreenUnit& u) {
     const int64_t nrows = std::min(kPanelRows, j_end - jp);  // a multiple of 32
     for (int64_t i0 = 0; i0 < u.mq; i0 += 32) {
       const int mr = static_cast<int>(std::min<int64_t>(32, u.mq - i0));
-      bool any = false;
-      for (int i = 0; i < mr; ++i) any |= !u.skip[i0 + i];
-      if (!any) continue;
-      eng.panel(u.m0 + i0, jp, nrows, P);
+      int need = 0;  // queries of this block still screened, up to the last one (padding skips)
+      for (int i = 0; i < mr; ++i)
+        if (!u.skip[i0 + i]) need = i + 1;
+      if (need == 0) continue;
+      eng.panel(u.m0 + i0, need, jp, nrows, P);
       for (int i = 0; i < mr; ++i) {
         const int64_t m = i0 + i;
         float* uo = u.u + m * cap;
@@ -191,7 +194,7 @@ void screen_dump_impl(const ScreenScan& s, int64_t M, float* S, float* E) {
   for (int64_t j0 = 0; j0 < s.N; j0 += 32) {
     const int64_t nv = std::min<int64_t>(32, s.N - j0);
     for (int64_t m0 = 0; m0 < M; m0 += 32) {
-      eng.panel(m0, j0, 32, P);
+      eng.panel(m0, static_cast<int>(std::min<int64_t>(32, M - m0)), j0, 32, P);
       for (int64_t i = 0; i < std::min<int64_t>(32, M - m0); ++i)
         for (int64_t r = 0; r < nv; ++r) {
           const int64_t j = j0 + r, m = m0 + i;

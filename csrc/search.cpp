@@ -68,6 +68,29 @@ P* ptr(uintptr_t address, const char* name) {
   return reinterpret_cast<P*>(address);
 }
 
+void set_inputs(ScoreArgs& a, uintptr_t queries, int64_t M, int64_t D, uintptr_t corpus, int64_t N,
+                int64_t corpus_stride, int corpus_type_code, int threads) {
+  a.queries = ptr<const float>(queries, "queries");
+  a.M = M;
+  a.D = D;
+  a.corpus = ptr<const void>(corpus, "corpus");
+  a.N = N;
+  a.corpus_stride = corpus_stride;
+  a.corpus_type = corpus_type(corpus_type_code);
+  a.threads = threads;
+}
+
+// The entry point of the chosen ISA, without the GIL.
+template <class Args>
+void run_on(Isa isa, Args& a, void (*avx512)(Args&), void (*avx2)(Args&), void (*generic)(Args&)) {
+  py::gil_scoped_release release;
+  switch (isa) {
+    case Isa::Avx512: avx512(a); break;
+    case Isa::Avx2: avx2(a); break;
+    default: generic(a); break;
+  }
+}
+
 // (bad_query, bad_row): the smallest query / corpus row (local index) that produced a non-finite
 // score, -1 when none (see search_kernel.h); the launcher turns them into a clear error.
 py::tuple search_topk(uintptr_t queries, int64_t M, int64_t D, uintptr_t corpus, int64_t N,
@@ -83,28 +106,13 @@ py::tuple search_topk(uintptr_t queries, int64_t M, int64_t D, uintptr_t corpus,
     throw py::value_error("corpus_stride must be >= D=" + std::to_string(D) + ", got " +
                           std::to_string(corpus_stride));
   TopkArgs a;
-  a.queries = ptr<const float>(queries, "queries");
-  a.M = M;
-  a.D = D;
-  a.corpus = ptr<const void>(corpus, "corpus");
-  a.N = N;
-  a.corpus_stride = corpus_stride;
-  a.corpus_type = corpus_type(corpus_type_code);
+  set_inputs(a, queries, M, D, corpus, N, corpus_stride, corpus_type_code, threads);
   a.row_scale = row_scale ? reinterpret_cast<const float*>(row_scale) : nullptr;
   a.k = k;
   a.id_offset = id_offset;
   a.out_scores = ptr<float>(out_scores, "out_scores");
   a.out_ids = ptr<int64_t>(out_ids, "out_ids");
-  a.threads = threads;
-  const Isa chosen = pick_isa(isa);
-  {
-    py::gil_scoped_release release;
-    switch (chosen) {
-      case Isa::Avx512: topk_avx512(a); break;
-      case Isa::Avx2: topk_avx2(a); break;
-      default: topk_dispatch<VGeneric>(a); break;
-    }
-  }
+  run_on(pick_isa(isa), a, topk_avx512, topk_avx2, topk_dispatch<VGeneric>);
   return py::make_tuple(a.bad_query, a.bad_row);
 }
 
@@ -116,15 +124,8 @@ py::tuple score_candidates(uintptr_t queries, int64_t M, int64_t D, uintptr_t co
     throw py::value_error("score_candidates needs M, D, N >= 1 and C >= 0");
   if (corpus_stride < D) throw py::value_error("corpus_stride must be >= D");
   CandidateArgs a;
-  a.queries = ptr<const float>(queries, "queries");
-  a.M = M;
-  a.D = D;
-  a.corpus = ptr<const void>(corpus, "corpus");
-  a.N = N;
-  a.corpus_stride = corpus_stride;
-  a.corpus_type = corpus_type(corpus_type_code);
+  set_inputs(a, queries, M, D, corpus, N, corpus_stride, corpus_type_code, threads);
   a.C = C;
-  a.threads = threads;
   if (C == 0) return py::make_tuple(-1, -1);
   a.ids = ptr<const int64_t>(ids, "candidate_ids");
   a.out = ptr<float>(out, "out");
@@ -136,15 +137,7 @@ py::tuple score_candidates(uintptr_t queries, int64_t M, int64_t D, uintptr_t co
                             std::to_string(id) + " at (" + std::to_string(t / C) + ", " +
                             std::to_string(t % C) + ")");
   }
-  const Isa chosen = pick_isa(isa);
-  {
-    py::gil_scoped_release release;
-    switch (chosen) {
-      case Isa::Avx512: candidates_avx512(a); break;
-      case Isa::Avx2: candidates_avx2(a); break;
-      default: candidates_dispatch<VGeneric>(a); break;
-    }
-  }
+  run_on(pick_isa(isa), a, candidates_avx512, candidates_avx2, candidates_dispatch<VGeneric>);
   return py::make_tuple(a.bad_query, a.bad_row);
 }
 

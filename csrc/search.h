@@ -10,20 +10,24 @@ namespace densescale {
 // Storage type of the corpus rows; queries are always fp32 (the launcher converts them).
 enum class CorpusType { F32 = 0, F16 = 1, BF16 = 2 };
 
-// scores[m, j] = row_scale[j] * sum_d queries[m, d] * corpus[j, d]; the k best per query (score
-// descending, ties by smaller id) go to out_scores / out_ids (M, k) with ids offset by id_offset.
-struct TopkArgs {
+// The inputs every scoring entry point reads: queries (M, D) fp32 and corpus rows (N, D).
+struct ScoreArgs {
   const float* queries = nullptr;  // (M, D) fp32, row-major contiguous
   int64_t M = 0, D = 0;
   const void* corpus = nullptr;  // (N, D) rows, row stride `corpus_stride` elements
   int64_t N = 0, corpus_stride = 0;
   CorpusType corpus_type = CorpusType::F32;
+  int threads = 1;
+};
+
+// scores[m, j] = row_scale[j] * sum_d queries[m, d] * corpus[j, d]; the k best per query (score
+// descending, ties by smaller id) go to out_scores / out_ids (M, k) with ids offset by id_offset.
+struct TopkArgs : ScoreArgs {
   const float* row_scale = nullptr;  // optional (N,) multiplier per corpus row (cosine)
   int64_t k = 0;
   int64_t id_offset = 0;
   float* out_scores = nullptr;  // (M, k)
   int64_t* out_ids = nullptr;   // (M, k)
-  int threads = 1;
   // Out: the smallest query index and the smallest corpus row (local, without id_offset) that
   // produced a non-finite score, -1 when every score was finite. A NaN/Inf in an input row makes
   // all of its scores non-finite, so this detects bad inputs without reading them a second time.
@@ -32,16 +36,10 @@ struct TopkArgs {
 
 // out[m, c] = sum_d queries[m, d] * corpus[ids[m, c], d]; -inf where ids[m, c] == -1. Ids are
 // range-checked by the caller before this runs.
-struct CandidateArgs {
-  const float* queries = nullptr;  // (M, D) fp32
-  int64_t M = 0, D = 0;
-  const void* corpus = nullptr;
-  int64_t N = 0, corpus_stride = 0;
-  CorpusType corpus_type = CorpusType::F32;
+struct CandidateArgs : ScoreArgs {
   const int64_t* ids = nullptr;  // (M, C)
   int64_t C = 0;
   float* out = nullptr;  // (M, C)
-  int threads = 1;
   // Out: the smallest query index and the smallest corpus id whose score came out non-finite
   // (-1 when none); padding (-inf by definition) is not counted.
   int64_t bad_query = -1, bad_row = -1;
@@ -50,17 +48,11 @@ struct CandidateArgs {
 // out[p] = queries[qidx[p]] . corpus[rows[p]] for P (query, row) pairs sorted by row, with the
 // arithmetic of search_topk (the screen's exact rescoring, screen.cpp): each row is read once for
 // all the queries that kept it.
-struct PairArgs {
-  const float* queries = nullptr;  // (M, D) fp32
-  int64_t M = 0, D = 0;
-  const void* corpus = nullptr;
-  int64_t N = 0, corpus_stride = 0;
-  CorpusType corpus_type = CorpusType::F32;
+struct PairArgs : ScoreArgs {
   const int64_t* rows = nullptr;  // (P,) ascending
   const int32_t* qidx = nullptr;  // (P,)
   int64_t P = 0;
   float* out = nullptr;  // (P,)
-  int threads = 1;
 };
 
 void topk_generic(TopkArgs& a);

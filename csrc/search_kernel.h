@@ -192,6 +192,31 @@ struct NonFinite {
   }
 };
 
+// The smallest bad query / row over per-unit (or per-thread) records, into the args' outputs.
+template <class Args>
+void report_nonfinite(const std::vector<NonFinite>& parts, Args& a) {
+  NonFinite bad;
+  for (const NonFinite& b : parts)
+    if (b.query >= 0) bad.note(b.query, b.row);
+  a.bad_query = bad.query;
+  a.bad_row = bad.row;
+}
+
+template <class T>
+struct TypeTag {
+  using type = T;
+};
+
+// f(TypeTag<T>{}) with T the corpus element type (float, F16 or BF16).
+template <class F>
+void by_corpus_type(CorpusType t, F&& f) {
+  switch (t) {
+    case CorpusType::F32: f(TypeTag<float>{}); break;
+    case CorpusType::F16: f(TypeTag<F16>{}); break;
+    case CorpusType::BF16: f(TypeTag<BF16>{}); break;
+  }
+}
+
 template <class V, class T>
 void run_unit(const TopkArgs& a, int64_t q0, int64_t mq, int64_t j_begin, int64_t j_end, Cand* bufs,
               int64_t cap, int64_t* counts, float* tile, float* wide, NonFinite& bad) {
@@ -319,21 +344,12 @@ void topk_impl(TopkArgs& a) {
       }
     }
   }
-  NonFinite bad;
-  for (const NonFinite& b : unit_bad) {
-    if (b.query >= 0) bad.note(b.query, b.row);
-  }
-  a.bad_query = bad.query;
-  a.bad_row = bad.row;
+  report_nonfinite(unit_bad, a);
 }
 
 template <class V>
 void topk_dispatch(TopkArgs& a) {
-  switch (a.corpus_type) {
-    case CorpusType::F32: topk_impl<V, float>(a); break;
-    case CorpusType::F16: topk_impl<V, F16>(a); break;
-    case CorpusType::BF16: topk_impl<V, BF16>(a); break;
-  }
+  by_corpus_type(a.corpus_type, [&](auto tag) { topk_impl<V, typename decltype(tag)::type>(a); });
 }
 
 // ---- candidate scoring: gather rows by id, R rows per pass sharing each query load ----
@@ -410,21 +426,12 @@ void candidates_impl(CandidateArgs& a) {
       }
     }
   }
-  NonFinite bad;
-  for (const NonFinite& b : thread_bad) {
-    if (b.query >= 0) bad.note(b.query, b.row);
-  }
-  a.bad_query = bad.query;
-  a.bad_row = bad.row;
+  report_nonfinite(thread_bad, a);
 }
 
 template <class V>
 void candidates_dispatch(CandidateArgs& a) {
-  switch (a.corpus_type) {
-    case CorpusType::F32: candidates_impl<V, float>(a); break;
-    case CorpusType::F16: candidates_impl<V, F16>(a); break;
-    case CorpusType::BF16: candidates_impl<V, BF16>(a); break;
-  }
+  by_corpus_type(a.corpus_type, [&](auto tag) { candidates_impl<V, typename decltype(tag)::type>(a); });
 }
 
 // ---- pair scoring: one corpus row against R queries per pass (the screen's rescoring) ----
@@ -491,11 +498,7 @@ void pairs_impl(PairArgs& a) {
 
 template <class V>
 void pairs_dispatch(PairArgs& a) {
-  switch (a.corpus_type) {
-    case CorpusType::F32: pairs_impl<V, float>(a); break;
-    case CorpusType::F16: pairs_impl<V, F16>(a); break;
-    case CorpusType::BF16: pairs_impl<V, BF16>(a); break;
-  }
+  by_corpus_type(a.corpus_type, [&](auto tag) { pairs_impl<V, typename decltype(tag)::type>(a); });
 }
 
 }  // namespace

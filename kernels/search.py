@@ -140,6 +140,22 @@ def _merge_sorted(desc, asc):
 
 
 @triton.jit
+def _store_topk(
+    best, keys_out, rows, row_ok, offs_k, k, scores_ptr, ids_ptr, WRITE_KEYS: tl.constexpr
+):
+    """Store a block's sorted key lists: whole, to the pointers ``keys_out`` (WRITE_KEYS), or, as
+    the final result, their first k (score, id) pairs to scores[m, :k], ids[m, :k]."""
+    if WRITE_KEYS:
+        tl.store(keys_out, best, mask=row_ok[:, None])
+    else:
+        scores, ids = _unpack_keys(best)
+        out = rows[:, None] * k + offs_k[None, :]
+        mask = row_ok[:, None] & (offs_k[None, :] < k)
+        tl.store(scores_ptr + out, scores, mask=mask)
+        tl.store(ids_ptr + out, ids, mask=mask)
+
+
+@triton.jit
 def _topk_tiles_kernel(
     q_ptr,
     c_ptr,
@@ -230,15 +246,8 @@ def _topk_tiles_kernel(
 
     tl.store(bad_ptr + pid_m * tl.num_programs(1) + pid_s, any_bad)
     offs_k = tl.arange(0, K_PAD).to(tl.int64)
-    if WRITE_KEYS:
-        out = keys_ptr + (pid_s * M + rows[:, None]) * K_PAD + offs_k[None, :]
-        tl.store(out, best, mask=row_ok[:, None])
-    else:
-        scores, ids = _unpack_keys(best)
-        out = rows[:, None] * k + offs_k[None, :]
-        mask = row_ok[:, None] & (offs_k[None, :] < k)
-        tl.store(scores_ptr + out, scores, mask=mask)
-        tl.store(ids_ptr + out, ids, mask=mask)
+    keys_out = keys_ptr + (pid_s * M + rows[:, None]) * K_PAD + offs_k[None, :]
+    _store_topk(best, keys_out, rows, row_ok, offs_k, k, scores_ptr, ids_ptr, WRITE_KEYS)
 
 
 @triton.jit
@@ -279,15 +288,8 @@ def _topk_merge_kernel(
     for s in range(first + 1, last):
         part = tl.load(rev + s * list_stride, mask=row_ok[:, None], other=EMPTY_KEY)
         best = _merge_sorted(best, part)
-    if WRITE_KEYS:
-        out = out_keys_ptr + pid_g * list_stride + rows[:, None] * K_PAD + offs_k[None, :]
-        tl.store(out, best, mask=row_ok[:, None])
-    else:
-        scores, ids = _unpack_keys(best)
-        out = rows[:, None] * k + offs_k[None, :]
-        mask = row_ok[:, None] & (offs_k[None, :] < k)
-        tl.store(scores_ptr + out, scores, mask=mask)
-        tl.store(ids_ptr + out, ids, mask=mask)
+    keys_out = out_keys_ptr + pid_g * list_stride + rows[:, None] * K_PAD + offs_k[None, :]
+    _store_topk(best, keys_out, rows, row_ok, offs_k, k, scores_ptr, ids_ptr, WRITE_KEYS)
 
 
 @triton.jit

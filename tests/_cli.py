@@ -1,4 +1,5 @@
-"""Running the ``densescale`` command in a subprocess, as a user's shell does."""
+"""Running the ``densescale`` command, or a snippet of Python, in a fresh interpreter, as a user's
+shell does."""
 
 from __future__ import annotations
 
@@ -7,15 +8,25 @@ import subprocess
 import sys
 
 
-def run_cli(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
-    """``python -m densescale.cli ARGS`` with ``env`` added to the environment; never raises on a
-    non-zero exit (the tests read ``returncode`` and ``stderr``)."""
+def _python(argv: list[str], env: dict | None, cwd) -> subprocess.CompletedProcess:
+    """``python ARGV`` with captured text output; never raises on a non-zero exit (the tests read
+    ``returncode`` and ``stderr``)."""
     return subprocess.run(
-        [sys.executable, "-m", "densescale.cli", *args],
+        [sys.executable, *argv],
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env=env,
     )
+
+
+def run_cli(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """``python -m densescale.cli ARGS`` with ``env`` added to the environment."""
+    return _python(["-m", "densescale.cli", *args], {**os.environ, **(env or {})}, cwd)
+
+
+def run_python(code: str, *, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """``python -c CODE``; ``env`` is its whole environment (default: this process's)."""
+    return _python(["-c", code], env, cwd)

@@ -28,7 +28,8 @@ def make_reference_backend() -> types.ModuleType:
     mod = types.ModuleType("reference_protocol_backend")
     mod.calls = []
 
-    def loss_forward(q, p, negatives, doc_ids, scale, opts, need_grad):
+    def loss_forward(inputs, need_grad):
+        q, p, negatives, doc_ids, scale, opts = inputs
         assert isinstance(scale, float) and isinstance(opts, LossOptions)
         assert q.is_contiguous() and p.is_contiguous()
         assert negatives is None or negatives.is_contiguous()
@@ -41,7 +42,8 @@ def make_reference_backend() -> types.ModuleType:
         # A tensor and a non-tensor in `saved`, so the Function's save/rebuild path is exercised.
         return loss, (loss.clone(), "saved-tag")
 
-    def loss_backward(q, p, negatives, doc_ids, scale, opts, saved, weights, uniform):
+    def loss_backward(inputs, saved, weights, uniform):
+        q, p, negatives, doc_ids, scale, opts = inputs
         assert saved[1] == "saved-tag" and saved[0].shape == (q.shape[0],)
         assert weights.dtype == torch.float32 and weights.shape == (q.shape[0],)
         if uniform:
@@ -93,12 +95,9 @@ class Case:
     symmetric: bool
 
     def kwargs(self) -> dict:
+        """The keyword arguments of ``contrastive_loss`` this case sets."""
         return {
-            "negatives": self.negatives,
-            "doc_ids": self.doc_ids,
-            "scale": self.scale,
-            "in_batch": self.in_batch,
-            "symmetric": self.symmetric,
+            k: getattr(self, k) for k in ("negatives", "doc_ids", "scale", "in_batch", "symmetric")
         }
 
     def leaves(self) -> list[torch.Tensor]:

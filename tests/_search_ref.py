@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import torch
+
+import densescale
+from densescale._native import native
+from densescale.ops import search as S
 
 
 def reference_scores(queries, corpus, metric: str = "ip") -> torch.Tensor:
@@ -60,3 +69,30 @@ def assert_topk_matches(scores, ids, ref: torch.Tensor, k: int, tol: float) -> N
 def tolerance(dim: int, dtype: torch.dtype, scale: float = 1.0) -> float:
     """fp32 accumulation error bound for dot products of roughly unit-variance entries."""
     return 1e-5 * scale * max(1.0, dim**0.5) * 4
+
+
+def exact_kernel(q, corpus, k: int, metric: str = "ip", isa: str | None = None, threads: int = 2):
+    """The exact C++ kernel of one ISA (default: the active one) through the launcher; an
+    explicit ISA never screens, so this is the result the screen must reproduce bit for bit."""
+    qt = S._check_queries(q)
+    shards = S._to_shards(corpus, qt.shape[1])
+    if metric == "cos":
+        qt = S._normalize(qt)
+    s, i, bad = S._search_cpp(qt, shards, k, metric == "cos", threads, isa or native().isa())
+    assert not bad.any()
+    return s, i
+
+
+def run_with_isa(code: str, isa: str, timeout: int = 120, **env) -> subprocess.CompletedProcess:
+    """Python ``code`` in a fresh process with ``DENSESCALE_ISA=isa`` (the ISA is fixed per process)
+    and the tree's densescale and these helpers importable; extra environment from ``env``."""
+    path = os.pathsep.join([str(Path(densescale.__file__).parents[1]), str(Path(__file__).parent)])
+    env = dict(os.environ, DENSESCALE_ISA=isa, PYTHONPATH=path, **env)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -22,6 +22,13 @@ import torch
 MEDQUAD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "medquad"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _query_cache(tmp_path_factory) -> None:
+    """Generated queries are cached per user by default; tests (and the CLI subprocesses they start)
+    get a fresh cache, so a test never passes on queries an earlier run left behind."""
+    os.environ["DENSESCALE_QUERY_CACHE"] = str(tmp_path_factory.mktemp("query-cache"))
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -456,113 +456,58 @@ def _good():
     }
 
 
+def _bad(exc: type[Exception], match: str, **changes) -> tuple[dict, type[Exception], str]:
+    """A bad-input case: the arguments of ``_good()`` to replace, the error and its message."""
+    return changes, exc, match
+
+
+_GOOD = _good()
 BAD = {
-    "q_not_tensor": (lambda a: a.update(q=[[1.0, 2.0]]), TypeError, "q must be a torch.Tensor"),
-    "q_1d": (lambda a: a.update(q=torch.randn(8)), ValueError, "q must have 2 dimensions"),
-    "p_3d": (lambda a: a.update(p=torch.randn(8, 8, 1)), ValueError, "p must have 2 dimensions"),
-    "mismatched_D_p": (lambda a: a.update(p=torch.randn(8, 7)), ValueError, "p must have D=8"),
-    "mismatched_D_negatives": (
-        lambda a: a.update(negatives=torch.randn(3, 9)),
-        ValueError,
-        "negatives must have D=8",
+    "q_not_tensor": _bad(TypeError, "q must be a torch.Tensor", q=[[1.0, 2.0]]),
+    "q_1d": _bad(ValueError, "q must have 2 dimensions", q=torch.randn(8)),
+    "p_3d": _bad(ValueError, "p must have 2 dimensions", p=torch.randn(8, 8, 1)),
+    "mismatched_D_p": _bad(ValueError, "p must have D=8", p=torch.randn(8, 7)),
+    "mismatched_D_negatives": _bad(
+        ValueError, "negatives must have D=8", negatives=torch.randn(3, 9)
     ),
-    "wrong_group_size": (
-        lambda a: a.update(p=torch.randn(6, 8)),
-        ValueError,
-        "positive multiple of B=4",
+    "wrong_group_size": _bad(ValueError, "positive multiple of B=4", p=torch.randn(6, 8)),
+    "fewer_p_than_q": _bad(ValueError, "positive multiple", p=torch.randn(3, 8), doc_ids=None),
+    "empty_batch": _bad(ValueError, "q must not be empty", q=torch.randn(0, 8)),
+    "empty_D": _bad(ValueError, "q must not be empty", q=torch.randn(4, 0)),
+    "empty_negatives": _bad(ValueError, "negatives must not be empty", negatives=torch.randn(0, 8)),
+    "int_q": _bad(TypeError, "q must have dtype", q=torch.ones(4, 8, dtype=torch.int64)),
+    "int_p": _bad(TypeError, "p must have dtype", p=torch.ones(8, 8, dtype=torch.int32)),
+    "bool_negatives": _bad(TypeError, "negatives", negatives=torch.ones(3, 8, dtype=torch.bool)),
+    "mixed_dtypes": _bad(TypeError, "share one dtype", p=_GOOD["p"].half()),
+    "different_devices": _bad(ValueError, "share one device", p=torch.empty(8, 8, device="meta")),
+    "doc_ids_float": _bad(TypeError, "doc_ids must have dtype int64", doc_ids=torch.arange(8.0)),
+    "doc_ids_int32": _bad(TypeError, "int64", doc_ids=torch.arange(8, dtype=torch.int32)),
+    "doc_ids_list": _bad(TypeError, "doc_ids must be a torch.Tensor", doc_ids=list(range(8))),
+    "doc_ids_length": _bad(ValueError, "doc_ids must be 1-D with 8 or 11", doc_ids=torch.arange(9)),
+    "doc_ids_2d": _bad(ValueError, "doc_ids must be 1-D", doc_ids=torch.arange(8)[None]),
+    "doc_ids_device": _bad(
+        ValueError, "doc_ids is on meta", doc_ids=torch.empty(8, dtype=torch.int64, device="meta")
     ),
-    "fewer_p_than_q": (
-        lambda a: a.update(p=torch.randn(3, 8), doc_ids=None),
-        ValueError,
-        "positive multiple",
+    "doc_ids_no_free_pad": _bad(
+        ValueError, "whole int64 range", doc_ids=torch.tensor([-(2**63), 2**63 - 1] * 4)
     ),
-    "empty_batch": (lambda a: a.update(q=torch.randn(0, 8)), ValueError, "q must not be empty"),
-    "empty_D": (lambda a: a.update(q=torch.randn(4, 0)), ValueError, "q must not be empty"),
-    "empty_negatives": (
-        lambda a: a.update(negatives=torch.randn(0, 8)),
-        ValueError,
-        "negatives must not be empty",
+    "scale_nan": _bad(ValueError, "scale must be finite", scale=float("nan")),
+    "scale_inf_tensor": _bad(ValueError, "scale must be finite", scale=torch.tensor(float("inf"))),
+    "scale_str": _bad(TypeError, "scale must be a float", scale="20"),
+    "scale_bool": _bad(TypeError, "scale must be a float", scale=True),
+    "scale_int_tensor": _bad(TypeError, "floating tensor", scale=torch.tensor(2)),
+    "scale_vector": _bad(ValueError, "scale must be a 0-d", scale=torch.ones(2)),
+    "reduction": _bad(ValueError, "reduction must be one of", reduction="avg"),
+    "backend": _bad(ValueError, "backend must be one of", backend="cuda"),
+    "symmetric_without_in_batch": _bad(
+        ValueError, "symmetric=True needs in_batch=True", symmetric=True, in_batch=False
     ),
-    "int_q": (
-        lambda a: a.update(q=torch.ones(4, 8, dtype=torch.int64)),
-        TypeError,
-        "q must have dtype",
-    ),
-    "int_p": (
-        lambda a: a.update(p=torch.ones(8, 8, dtype=torch.int32)),
-        TypeError,
-        "p must have dtype",
-    ),
-    "bool_negatives": (
-        lambda a: a.update(negatives=torch.ones(3, 8, dtype=torch.bool)),
-        TypeError,
-        "negatives",
-    ),
-    "mixed_dtypes": (lambda a: a.update(p=a["p"].half()), TypeError, "share one dtype"),
-    "different_devices": (
-        lambda a: a.update(p=torch.empty(8, 8, device="meta")),
-        ValueError,
-        "share one device",
-    ),
-    "doc_ids_float": (
-        lambda a: a.update(doc_ids=torch.arange(8.0)),
-        TypeError,
-        "doc_ids must have dtype int64",
-    ),
-    "doc_ids_int32": (
-        lambda a: a.update(doc_ids=torch.arange(8, dtype=torch.int32)),
-        TypeError,
-        "int64",
-    ),
-    "doc_ids_list": (
-        lambda a: a.update(doc_ids=list(range(8))),
-        TypeError,
-        "doc_ids must be a torch.Tensor",
-    ),
-    "doc_ids_length": (
-        lambda a: a.update(doc_ids=torch.arange(9)),
-        ValueError,
-        "doc_ids must be 1-D with 8 or 11",
-    ),
-    "doc_ids_2d": (
-        lambda a: a.update(doc_ids=torch.arange(8)[None]),
-        ValueError,
-        "doc_ids must be 1-D",
-    ),
-    "doc_ids_device": (
-        lambda a: a.update(doc_ids=torch.empty(8, dtype=torch.int64, device="meta")),
-        ValueError,
-        "doc_ids is on meta",
-    ),
-    "doc_ids_no_free_pad": (
-        lambda a: a.update(doc_ids=torch.tensor([-(2**63), 2**63 - 1] * 4)),
-        ValueError,
-        "whole int64 range",
-    ),
-    "scale_nan": (lambda a: a.update(scale=float("nan")), ValueError, "scale must be finite"),
-    "scale_inf_tensor": (
-        lambda a: a.update(scale=torch.tensor(float("inf"))),
-        ValueError,
-        "scale must be finite",
-    ),
-    "scale_str": (lambda a: a.update(scale="20"), TypeError, "scale must be a float"),
-    "scale_bool": (lambda a: a.update(scale=True), TypeError, "scale must be a float"),
-    "scale_int_tensor": (lambda a: a.update(scale=torch.tensor(2)), TypeError, "floating tensor"),
-    "scale_vector": (lambda a: a.update(scale=torch.ones(2)), ValueError, "scale must be a 0-d"),
-    "reduction": (lambda a: a.update(reduction="avg"), ValueError, "reduction must be one of"),
-    "backend": (lambda a: a.update(backend="cuda"), ValueError, "backend must be one of"),
-    "symmetric_without_in_batch": (
-        lambda a: a.update(symmetric=True, in_batch=False),
-        ValueError,
-        "symmetric=True needs in_batch=True",
-    ),
-    "in_batch_not_bool": (lambda a: a.update(in_batch="yes"), TypeError, "in_batch must be a bool"),
-    "float64_on_cpp": (
-        lambda a: a.update(
-            q=a["q"].double(), p=a["p"].double(), negatives=a["negatives"].double(), backend="cpp"
-        ),
+    "in_batch_not_bool": _bad(TypeError, "in_batch must be a bool", in_batch="yes"),
+    "float64_on_cpp": _bad(
         TypeError,
         "float64 runs on backend='torch' only",
+        **{k: _GOOD[k].double() for k in ("q", "p", "negatives")},
+        backend="cpp",
     ),
 }
 
@@ -576,8 +521,7 @@ def test_bad_input_is_rejected_before_any_work(monkeypatch, bad):
 
     monkeypatch.setattr(cl, "compute_loss", no_work)
     monkeypatch.setattr(cl, "load_backend", lambda name: make_reference_backend())
-    args = _good()
-    change(args)
+    args = {**_good(), **change}
     q, p = args.pop("q"), args.pop("p")
     with pytest.raises(exc, match=match):
         densescale.contrastive_loss(q, p, **args)

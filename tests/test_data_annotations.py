@@ -156,17 +156,12 @@ def test_bad_arguments(collection):
 
 
 def _tiny_t5(path: Path) -> Path:
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
-    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.WordLevelTrainer(special_tokens=["<pad>", "</s>", "<unk>"])
-    tok.train_from_iterator(list(PASSAGES.values()), trainer)
+    tok = _word_tokenizer([])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
     )
-    fast.save_pretrained(path)
     config = T5Config(
         vocab_size=tok.get_vocab_size(),
         d_model=16,
@@ -179,22 +174,25 @@ def _tiny_t5(path: Path) -> Path:
         eos_token_id=1,
         decoder_start_token_id=0,
     )
-    T5ForConditionalGeneration(config).save_pretrained(path)
-    return path
+    return _save_tiny(path, fast, T5ForConditionalGeneration(config))
 
 
 def test_doc2query_with_a_tiny_local_model(collection, tmp_path: Path):
     model = _tiny_t5(tmp_path / "t5")
     kwargs = {"min_new_tokens": 2, "max_new_tokens": 6}
-    pairs = annotation_pairs(
-        collection,
-        "doc2query",
-        model_path=str(model),
-        seed=0,
-        batch_size=3,
-        queries_per_passage=2,
-        generate_kwargs=kwargs,
-    )
+
+    def generate():  # called twice: the same seed must give the same queries
+        return annotation_pairs(
+            collection,
+            "doc2query",
+            model_path=str(model),
+            seed=0,
+            batch_size=3,
+            queries_per_passage=2,
+            generate_kwargs=kwargs,
+        )
+
+    pairs = generate()
     c = collection.corpus
     eligible = {"d1", "d2", "d3", "d4", "d5"}
     assert 0 < len(pairs) <= 2 * len(eligible)
@@ -202,15 +200,7 @@ def test_doc2query_with_a_tiny_local_model(collection, tmp_path: Path):
         assert p.positive_index == int(src) and c.id(p.positive_index) in eligible
         assert p.positive == c[p.positive_index]
         assert 1 <= len(p.query.split()) <= 6
-    again = annotation_pairs(
-        collection,
-        "doc2query",
-        model_path=str(model),
-        seed=0,
-        batch_size=3,
-        queries_per_passage=2,
-        generate_kwargs=kwargs,
-    )
+    again = generate()
     assert list(again) == list(pairs)
     assert np.array_equal(again.positive_indices, pairs.positive_indices)
 
@@ -353,7 +343,6 @@ def _tiny_gpt2(path: Path) -> Path:
     # no pad token (as GPT-2): the generator pads with eos; "\n" is a token so a query can end
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>")
     fast.add_tokens(["\n"])
-    fast.save_pretrained(path)
     config = GPT2Config(
         vocab_size=len(fast),
         n_embd=16,
@@ -365,15 +354,15 @@ def _tiny_gpt2(path: Path) -> Path:
     )
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        GPT2LMHeadModel(config).save_pretrained(path)
-    return path
+        model = GPT2LMHeadModel(config)
+    return _save_tiny(path, fast, model)
 
 
 def _tiny_bert(path: Path) -> Path:
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     tok = _word_tokenizer([])
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>").save_pretrained(path)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
     config = BertConfig(
         vocab_size=tok.get_vocab_size(),
         hidden_size=16,
@@ -381,7 +370,13 @@ def _tiny_bert(path: Path) -> Path:
         num_attention_heads=2,
         intermediate_size=32,
     )
-    BertModel(config).save_pretrained(path)
+    return _save_tiny(path, fast, BertModel(config))
+
+
+def _save_tiny(path: Path, tokenizer, model) -> Path:
+    """Save a tiny tokenizer and model under ``path`` as a local Hugging Face model folder."""
+    tokenizer.save_pretrained(path)
+    model.save_pretrained(path)
     return path
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from densescale.data import (
     SyntheticConfig,
+    SyntheticData,
     generate_synthetic,
     load_beir,
     protocol_contrastive_entropy,
@@ -181,8 +182,8 @@ def test_oracle_is_below_chance_and_beats_worse_scorers(folder: Path):
 
 def test_likelihood_is_the_same_in_query_groups(monkeypatch):
     """Many distinct queries are scored in groups (to bound memory); grouping changes nothing."""
-    # densescale.data.synthetic is the function; the module is reached through sys.modules
-    synthetic_module = sys.modules[generate_synthetic.__module__]
+    # the scorer's module (densescale.data.synthetic_oracle), reached through sys.modules
+    synthetic_module = sys.modules[SyntheticData.__module__]
     data = generate_synthetic(SyntheticConfig(**SMALL))
     rng = np.random.default_rng(0)
     q = rng.integers(0, SMALL["num_train_queries"], 5000)

@@ -29,20 +29,26 @@ def test_qrels_round_trip(tmp_path: Path, fmt: str):
 
 
 @pytest.mark.parametrize(
-    ("content", "line", "message"),
+    ("reader", "content", "line", "message"),
     [
-        ("q1 0 d1 1\nq1 0 d2\n", 2, "expected 4 fields"),
-        ("q1 0 d1 1\nq1 0 d2 high\n", 2, "relevance must be an integer"),
-        ("q1 0 d1 1\nq1 0 d1 2\n", 2, r"\(q1, d1\) listed again"),
-        ("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\n", 3, "expected 3 fields"),
-        ("q1 d1\n", 1, "expected 4 fields"),
+        (read_qrels, "q1 0 d1 1\nq1 0 d2\n", 2, "expected 4 fields"),
+        (read_qrels, "q1 0 d1 1\nq1 0 d2 high\n", 2, "relevance must be an integer"),
+        (read_qrels, "q1 0 d1 1\nq1 0 d1 2\n", 2, r"\(q1, d1\) listed again"),
+        (read_qrels, "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\n", 3, "expected 3 fields"),
+        (read_qrels, "q1 d1\n", 1, "expected 4 fields"),
+        (read_trec_run, "q1 Q0 d1 1 0.5 t\nq1 Q0 d2 2 0.4\n", 2, "expected 6 fields"),
+        (read_trec_run, "q1 Q0 d1 1 abc t\n", 1, "score must be a number"),
+        (read_trec_run, "q1 Q0 d1 x 0.5 t\n", 1, "rank must be an integer"),
+        (read_trec_run, "q1 Q0 d1 1 0.5 t\nq1 Q0 d1 2 0.4 t\n", 2, "document .d1. appears twice"),
+        (read_trec_run, "q1 Q0 d1 1 nan t\n", 1, "score must be finite"),
     ],
 )
-def test_qrels_malformed(tmp_path: Path, content: str, line: int, message: str):
-    p = tmp_path / "qrels.txt"
+def test_malformed_line_is_named(tmp_path: Path, reader, content: str, line: int, message: str):
+    """Qrels and run readers name the file and line of the first malformed row."""
+    p = tmp_path / "input.txt"
     p.write_text(content)
-    with pytest.raises(ValueError, match=rf"qrels\.txt:{line}: {message}"):
-        read_qrels(p)
+    with pytest.raises(ValueError, match=rf"input\.txt:{line}: {message}"):
+        reader(p)
 
 
 def test_qrels_empty(tmp_path: Path):
@@ -113,23 +119,6 @@ def test_write_run_bad_input_leaves_old_file(tmp_path: Path):
         write_trec_run(path, ["q", "q"], docids, np.zeros((2, 1)), np.zeros((2, 1), np.int64))
     assert path.read_text() == "old content\n"
     assert [p.name for p in tmp_path.iterdir()] == ["run.trec"]  # no temp files left
-
-
-@pytest.mark.parametrize(
-    ("content", "line", "message"),
-    [
-        ("q1 Q0 d1 1 0.5 t\nq1 Q0 d2 2 0.4\n", 2, "expected 6 fields"),
-        ("q1 Q0 d1 1 abc t\n", 1, "score must be a number"),
-        ("q1 Q0 d1 x 0.5 t\n", 1, "rank must be an integer"),
-        ("q1 Q0 d1 1 0.5 t\nq1 Q0 d1 2 0.4 t\n", 2, "document .d1. appears twice"),
-        ("q1 Q0 d1 1 nan t\n", 1, "score must be finite"),
-    ],
-)
-def test_read_run_malformed(tmp_path: Path, content: str, line: int, message: str):
-    p = tmp_path / "run.txt"
-    p.write_text(content)
-    with pytest.raises(ValueError, match=rf"run\.txt:{line}: {message}"):
-        read_trec_run(p)
 
 
 def _write_refused(tmp_path: Path, docids, ids, match: str, qids=("q",)):

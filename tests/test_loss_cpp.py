@@ -8,15 +8,14 @@ of what plain fp32 torch gets on the same inputs (plus a floor), on every SIMD p
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from _cli import run_python
 
 from densescale._native import has_native, native
-from densescale.ops._loss_spec import LossOptions, reference_loss_per_query
+from densescale.ops._loss_spec import LossInputs, LossOptions, reference_loss_per_query
 
 pytestmark = pytest.mark.skipif(not has_native(), reason="densescale._C is not built")
 
@@ -69,12 +68,7 @@ def _check(
     B = q.shape[0]
     w = torch.rand(B) + 0.5 if weights is None else weights
     out = _loss_cpp.run(
-        q,
-        p,
-        neg,
-        ids,
-        scale,
-        opts,
+        LossInputs(q, p, neg, ids, scale, opts),
         need_grad=True,
         weights=w,
         isa=isa,
@@ -173,10 +167,15 @@ def test_multi_block_many_threads_agree():
     """Row blocks and column splits change only the summation order."""
     q, p, neg = _make(70, 2, 13, 77)
     opts = LossOptions(group_size=2)
-    base = _loss_cpp.run(q, p, neg, None, 2.0, opts, need_grad=True, threads=1, block_rows=70)
+    base = _loss_cpp.run(
+        LossInputs(q, p, neg, None, 2.0, opts), need_grad=True, threads=1, block_rows=70
+    )
     for threads, block_rows in ((2, 16), (3, 32), (2, 0)):
         out = _loss_cpp.run(
-            q, p, neg, None, 2.0, opts, need_grad=True, threads=threads, block_rows=block_rows
+            LossInputs(q, p, neg, None, 2.0, opts),
+            need_grad=True,
+            threads=threads,
+            block_rows=block_rows,
         )
         for key in ("loss", "dq", "dc"):
             torch.testing.assert_close(out[key], base[key], rtol=1e-4, atol=1e-4)
@@ -202,7 +201,7 @@ def test_blas_blocked_schedule_matches_fp64_reference(case, monkeypatch):
     opts = LossOptions(group_size=G, row_offset=offset)
     assert _loss_cpp._blas_schedule_applies(q, None, opts, None, None, 0, None, 1)
     _check(q, p, neg, None, 2.5, opts)
-    out = _loss_cpp.run(q, p, neg, None, 2.5, opts, need_loss=True, need_grad=False)
+    out = _loss_cpp.run(LossInputs(q, p, neg, None, 2.5, opts), need_loss=True, need_grad=False)
     ref = _grads(q, p, neg, None, 2.5, opts, torch.ones(B), torch.float64)[0]
     torch.testing.assert_close(out["loss"].double(), ref, rtol=1e-5, atol=1e-5)
     assert out["dq"] is None and out["dscale"] is None
@@ -236,11 +235,13 @@ def test_protocol_forward_backward(symmetric, blas, monkeypatch):
     opts = LossOptions(symmetric=symmetric)
     ref64 = lambda w: _grads(q, p, neg, None, 1.7, opts, w, torch.float64)
 
-    loss, saved = _loss_cpp.loss_forward(q, p, neg, None, 1.7, opts, True)
+    loss, saved = _loss_cpp.loss_forward(LossInputs(q, p, neg, None, 1.7, opts), True)
     assert loss.dtype == torch.float32 and loss.shape == (B,)
     w = torch.full((B,), 1.0 / B)
     for _ in range(2):  # a second call (retain_graph) must not scale twice
-        dq, dp, dneg, dscale = _loss_cpp.loss_backward(q, p, neg, None, 1.7, opts, saved, w, True)
+        dq, dp, dneg, dscale = _loss_cpp.loss_backward(
+            LossInputs(q, p, neg, None, 1.7, opts), saved, w, True
+        )
     r = ref64(w)
     torch.testing.assert_close(loss.double(), r[0], rtol=1e-5, atol=1e-5)
     for got, want in zip((dq, dp, dneg, dscale), r[1:]):
@@ -248,9 +249,11 @@ def test_protocol_forward_backward(symmetric, blas, monkeypatch):
     assert dscale.dim() == 0
 
     w2 = torch.rand(B)
-    loss2, saved2 = _loss_cpp.loss_forward(q, p, neg, None, 1.7, opts, False)
+    loss2, saved2 = _loss_cpp.loss_forward(LossInputs(q, p, neg, None, 1.7, opts), False)
     torch.testing.assert_close(loss2, loss)
-    dq, dp, dneg, dscale = _loss_cpp.loss_backward(q, p, neg, None, 1.7, opts, saved2, w2, False)
+    dq, dp, dneg, dscale = _loss_cpp.loss_backward(
+        LossInputs(q, p, neg, None, 1.7, opts), saved2, w2, False
+    )
     r = ref64(w2)
     for got, want in zip((dq, dp, dneg, dscale), r[1:]):
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
@@ -260,26 +263,27 @@ def test_bad_inputs_raise_before_work():
     q, p, neg = _make(4, 1, 2, 8)
     opts = LossOptions()
     with pytest.raises(TypeError, match="q"):
-        _loss_cpp.run(q.double(), p.double(), None, None, 1.0, opts)
+        _loss_cpp.run(LossInputs(q.double(), p.double(), None, None, 1.0, opts))
     with pytest.raises(TypeError, match="negatives"):
-        _loss_cpp.run(q, p, neg.half(), None, 1.0, opts)
+        _loss_cpp.run(LossInputs(q, p, neg.half(), None, 1.0, opts))
     with pytest.raises(ValueError, match="doc_ids"):
-        _loss_cpp.run(q, p, neg, torch.zeros(3, dtype=torch.int64), 1.0, opts)
+        _loss_cpp.run(LossInputs(q, p, neg, torch.zeros(3, dtype=torch.int64), 1.0, opts))
     with pytest.raises(ValueError, match="p must have"):
-        _loss_cpp.run(q, p[:3], None, None, 1.0, opts)
+        _loss_cpp.run(LossInputs(q, p[:3], None, None, 1.0, opts))
     with pytest.raises(ValueError, match="isa"):
-        _loss_cpp.run(q, p, None, None, 1.0, opts, isa="sse9")
+        _loss_cpp.run(LossInputs(q, p, None, None, 1.0, opts), isa="sse9")
     with pytest.raises(ValueError, match="contiguous"):
-        _loss_cpp.run(q.t().contiguous().t(), p, None, None, 1.0, opts)
+        _loss_cpp.run(LossInputs(q.t().contiguous().t(), p, None, None, 1.0, opts))
 
 
 def test_isa_environment_cap():
     """DENSESCALE_ISA caps the SIMD path chosen at run time (a fresh process reads it once)."""
     code = (
         "import torch; from densescale._native import native; "
-        "from densescale.ops import _loss_cpp; from densescale.ops._loss_spec import LossOptions; "
+        "from densescale.ops import _loss_cpp; "
+        "from densescale.ops._loss_spec import LossInputs, LossOptions; "
         "torch.manual_seed(0); q = torch.randn(9, 20); p = torch.randn(9, 20); "
-        "l = _loss_cpp.run(q, p, None, None, 1.0, LossOptions())['loss']; "
+        "l = _loss_cpp.run(LossInputs(q, p, None, None, 1.0, LossOptions()))['loss']; "
         "print(native().isa(), native().contrastive_loss_isa(-1), float(l.sum()))"
     )
     root = Path(__file__).resolve().parents[1]
@@ -288,14 +292,8 @@ def test_isa_environment_cap():
         DENSESCALE_ISA="generic",
         PYTHONPATH=os.pathsep.join([str(root / "python"), os.environ.get("PYTHONPATH", "")]),
     )
-    res = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    res = run_python(code, env=env)
+    assert res.returncode == 0, res.stderr
     isa, kernels, total = res.stdout.split()
     assert isa == "generic" and kernels == "generic"
     torch.manual_seed(0)
@@ -400,8 +398,8 @@ def test_blas_schedule_peak_memory_is_bounded(call):
     else:
         w = torch.rand(B) if call == "run_weighted" else None
         fn = lambda: kept.append(
-            _loss_cpp.run(q, p, None, None, 20.0, opts, need_loss=w is None, need_grad=True,
-                          weights=w)
+            _loss_cpp.run(LossInputs(q, p, None, None, 20.0, opts), need_loss=w is None,
+                          need_grad=True, weights=w)
         )  # fmt: skip
         outputs = (B + N) * D * 4 + (0 if w is not None else B * 4)
     ours = _peak_allocated_bytes(fn)

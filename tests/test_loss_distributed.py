@@ -98,16 +98,9 @@ def _check_case(rank, backend, dtype, tol, name, reduction):
     scale = torch.tensor(
         7.0, dtype=torch.float32 if dtype != torch.float64 else torch.float64, requires_grad=True
     )
+    layout = {"in_batch": in_batch, "symmetric": symmetric, "reduction": reduction}
     loss = gathered_contrastive_loss(
-        q,
-        p,
-        negatives=neg,
-        doc_ids=local_ids,
-        scale=scale,
-        in_batch=in_batch,
-        symmetric=symmetric,
-        reduction=reduction,
-        backend=backend,
+        q, p, negatives=neg, doc_ids=local_ids, scale=scale, backend=backend, **layout
     )
     loss.backward()
 
@@ -122,15 +115,7 @@ def _check_case(rank, backend, dtype, tol, name, reduction):
         full_ids = ids_p if ids_neg is None else torch.cat([ids_p, ids_neg])
     sf = torch.tensor(7.0, dtype=torch.float64, requires_grad=True)
     single = densescale.contrastive_loss(
-        qf,
-        pf,
-        negatives=nf,
-        doc_ids=full_ids,
-        scale=sf,
-        in_batch=in_batch,
-        symmetric=symmetric,
-        reduction=reduction,
-        backend="torch",
+        qf, pf, negatives=nf, doc_ids=full_ids, scale=sf, backend="torch", **layout
     )
     single.backward()
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _cli import run_python
 
 pytest.importorskip("triton")
 
 from densescale.ops import _loss_triton as backend
-from densescale.ops._loss_spec import LossOptions, reference_loss_per_query
+from densescale.ops._loss_spec import LossInputs, LossOptions, reference_loss_per_query
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TINY = {"block_m": 16, "block_n": 16, "block_k": 16}
@@ -57,24 +58,14 @@ def _rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
     return float((got - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
 
 
-def _check(
-    q: torch.Tensor,
-    p: torch.Tensor,
-    neg: torch.Tensor | None,
-    doc_ids: torch.Tensor | None,
-    scale: float,
-    opts: LossOptions,
-    weights: torch.Tensor | None = None,
-    **tiles: int,
-) -> torch.Tensor:
+def _check(inputs: LossInputs, weights: torch.Tensor | None = None, **tiles: int) -> torch.Tensor:
     """Forward and every gradient of sum_i w_i loss_i vs fp64 autograd; returns the loss."""
+    q, p, neg, doc_ids, scale, opts = inputs
     B = q.shape[0]
     if weights is None:
         weights = torch.rand(B, device=q.device) + 0.1
-    loss, saved = backend.loss_forward(q, p, neg, doc_ids, scale, opts, True, **tiles)
-    dq, dp, dneg, dscale = backend.loss_backward(
-        q, p, neg, doc_ids, scale, opts, saved, weights, False, **tiles
-    )
+    loss, saved = backend.loss_forward(inputs, True, **tiles)
+    dq, dp, dneg, dscale = backend.loss_backward(inputs, saved, weights, False, **tiles)
 
     q64 = q.double().requires_grad_()
     p64 = p.double().requires_grad_()
@@ -109,23 +100,25 @@ def test_in_batch_pairs_default_tiles(B: int, D: int) -> None:
     # (5, 8) is smaller than one tile in every dimension, D included (masked D chunk);
     # B = 64 spans two row blocks and two column tiles.
     q, p, _ = _inputs(B, 1, 0, D)
-    _check(q, p, None, None, 1.5, LossOptions())
+    _check(LossInputs(q, p, None, None, 1.5, LossOptions()))
 
 
 def test_empty_pool_behaves_like_none() -> None:
     q, p, _ = _inputs(6, 2, 0, 16)
     empty = torch.empty(0, 16, device=DEVICE)
     opts = LossOptions(group_size=2)
-    loss, saved = backend.loss_forward(q, p, empty, None, 2.0, opts, True)
-    ref, _ = backend.loss_forward(q, p, None, None, 2.0, opts, True)
+    loss, saved = backend.loss_forward(LossInputs(q, p, empty, None, 2.0, opts), True)
+    ref, _ = backend.loss_forward(LossInputs(q, p, None, None, 2.0, opts), True)
     torch.testing.assert_close(loss, ref)
-    _, _, dneg, _ = backend.loss_backward(q, p, empty, None, 2.0, opts, saved, torch.ones(6), True)
+    _, _, dneg, _ = backend.loss_backward(
+        LossInputs(q, p, empty, None, 2.0, opts), saved, torch.ones(6), True
+    )
     assert dneg is not None and dneg.shape == (0, 16)
 
 
 def test_odd_shapes_tiny_tiles() -> None:
     q, p, neg = _inputs(37, 3, 29, 123)
-    _check(q, p, neg, None, 2.0, LossOptions(group_size=3), **TINY)
+    _check(LossInputs(q, p, neg, None, 2.0, LossOptions(group_size=3)), **TINY)
 
 
 @pytest.mark.parametrize("in_batch", [True, False])
@@ -133,15 +126,17 @@ def test_groups_pool_and_doc_ids(in_batch: bool) -> None:
     B, G, K = 24, 2, 20
     q, p, neg = _inputs(B, G, K, 32)
     doc_ids = torch.randint(0, 6, (B * G + K,), device=DEVICE)  # many duplicates
-    _check(q, p, neg, doc_ids, 3.0, LossOptions(group_size=G, in_batch=in_batch), **TINY)
+    _check(
+        LossInputs(q, p, neg, doc_ids, 3.0, LossOptions(group_size=G, in_batch=in_batch)), **TINY
+    )
 
 
 def test_tiny_tiles_match_default_tiles() -> None:
     # The same problem through 16-wide and 32-wide tiles: only the merge order differs.
     q, p, neg = _inputs(40, 2, 24, 40)
     opts = LossOptions(group_size=2)
-    a, _ = backend.loss_forward(q, p, neg, None, 2.0, opts, False, **TINY)
-    b, _ = backend.loss_forward(q, p, neg, None, 2.0, opts, False)
+    a, _ = backend.loss_forward(LossInputs(q, p, neg, None, 2.0, opts), False, **TINY)
+    b, _ = backend.loss_forward(LossInputs(q, p, neg, None, 2.0, opts), False)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
@@ -158,10 +153,16 @@ def test_masks_leaving_only_the_positive() -> None:
         (None, doc_ids[: B * G], LossOptions(group_size=G, symmetric=True)),
     ]
     for negatives, ids, opts in layouts:
-        loss, saved = backend.loss_forward(q, p, negatives, ids, 2.0, opts, True, **TINY)
+        loss, saved = backend.loss_forward(
+            LossInputs(q, p, negatives, ids, 2.0, opts), True, **TINY
+        )
         assert float(loss.abs().max()) < 1e-6, opts
         grads = backend.loss_backward(
-            q, p, negatives, ids, 2.0, opts, saved, torch.rand(B, device=DEVICE), False, **TINY
+            LossInputs(q, p, negatives, ids, 2.0, opts),
+            saved,
+            torch.rand(B, device=DEVICE),
+            False,
+            **TINY,
         )
         for g in grads:
             if g is not None:
@@ -169,7 +170,7 @@ def test_masks_leaving_only_the_positive() -> None:
     # One duplicate besides the positive is enough to change the loss (the mask is not a no-op).
     ids = torch.arange(B * G + K, device=DEVICE)
     ids[1] = ids[0]
-    _check(q, p, neg, ids, 2.0, LossOptions(group_size=G), **TINY)
+    _check(LossInputs(q, p, neg, ids, 2.0, LossOptions(group_size=G)), **TINY)
 
 
 @pytest.mark.parametrize("G", [1, 3])
@@ -177,9 +178,13 @@ def test_symmetric(G: int) -> None:
     B = 37
     q, p, _ = _inputs(B, G, 0, 40)
     doc_ids = torch.randint(0, 12, (B * G,), device=DEVICE)
-    loss = _check(q, p, None, doc_ids, 2.5, LossOptions(group_size=G, symmetric=True), **TINY)
+    loss = _check(
+        LossInputs(q, p, None, doc_ids, 2.5, LossOptions(group_size=G, symmetric=True)), **TINY
+    )
     # Both directions really are in there: the one-direction loss differs.
-    row_only, _ = backend.loss_forward(q, p, None, doc_ids, 2.5, LossOptions(group_size=G), False)
+    row_only, _ = backend.loss_forward(
+        LossInputs(q, p, None, doc_ids, 2.5, LossOptions(group_size=G)), False
+    )
     assert (loss - row_only).abs().max() > 1e-3
 
 
@@ -192,7 +197,7 @@ def test_symmetric_with_negatives_pool(G: int, with_ids: bool) -> None:
     q, p, neg = _inputs(B, G, K, 40)
     doc_ids = torch.randint(0, 8, (B * G + K,), device=DEVICE) if with_ids else None
     opts = LossOptions(group_size=G, symmetric=True)
-    _check(q, p, neg, doc_ids, 2.5, opts, **TINY)
+    _check(LossInputs(q, p, neg, doc_ids, 2.5, opts), **TINY)
 
 
 @pytest.mark.parametrize("in_batch", [True, False])
@@ -202,22 +207,28 @@ def test_row_offset_gathered_candidates(in_batch: bool) -> None:
     q, p, neg = _inputs(B, G, K, 32, b_total=30)
     doc_ids = torch.randint(0, 8, (30 * G + K,), device=DEVICE)
     opts = LossOptions(group_size=G, in_batch=in_batch, row_offset=r)
-    _check(q, p, neg, doc_ids, 2.0, opts, **TINY)
+    _check(LossInputs(q, p, neg, doc_ids, 2.0, opts), **TINY)
 
 
 def test_scale_100_no_overflow() -> None:
     # Unit vectors with scale 100: raw exponentials would overflow fp32 (e^100 > 3.4e38).
     q, p, neg = _inputs(32, 2, 16, 32, normalize=True)
-    _check(q, p, neg, None, 100.0, LossOptions(group_size=2), **TINY)
-    _check(q, p, None, None, 100.0, LossOptions(group_size=2, symmetric=True), **TINY)
+    _check(LossInputs(q, p, neg, None, 100.0, LossOptions(group_size=2)), **TINY)
+    _check(LossInputs(q, p, None, None, 100.0, LossOptions(group_size=2, symmetric=True)), **TINY)
 
 
 def test_uniform_and_zero_weights() -> None:
     q, p, neg = _inputs(20, 1, 8, 32)
     opts = LossOptions()
-    _check(q, p, neg, None, 2.0, opts, weights=torch.full((20,), 0.05, device=DEVICE), **TINY)
-    _, saved = backend.loss_forward(q, p, neg, None, 2.0, opts, True)
-    grads = backend.loss_backward(q, p, neg, None, 2.0, opts, saved, torch.zeros(20), True)
+    _check(
+        LossInputs(q, p, neg, None, 2.0, opts),
+        weights=torch.full((20,), 0.05, device=DEVICE),
+        **TINY,
+    )
+    _, saved = backend.loss_forward(LossInputs(q, p, neg, None, 2.0, opts), True)
+    grads = backend.loss_backward(
+        LossInputs(q, p, neg, None, 2.0, opts), saved, torch.zeros(20), True
+    )
     for g in grads:
         assert torch.isfinite(g).all() and float(g.abs().max()) == 0.0
 
@@ -227,8 +238,8 @@ def test_half_inputs(dtype: torch.dtype) -> None:
     B, G, K = 32, 2, 24
     q, p, neg = _inputs(B, G, K, 48, dtype=dtype)
     doc_ids = torch.randint(0, 10, (B * G + K,), device=DEVICE)
-    _check(q, p, neg, doc_ids, 4.0, LossOptions(group_size=G), **TINY)
-    _check(q, p, None, None, 4.0, LossOptions(group_size=G, symmetric=True), **TINY)
+    _check(LossInputs(q, p, neg, doc_ids, 4.0, LossOptions(group_size=G)), **TINY)
+    _check(LossInputs(q, p, None, None, 4.0, LossOptions(group_size=G, symmetric=True)), **TINY)
 
 
 @pytest.mark.parametrize("in_batch", [True, False])
@@ -299,8 +310,6 @@ def test_kernels_compile_for_h100() -> None:
     """
     import json
     import os
-    import subprocess
-    import sys
     from pathlib import Path
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -308,14 +317,7 @@ def test_kernels_compile_for_h100() -> None:
         [str(Path(backend.__file__).resolve().parents[2]), env.get("PYTHONPATH", "")]
     )
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    run = subprocess.run(
-        [sys.executable, "-c", _COMPILE_SCRIPT],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = run_python(_COMPILE_SCRIPT, env=env)
     if run.returncode != 0 and "ptxas" in run.stderr.lower() and "not found" in run.stderr.lower():
         pytest.skip("this triton build has no ptxas")
     assert run.returncode == 0, run.stderr[-3000:]
@@ -325,7 +327,7 @@ def test_kernels_compile_for_h100() -> None:
         assert row["cubin"] > 0 and row["wgmma"], row  # Hopper tensor-core dots
 
 
-def _bad(**changes: object) -> dict:
+def _bad(**changes: object) -> LossInputs:
     q, p, neg = _inputs(4, 2, 3, 8)
     args = {
         "q": q,
@@ -334,10 +336,9 @@ def _bad(**changes: object) -> dict:
         "doc_ids": None,
         "scale": 1.0,
         "opts": LossOptions(group_size=2),
-        "need_grad": False,
     }
     args.update(changes)
-    return args
+    return LossInputs(**args)
 
 
 @pytest.mark.parametrize(
@@ -363,15 +364,15 @@ def test_bad_inputs_name_the_argument(changes: dict, exc: type, word: str) -> No
     if DEVICE == "cuda":
         changes = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in changes.items()}
     with pytest.raises(exc, match=word):
-        backend.loss_forward(**_bad(**changes))
+        backend.loss_forward(_bad(**changes), False)
 
 
 def test_bad_tiles_and_device(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="block_n must be a power of two"):
-        backend.loss_forward(**_bad(), block_n=24)
+        backend.loss_forward(_bad(), False, block_n=24)
     with pytest.raises(ValueError, match="block_k must be a power of two"):
-        backend.loss_forward(**_bad(), block_k=8)
+        backend.loss_forward(_bad(), False, block_k=8)
     if DEVICE == "cpu":
         monkeypatch.setenv("TRITON_INTERPRET", "0")
         with pytest.raises(ValueError, match="needs CUDA tensors"):
-            backend.loss_forward(**_bad())
+            backend.loss_forward(_bad(), False)

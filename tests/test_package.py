@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _cli import run_python
 
 import densescale
 from densescale._native import has_native, native
@@ -36,12 +35,5 @@ def test_repository_root_shadows_no_installed_distribution():
         "assert origin is None or 'site-packages' in origin, origin\n"
     )
     # `python -c` from the root puts the root first on sys.path, as `python -m pytest` does
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        check=False,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = run_python(code, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]

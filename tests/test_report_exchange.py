@@ -164,3 +164,17 @@ def test_report_without_any_rate_still_draws_and_says_why(study, tmp_path):
     summary = path.read_text()
     assert "- crop: no rate at N = 17,984" in summary and "pairs of the source [95%]" not in summary
     assert (tmp_path / "r" / "exchange.png").is_file()
+
+
+def test_bm25_line_is_the_ce_where_the_metric_map_reaches_its_mrr():
+    """The CE panel draws BM25 at the CE where the CE-to-MRR@10 map gives BM25's MRR@10, and
+    nothing outside the CE range the map was fitted on."""
+    from densescale.report.figures.exchange import _ce_of_metric
+    from densescale.scaling import fit_metric_map
+
+    ce = np.linspace(0.2, 4.0, 12)
+    mrr = 1 / (1 + np.exp(1.5 * (ce - 1.0)))
+    m = fit_metric_map(ce, mrr, kind="logistic", n_boot=0)
+    at = _ce_of_metric(m, 0.5)
+    assert at == pytest.approx(1.0, abs=0.01) and m.predict(at) == pytest.approx(0.5, abs=1e-3)
+    assert _ce_of_metric(m, 0.99) is None  # above every fitted cell's MRR@10: no line

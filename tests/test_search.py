@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from _search_ref import assert_topk_matches, reference_scores, reference_topk, tolerance
+from _search_ref import (
+    assert_topk_matches,
+    exact_kernel,
+    reference_scores,
+    reference_topk,
+    run_with_isa,
+    tolerance,
+)
 
 import densescale
 from densescale._native import native
+from densescale.ops import _search_backends as B
 from densescale.ops import search as S
 
 ISAS = [isa for isa in ("generic", "avx2", "avx512")
@@ -37,13 +40,7 @@ BACKENDS = ["cpp", "torch", "faiss"] + (
 def run_backend(backend: str, q, corpus, k, *, metric="ip", threads=2, chunk_rows=None):
     """Public API for named backends; "cpp-<isa>" pins the C++ kernel's SIMD path."""
     if backend.startswith("cpp-"):
-        qt = S._check_queries(q)
-        shards = S._to_shards(corpus, qt.shape[1])
-        if metric == "cos":
-            qt = S._normalize(qt)
-        s, i, bad = S._search_cpp(qt, shards, k, metric == "cos", threads, backend[4:])
-        assert not bad.any()
-        return s, i
+        return exact_kernel(q, corpus, k, metric, backend[4:], threads)
     return densescale.search(
         q, corpus, k, metric=metric, backend=backend, threads=threads, chunk_rows=chunk_rows
     )
@@ -167,8 +164,9 @@ class _TritonStandIn:
 
 def test_triton_launcher_streams_shards(monkeypatch):
     stand_in = _TritonStandIn()
-    monkeypatch.setattr(S, "_triton_module", lambda: stand_in)
-    monkeypatch.setattr(S, "_triton_device_ok", lambda device: True)
+    for mod in (S, B):  # the public checks and the backend itself
+        monkeypatch.setattr(mod, "_triton_module", lambda: stand_in)
+        monkeypatch.setattr(mod, "_triton_device_ok", lambda device: True)
     q, c = torch.randn(4, 16), torch.randn(300, 16)
     for metric in ("ip", "cos"):
         s, i = densescale.search(
@@ -226,17 +224,7 @@ def test_isa_env_cap_runs_generic():
         "r = torch.topk(q.double() @ c.double().T, 5);"
         "assert torch.equal(i, r.indices), (i, r.indices); print(native().isa())"
     )
-    env = dict(
-        os.environ, DENSESCALE_ISA="generic", PYTHONPATH=str(Path(densescale.__file__).parents[1])
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    out = run_with_isa(code, "generic")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "generic"
 

@@ -5,22 +5,24 @@ shrunk bound is caught. The portable "emulated" engine runs everywhere; "amx" wh
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from _search_ref import assert_topk_matches, reference_scores, tolerance
+from _search_ref import (
+    assert_topk_matches,
+    exact_kernel,
+    reference_scores,
+    run_with_isa,
+    tolerance,
+)
 
 import densescale
 from densescale._native import native
 from densescale.index import FlatIndex
+from densescale.ops import _search_screen as SC
 from densescale.ops import search as S
 
-ENGINES = ["emulated"] + (["amx"] if native().screen_engine() == "amx" else [])
+ENGINES = ["emulated", *native().screen_engines()]
 
 
 @pytest.fixture(params=ENGINES)
@@ -31,19 +33,8 @@ def engine(request, monkeypatch):
     monkeypatch.setitem(S._SCREEN, "max_k_frac", 1.0)
     monkeypatch.setitem(S._SCREEN, "cand_frac", 1.0)
     monkeypatch.setitem(S._SCREEN, "pack_min_queries", 0)
-    monkeypatch.setattr(S, "_screen_cache", {})
+    monkeypatch.setattr(SC, "_screen_cache", {})
     return request.param
-
-
-def exact(q, c, k, metric="ip"):
-    """The exact kernel of the active ISA (an explicit isa never screens)."""
-    qt = S._check_queries(q)
-    shards = S._to_shards(c, qt.shape[1])
-    if metric == "cos":
-        qt = S._normalize(qt)
-    s, i, bad = S._search_cpp(qt, shards, k, metric == "cos", 2, native().isa())
-    assert not bad.any()
-    return s, i
 
 
 def check(q, c, k, metric="ip", screened=True):
@@ -53,8 +44,8 @@ def check(q, c, k, metric="ip", screened=True):
     if screened:
         shards = len(c) if isinstance(c, list) else 1
         assert stats["queries"] + stats["fallbacks"] == q.shape[0] * shards  # counted per shard
-    es, ei = exact(q, c, k, metric)
-    S.screen_stats.update(stats)  # what the screened call did (exact() resets the counters)
+    es, ei = exact_kernel(q, c, k, metric)
+    S.screen_stats.update(stats)  # what the screened call did (exact_kernel() resets the counters)
     assert torch.equal(i, ei), (i, ei)
     assert torch.equal(s, es)
     whole = torch.cat([p.float() for p in c]) if isinstance(c, list) else c.float()
@@ -180,15 +171,15 @@ def test_shards_and_flat_index_cache(engine, monkeypatch, tmp_path):
     q = torch.randn(6, 24, generator=g)
     check(q, parts, 30)
     made = []
-    real = S._make_screen_copy
-    monkeypatch.setattr(S, "_make_screen_copy", lambda *a: made.append(1) or real(*a))
+    real = SC._make_screen_copy
+    monkeypatch.setattr(SC, "_make_screen_copy", lambda *a: made.append(1) or real(*a))
     index = FlatIndex(24)
     index.add(torch.cat(parts))
     s1, i1 = index.search(q, 30)
     s2, i2 = index.search(q, 30)
     assert len(made) == 1  # the copy is made once per stored shard
     assert torch.equal(i1, i2) and torch.equal(s1, s2)
-    es, ei = exact(q, torch.cat(parts), 30)
+    es, ei = exact_kernel(q, torch.cat(parts), 30)
     assert torch.equal(i1, ei) and torch.equal(s1, es)
     index.add(torch.randn(50, 24, generator=g))  # a new shard tensor: a new copy
     index.search(q, 30)
@@ -299,25 +290,19 @@ def test_every_isa_path(isa):
         "assert torch.equal(i, ei) and torch.equal(s, es);"
         "print(native().isa(), native().screen_engine())"
     )
-    env = dict(os.environ, DENSESCALE_ISA=isa, PYTHONPATH=str(Path(densescale.__file__).parents[1]))
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    out = run_with_isa(code, isa)
     assert out.returncode == 0, out.stderr
     active, screen = out.stdout.split()
     assert active == isa
-    # AMX is used only on the AVX-512 path; capped paths fall back to the exact kernel.
-    assert screen == ("amx" if isa == "avx512" and "amx" in ENGINES else "none")
+    # The hardware engines (AMX first, then AVX512-BF16) run only on the AVX-512 path; capped
+    # paths fall back to the exact kernel.
+    hardware = ENGINES[1:]
+    assert screen == (hardware[0] if isa == "avx512" and hardware else "none")
 
 
 def test_flat_index_makes_its_copy_for_small_batches(monkeypatch):
     # Default policy, except that the shard is big enough: an index's copy is made even for M = 2.
-    monkeypatch.setattr(S, "_screen_cache", {})
+    monkeypatch.setattr(SC, "_screen_cache", {})
     monkeypatch.setitem(S._SCREEN, "engine", ENGINES[-1])
     monkeypatch.setitem(S._SCREEN, "min_rows", 1000)
     g = torch.Generator().manual_seed(10)
@@ -326,14 +311,37 @@ def test_flat_index_makes_its_copy_for_small_batches(monkeypatch):
     q = torch.randn(2, 16, generator=g)
     s, i = index.search(q, 5)
     assert S.screen_stats["queries"] == 2
-    es, ei = exact(q, index.shards[0], 5)
+    es, ei = exact_kernel(q, index.shards[0], 5)
     assert torch.equal(i, ei) and torch.equal(s, es)
     densescale.search(q, torch.randn(1500, 16, generator=g), 5, backend="cpp")
     assert S.screen_stats["queries"] == 0  # a plain tensor with 2 queries: no copy made
 
 
 def test_public_default_uses_the_screen_only_where_it_pays(monkeypatch):
-    monkeypatch.setattr(S, "_screen_cache", {})
+    monkeypatch.setattr(SC, "_screen_cache", {})
     c = torch.randn(3000, 16)
     densescale.search(torch.randn(4, 16), c, 5, backend="cpp")
     assert S.screen_stats["queries"] == 0  # below min_rows: the exact kernel
+
+
+def test_screen_engine_env_pins_an_engine(monkeypatch):
+    # DENSESCALE_SCREEN=<engine> pins a hardware engine (how the bench times AVX512-BF16 on an AMX
+    # machine); a value this CPU cannot run is refused with the choices, "off" runs the exact kernel.
+    monkeypatch.setattr(SC, "_screen_cache", {})
+    monkeypatch.setitem(S._SCREEN, "min_rows", 1000)
+    g = torch.Generator().manual_seed(11)
+    q, c = torch.randn(3, 24, generator=g), torch.randn(2000, 24, generator=g)
+    index = FlatIndex(24)
+    index.add(c)
+    for engine in ENGINES[1:]:
+        monkeypatch.setenv("DENSESCALE_SCREEN", engine)
+        assert S._screen_engine() == engine
+        s, i = index.search(q, 7)
+        assert S.screen_stats["queries"] == 3
+        es, ei = exact_kernel(q, index.shards[0], 7)
+        assert torch.equal(i, ei) and torch.equal(s, es)
+    monkeypatch.setenv("DENSESCALE_SCREEN", "off")
+    assert S._screen_engine() is None
+    monkeypatch.setenv("DENSESCALE_SCREEN", "tpu")
+    with pytest.raises(ValueError, match="DENSESCALE_SCREEN must be off, auto or an engine"):
+        index.search(q, 7)

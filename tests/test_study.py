@@ -11,7 +11,26 @@ import pytest
 
 from densescale.study import ResultsStore, load_study, parse_study, run_study
 
-STUDY = """
+# The tiny training and evaluation settings every study test shares (test_study_folder too).
+TINY_TRAIN_EVAL = """\
+query_max_length = 12
+passage_max_length = 32
+eval_every = 4
+dev_pairs = 64
+dev_pool = 300
+dev_repeats = 1
+checkpoint_every = 2
+loss_backend = "torch"
+
+[eval]
+k = 10
+num_negatives = 64
+repeats = 2
+max_queries = 40
+"""
+
+STUDY = (
+    """
 name = "tiny"
 output = "{out}"
 
@@ -39,26 +58,16 @@ batch_size = 16
 num_negatives = 32
 lr = 2e-3
 max_steps = 8
-query_max_length = 12
-passage_max_length = 32
-eval_every = 4
-dev_pairs = 64
-dev_pool = 300
-dev_repeats = 1
-checkpoint_every = 2
-loss_backend = "torch"
-
-[eval]
-k = 10
-num_negatives = 64
-repeats = 2
-max_queries = 40
+"""
+    + TINY_TRAIN_EVAL
+    + """
 
 [executor]
 kind = "{executor}"
 workers = 1
 {extra}
 """
+)
 
 
 def write_study(tmp_path: Path, out: Path, executor: str = "local", extra: str = "") -> Path:

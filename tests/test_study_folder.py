@@ -12,12 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
+from test_study import TINY_TRAIN_EVAL
 from test_study_real import write_beir_without_dev
 
 from densescale.cli import main
 from densescale.study import ResultsStore, parse_study
 
-STUDY = """
+STUDY = (
+    """
 name = "folder"
 output = "{out}"
 
@@ -38,28 +40,17 @@ num_negatives = 32
 lr = {lr}
 epochs = {epochs}
 max_steps = {max_steps}
-query_max_length = 12
-passage_max_length = 32
-eval_every = 4
-dev_pairs = 64
-dev_pool = 300
-dev_repeats = 1
-checkpoint_every = 2
-loss_backend = "torch"
 device = "cpu"
-
-[eval]
-k = 10
-num_negatives = 64
-repeats = 2
-max_queries = 40
-{eval_extra}
+"""
+    + TINY_TRAIN_EVAL
+    + """{eval_extra}
 
 [executor]
 kind = "local"
 workers = {workers}
 threads_per_worker = 1
 """
+)
 
 
 def _beir_without_dev(root: Path, seed: int) -> Path:

@@ -7,15 +7,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _cli import run_cli
 
 from densescale import data
 from densescale.models import build_encoder, num_non_embedding_params, resolve_model
@@ -379,80 +377,27 @@ data_sizes = [100]
     assert args.collection == str(beir_no_dev)
     args = build_parser().parse_args(["study", str(f), "--collection", "irds:beir/scifact"])
     assert args.collection == "irds:beir/scifact"
-    rc = subprocess.run(
-        [sys.executable, "-m", "densescale.cli", "data", "info", "--collection", str(beir_no_dev)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    rc = run_cli("data", "info", "--collection", str(beir_no_dev))
     assert rc.returncode == 0 and '"train"' in rc.stdout
-    rc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "densescale.cli",
-            "train",
-            "--collection",
-            "/no/such/folder",
-            "--out",
-            str(tmp_path / "x"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    rc = run_cli("train", "--collection", "/no/such/folder", "--out", str(tmp_path / "x"))
     assert rc.returncode == 2 and "--collection" in rc.stderr
     assert not (tmp_path / "x").exists()
 
 
 def test_cli_train_and_eval_a_checkpoint(tmp_path, beir_no_dev, tiny_checkpoint):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "densescale.cli"]
-    rc = subprocess.run(
-        cmd
-        + [
-            "train",
-            "--collection",
-            str(beir_no_dev),
-            "--model",
-            str(tiny_checkpoint),
-            "--out",
-            str(run),
-            "--data-size",
-            "64",
-            "--batch-size",
-            "16",
-            "--num-negatives",
-            "16",
-            "--max-steps",
-            "4",
-            "--lr",
-            "1e-3",
-            "--eval-every",
-            "2",
-            "--patience",
-            "5",
-            "--device",
-            "cpu",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    flags = "--data-size 64 --batch-size 16 --num-negatives 16 --max-steps 4 --lr 1e-3"
+    rc = run_cli(
+        "train",
+        *("--collection", str(beir_no_dev), "--model", str(tiny_checkpoint), "--out", str(run)),
+        *flags.split(),
+        *["--eval-every", "2", "--patience", "5", "--device", "cpu"],
     )
     assert rc.returncode == 0, rc.stderr
     meta = json.loads((run / "model.json").read_text())
     assert meta["checkpoint"] == str(tiny_checkpoint.resolve()) and meta["converged"] is False
     assert (run / "splits" / "qrels" / "dev.tsv").is_file() and (run / "metrics.jsonl").is_file()
-    rc = subprocess.run(
-        cmd + ["eval", "--collection", str(beir_no_dev), "--model-dir", str(run), "-k", "10"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    rc = run_cli("eval", "--collection", str(beir_no_dev), "--model-dir", str(run), "-k", "10")
     assert rc.returncode == 0, rc.stderr
     rec = json.loads((run / "eval.test.json").read_text())
     assert rec["N"] == meta["N"] and rec["checkpoint"] == meta["checkpoint"]
@@ -471,23 +416,13 @@ def test_data_sizes_beyond_the_collection_are_cut_to_its_pairs(tmp_path, beir_no
 
 
 def test_unreachable_hub_checkpoint_is_a_clear_error_before_anything_is_written(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    rc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "densescale.cli",
-            "train",
-            "--model",
-            "nobody/no-such-model",
-            "--out",
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
+    rc = run_cli(
+        "train",
+        "--model",
+        "nobody/no-such-model",
+        "--out",
+        str(tmp_path / "run"),
+        env={"HF_HUB_OFFLINE": "1"},
     )
     assert rc.returncode == 2 and "could not be loaded from the hub" in rc.stderr
     assert "Traceback" not in rc.stderr and not (tmp_path / "run").exists()

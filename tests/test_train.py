@@ -205,21 +205,22 @@ def test_token_caches_are_shared_by_runs_on_equal_texts(tiny_setup):
 
     _, path, col, tok, pairs, _ = tiny_setup
     cfg = TrainConfig(**TINY)
-    builds = []
-    for collection in (col, data.load_beir(path)):
-        run_pairs = data.annotation_pairs(collection, source="human", split="train")[:400]
-        builds.append(
-            StepBuilder(
-                _Batches(len(run_pairs), len(collection.corpus), cfg, 0, 1),
-                tok,
-                run_pairs,
-                collection.corpus,
-                pair_doc_ids(run_pairs),
-                query_max_length=cfg.query_max_length,
-                passage_max_length=cfg.passage_max_length,
-            )
+
+    def build(collection, run_pairs, passage_max_length=cfg.passage_max_length):
+        return StepBuilder(
+            _Batches(len(run_pairs), len(collection.corpus), cfg, 0, 1),
+            tok,
+            run_pairs,
+            collection.corpus,
+            pair_doc_ids(run_pairs),
+            query_max_length=cfg.query_max_length,
+            passage_max_length=passage_max_length,
         )
-    first, again = builds
+
+    first, again = (
+        build(c, data.annotation_pairs(c, source="human", split="train")[:400])
+        for c in (col, data.load_beir(path))
+    )
     assert again.corpus is first.corpus and again.queries.cache is first.queries.cache
     a = first(3)
     before = first.corpus.tokenised + first.queries.cache.tokenised
@@ -227,15 +228,7 @@ def test_token_caches_are_shared_by_runs_on_equal_texts(tiny_setup):
     assert first.corpus.tokenised + first.queries.cache.tokenised == before
     _same(a.queries, b.queries)
     _same(a.negatives, b.negatives)
-    other = StepBuilder(  # a different max_length is a different cache
-        _Batches(len(pairs), len(col.corpus), cfg, 0, 1),
-        tok,
-        pairs,
-        col.corpus,
-        pair_doc_ids(pairs),
-        query_max_length=cfg.query_max_length,
-        passage_max_length=cfg.passage_max_length + 1,
-    )
+    other = build(col, pairs, cfg.passage_max_length + 1)  # another max_length: another cache
     assert other.corpus is not first.corpus
 
 

@@ -7,7 +7,7 @@ pulls in torch.
 
 from __future__ import annotations
 
-import importlib
+from densescale._lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -39,14 +39,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'densescale' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS, globals())

@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="with --model: score s x cosine (e.g. 20, or the study's norm_scale); "
-        "default: the dot product of the model's embeddings",
+        "default: the dot product of the model's embeddings. With --model-dir the model's own "
+        "norm_scale applies; a different value here is an error",
     )
     p.add_argument(
         "--fits", default=None, help="a report's fits.json: place the model on its model-size law"
@@ -148,6 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="when the output folder holds results of another collection, move them to "
         "OUT/previous/<time>/ and start over (without it the study refuses)",
     )
+    p.add_argument(
+        "--rehearse",
+        action="store_true",
+        help="run every step but the optimiser steps at the collection's real size, measure "
+        "each (time, peak memory, disk) and project the GPU hours; writes OUT/rehearsal/",
+    )
+    p.add_argument(
+        "--rehearse-growth",
+        nargs="+",
+        default=None,
+        metavar="REHEARSAL_JSON",
+        help="fit each step's time and memory exponent over rehearsals at several corpus sizes",
+    )
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("report", help="fit the laws on a results store and write the report")
@@ -167,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--include-unconverged",
         action="store_true",
         help="fit the laws on cells that stopped at the step cap too (left out by default)",
+    )
+    p.add_argument(
+        "--place",
+        action="append",
+        metavar="EVAL_JSON",
+        help="an evaluation record of `densescale eval` (repeatable): mark the model at its "
+        "effective N on the loss-vs-N figure, from a usable law only",
     )
     from densescale.scaling import LawChecks
 
@@ -196,6 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="fits.json of a study report (default: the paper's MS MARCO joint law)",
     )
     p.add_argument("--source", default=None, help="annotation source in fits.json")
+    p.add_argument(
+        "--price",
+        action="append",
+        default=None,
+        metavar="SOURCE=DOLLARS",
+        help="dollars per pair of a source (repeat): the best mix of sources under the budget, "
+        "from the usable data-size laws in --fits",
+    )
     p.add_argument("--no-inference", action="store_true", help="plot without inference cost")
     p.add_argument("--plot", default=None, help="PNG path for iso-loss / iso-cost curves")
     for f in fields(CostModel):

@@ -9,9 +9,9 @@ _PAPER_JOINT = {"A": 3.6e4, "B": 7.1e3, "alpha": 0.56, "beta": 1.31, "delta": 0.
 _PAPER_RANGE = {"N": (512_128.0, 86_235_648.0), "D": (None, 532_761.0)}
 
 
-def _fitted_law(entry: dict, name: str):
-    """A joint law of fits.json with what its answers need (bootstrap, fitted range), or None
-    and the one line saying why it may not answer (SPEC 7)."""
+def _fitted_law(entry: dict, name: str, cls=None):
+    """A joint law of fits.json (or a law of class ``cls``) with what its answers need
+    (bootstrap, fitted range), or None and the one line saying why it may not answer (SPEC 7)."""
     import numpy as np
 
     from densescale.scaling import ChinchillaLaw, FitInfo, JointLaw
@@ -27,7 +27,8 @@ def _fitted_law(entry: dict, name: str):
         )
     if not entry["usable"]:
         return None, f"the {name} is {entry.get('usability', 'not usable')}"
-    cls = JointLaw if entry.get("kind", "joint") == "joint" else ChinchillaLaw
+    if cls is None:
+        cls = JointLaw if entry.get("kind", "joint") == "joint" else ChinchillaLaw
     boot = entry.get("bootstrap")
     info = FitInfo(
         r2=float(entry.get("r2") or float("nan")),
@@ -59,12 +60,43 @@ def _size_text(axis: str, value: float, fitted: tuple) -> str:
     return text + " (within the fitted range)"
 
 
-def cmd_budget(args) -> int:
+def _cost_model(args, cost_defaults: dict, origins: dict):
+    """The :class:`CostModel` of fits.json's ``cost_model`` with the command line's overrides;
+    prints the line saying where the corpus size and the served queries come from."""
     from dataclasses import fields
 
-    from densescale.report import plot_budget
-    from densescale.scaling import CostModel, JointLaw, optimal_allocation
+    from densescale.scaling import CostModel
 
+    known = {f.name for f in fields(CostModel)}
+    values = {k: v for k, v in cost_defaults.items() if k in known and v is not None}
+    for f in fields(CostModel):
+        if getattr(args, f.name, None) is not None:
+            values[f.name] = getattr(args, f.name)
+            origins[f.name] = "given on the command line"
+    cost = CostModel(**values)
+    corpus_from = (
+        origins.get("corpus_size")
+        or origins.get("all")
+        or ("default: MS MARCO size; set --corpus-size for your collection")
+    )
+    queries_from = origins.get("queries_served") or "assumption"
+    if queries_from.startswith("assumption"):
+        queries_from += "; set --queries-served"
+    print(
+        f"cost model: corpus_size = {cost.corpus_size:,.0f} passages ({corpus_from}); "
+        f"queries_served = {cost.queries_served:.3g} ({queries_from})"
+    )
+    return cost
+
+
+def cmd_budget(args) -> int:
+    from densescale.report import plot_budget
+    from densescale.scaling import JointLaw, optimal_allocation
+
+    if getattr(args, "price", None):
+        from .budget_mix import cmd_budget_mix
+
+        return cmd_budget_mix(args)
     cost_defaults, origins, box = {}, {}, {}
     if args.fits:
         payload = json.loads(Path(args.fits).read_text())
@@ -115,25 +147,7 @@ def cmd_budget(args) -> int:
             + ", ".join(f"{k} [{lo:.3g}, {hi:.3g}]" for k, (lo, hi) in law.ci.items())
         )
     )
-    known = {f.name for f in fields(CostModel)}
-    values = {k: v for k, v in cost_defaults.items() if k in known and v is not None}
-    for f in fields(CostModel):
-        if getattr(args, f.name, None) is not None:
-            values[f.name] = getattr(args, f.name)
-            origins[f.name] = "given on the command line"
-    cost = CostModel(**values)
-    corpus_from = (
-        origins.get("corpus_size")
-        or origins.get("all")
-        or ("default: MS MARCO size; set --corpus-size for your collection")
-    )
-    queries_from = origins.get("queries_served") or "assumption"
-    if queries_from.startswith("assumption"):
-        queries_from += "; set --queries-served"
-    print(
-        f"cost model: corpus_size = {cost.corpus_size:,.0f} passages ({corpus_from}); "
-        f"queries_served = {cost.queries_served:.3g} ({queries_from})"
-    )
+    cost = _cost_model(args, cost_defaults, origins)
     for include in (False, True):
         a = optimal_allocation(law, cost, args.budget, include_inference=include, **box)
         band = law.interval(a.N, a.D)

@@ -12,6 +12,8 @@ from pathlib import Path
 def cmd_study(args) -> int:
     from densescale.study import StudyInterrupted, estimate_gpu_hours, load_study, run_study
 
+    if getattr(args, "rehearse_growth", None):
+        return _rehearse_growth(args.rehearse_growth)
     if args.file is None and args.preset is None:
         raise SystemExit("error: give a study file or --preset NAME")
     study = load_study(
@@ -45,6 +47,12 @@ def cmd_study(args) -> int:
                     for m in missing
                 )
             )
+    if getattr(args, "rehearse", False):
+        from densescale.study.rehearse import rehearse
+
+        print(rehearse(study, force=args.force)["table"])
+        print(f"\nrehearsal: {study.output / 'rehearsal'}")
+        return 0
     hours = estimate_gpu_hours(study)
     if hours >= 1.0:
         print(f"estimated compute: {hours:,.0f} GPU-hours (H100, bf16 at 40% of peak)")
@@ -70,6 +78,17 @@ def cmd_study(args) -> int:
     return 0
 
 
+def _rehearse_growth(files: list[str]) -> int:
+    from densescale.study.rehearse_cost import format_growth, growth
+
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise SystemExit(f"error: --rehearse-growth: {missing} do not exist (rehearsal.json files)")
+    rows = growth([json.loads(Path(f).read_text()) for f in files])
+    print(format_growth(rows))
+    return 0
+
+
 def cmd_report(args) -> int:
     from densescale.report import fit_study, write_report
     from densescale.scaling import LawChecks
@@ -81,6 +100,12 @@ def cmd_report(args) -> int:
     records = ResultsStore(results).records()
     if not records:
         raise SystemExit(f"error: {results} holds no results")
+    from densescale.report.placements import read_placed
+
+    try:  # a bad --place file fails before any fit
+        placed = read_placed(args.place or [])
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     out = Path(args.out) if args.out else results.parent / "report"
     # the study's BM25 reference rows sit beside its results (bm25.<split>.json)
     baselines = {}
@@ -134,7 +159,15 @@ def cmd_report(args) -> int:
         fits=fits,
         include_unconverged=include,
         study_dir=cells if args.curves and cells.is_dir() else None,
+        placed=placed,
     )
+    if placed:
+        from densescale.eval.placement import Placement
+
+        for source, rows in json.loads((out / "fits.json").read_text())["placements"].items():
+            for row in rows:
+                p = Placement(**row)
+                print(f"[{source}] {p.name} (CE {p.ce:.4f}): {p.describe()}")
     print(f"report: {path}")
     if (out / "training_curves.png").is_file():
         print(f"training curves: {out / 'training_curves.png'}")

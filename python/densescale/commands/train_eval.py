@@ -12,21 +12,19 @@ from ._common import collection_from_args, read_toml
 
 
 def cmd_train(args) -> int:
-    import torch
 
     from densescale import data
     from densescale.models import (
-        build_encoder,
         load_checkpoint_tokenizer,
         num_non_embedding_params,
         resolve_model,
         train_tokenizer,
     )
+    from densescale.models.trained import write_model_json
     from densescale.study.cell import fit_lengths
     from densescale.study.prepare import negative_pool_of
     from densescale.train import TrainConfig, train
     from densescale.train.result import describe_convergence
-    from densescale.train.trainer import atomic_write_text
 
     spec = resolve_model(args.model)  # an unknown size fails before any data is read
     conf = read_toml(args.config).get("train", {})
@@ -51,7 +49,7 @@ def cmd_train(args) -> int:
     cfg = TrainConfig.from_dict(conf)
     out = Path(args.out)
     if spec.pretrained:  # an unreachable checkpoint fails here, before anything is written
-        tokenizer, tok_dir = load_checkpoint_tokenizer(spec.checkpoint), spec.checkpoint
+        tokenizer = load_checkpoint_tokenizer(spec.checkpoint)
     col = collection_from_args(args, splits_dir=out / "splits")
     pairs = data.annotation_pairs(col, source=args.source, split="train", seed=0)
     if args.data_size:
@@ -70,14 +68,7 @@ def cmd_train(args) -> int:
             tok_dir,
             cache_key=f"{col.path}:{len(col.corpus)}:{limit}",
         )
-    torch.manual_seed(cfg.seed)
-    model = build_encoder(
-        spec.size,
-        vocab_size=None if spec.pretrained else tokenizer.vocab_size,
-        out_dim=args.out_dim,
-        pretrained=spec.checkpoint,
-        norm_scale=norm_scale,
-    )
+    model = spec.build(tokenizer, out_dim=args.out_dim, norm_scale=norm_scale, seed=cfg.seed)
     n_params = num_non_embedding_params(model)
     cfg = fit_lengths(cfg, model)
     print(
@@ -94,21 +85,21 @@ def cmd_train(args) -> int:
         dev_pairs=dev,
         negative_pool=negative_pool_of(col, cfg.negatives_from),
     )
-    meta = {
-        "model": args.model,
-        "checkpoint": spec.checkpoint,
-        "N": n_params,
-        "encoder": dataclasses.asdict(model.config),
-        "vocab_size": tokenizer.vocab_size,
-        "tokenizer": str(tok_dir),
-        "D": len(pairs),
-        "source": args.source,
-        "collection": args.collection,
-        "converged": result.converged,
-        "convergence": result.convergence,
-        "config": cfg.to_dict(),
-    }
-    atomic_write_text(out / "model.json", json.dumps(meta, indent=2))
+    write_model_json(
+        out,
+        model,
+        tokenizer,
+        name=args.model,
+        checkpoint=spec.checkpoint,
+        query_max_length=cfg.query_max_length,
+        passage_max_length=cfg.passage_max_length,
+        D=len(pairs),
+        source=args.source,
+        collection=args.collection,
+        converged=result.converged,
+        convergence=result.convergence,
+        config=cfg.to_dict(),
+    )
     state = "converged" if result.converged else f"NOT converged ({describe_convergence(result)})"
     print(
         f"done: {result.steps} steps, {state}, best dev CE {result.best_dev_ce} at step "
@@ -166,8 +157,8 @@ def _eval_model(args):
             "converged": None,
         }
         return enc, enc.tokenizer, about, None, Path(f"eval.{slug or 'model'}")
-    try:
-        tm = load_trained(args.model_dir)
+    try:  # --score-scale is checked against the model's own norm_scale, never applied to it
+        tm = load_trained(args.model_dir, norm_scale=args.score_scale or None)
     except ValueError as e:
         raise SystemExit(f"error: --model-dir: {e}") from None
     about = {
@@ -293,10 +284,9 @@ def cmd_eval(args) -> int:
     if bm25 is not None:
         record["bm25"] = bm25.get("metrics")
     if args.fits:
-        from densescale.eval.placement import place_on_law
+        from densescale.report.placements import place_record
 
-        placed = place_on_law(args.fits, record["ce"], record.get("ce_stderr"))
-        record["placement"] = dataclasses.asdict(placed)
+        record["placement"] = dataclasses.asdict(place_record(record, args.fits))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2))

@@ -48,11 +48,14 @@ other splits (so dev/test passages never leak into training); ``max_pairs`` take
 subset of them. ICT and crop positives are not corpus passages: ``positive_index`` is -1 and
 ``source_indices`` holds the corpus row the pair was made from (for false-negative masking).
 Passages with fewer than two words give no ICT/crop pair; empty generated queries are dropped.
-Generated queries are not cached between calls.
+Generated queries are cached on disk, once per (generator folder, prompt, generation options,
+seed, passages), and read back by later calls, e.g. every cell of a study
+(:mod:`densescale.data.query_cache`; ``cache_dir`` picks the folder, ``False`` turns it off).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, overload
@@ -248,6 +251,7 @@ def annotation_pairs(
     prompt_template: str | None = None,
     progress: bool | None = None,
     relevance_level: int = 1,
+    cache_dir: str | os.PathLike | bool | None = None,
 ) -> TrainingPairs:
     """Training pairs from one annotation source (see the module docstring for each source).
 
@@ -259,7 +263,9 @@ def annotation_pairs(
     batch_size, max_input_length (passage tokens), max_new_tokens (default 64 for doc2query, 32
     for llm), device, generate_kwargs (passed to ``generate``), prompt_template (llm only,
     contains ``{passage}``), progress (None: a bar from 1000 passages on); relevance_level: the
-    smallest qrels grade that makes a human pair (graded qrels, e.g. 2 of 0/1/2). Returns
+    smallest qrels grade that makes a human pair (graded qrels, e.g. 2 of 0/1/2); cache_dir:
+    where generated queries are cached (None: ``$DENSESCALE_QUERY_CACHE`` or
+    ``~/.cache/densescale/queries``; False: no cache; see ``data.query_cache``). Returns
     ``TrainingPairs`` (a sequence of ``TrainingPair``) whose ``source`` is ``source`` as given.
     """
     kind, params = parse_source(source)
@@ -298,6 +304,7 @@ def annotation_pairs(
     rows = _pick(_eligible_rows(collection, split, exclude_splits), max_pairs, rng)
     if kind in GENERATOR_SOURCES:
         from . import generate
+        from .query_cache import cached_queries
 
         passages = _RowTexts(collection.corpus, rows)
         common = {
@@ -307,20 +314,25 @@ def annotation_pairs(
             "max_input_length": max_input_length,
             "device": device,
             "generate_kwargs": generate_kwargs,
-            "progress": progress,
         }
         if kind == "doc2query":
-            queries = generate.generate_queries_seq2seq(
-                passages, model_path, max_new_tokens=max_new_tokens or 64, **common
-            )
+            options = {**common, "max_new_tokens": max_new_tokens or 64}
+            run = generate.generate_queries_seq2seq
         else:
-            queries = generate.generate_queries_causal(
-                passages,
-                model_path,
-                prompt_template=prompt_template or generate.DEFAULT_LLM_PROMPT,
-                max_new_tokens=max_new_tokens or 32,
+            options = {
                 **common,
-            )
+                "max_new_tokens": max_new_tokens or 32,
+                "prompt_template": prompt_template or generate.DEFAULT_LLM_PROMPT,
+            }
+            run = generate.generate_queries_causal
+        queries = cached_queries(
+            kind,
+            model_path,
+            options,
+            passages,
+            lambda: run(passages, model_path, progress=progress, **options),
+            cache_dir,
+        )
         return _generated_pairs(collection, rows, queries, source)
     qb, pb = TextsBuilder(f"{source}-queries"), TextsBuilder(f"{source}-positives")
     kept: list[int] = []

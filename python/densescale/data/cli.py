@@ -4,6 +4,7 @@
 ``main(argv)`` runs it standalone (``python -m densescale.data.cli``).
 
     densescale data synthetic OUT_DIR [--num-passages N] [--num-train-queries N] [--seed S] [--set k=v]
+    densescale data synth-msmarco --out DIR [--passages N] [--train-queries N] [--dev-queries N]
     densescale data info PATH        (a BEIR folder: split sizes, grades, the share of dev/test
                                       positives that are training positives; a synthetic one
                                       also shows its oracle CE)
@@ -18,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .msmarco_shaped import MsmarcoShape, write_msmarco_shaped
 from .overlap import grade_counts, positive_overlap
 from .synthetic import SyntheticConfig, read_oracle, synthetic
 
@@ -58,6 +60,16 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         metavar="FIELD=VALUE",
         help="any other SyntheticConfig field, e.g. --set vocab_size=5000",
     )
+    shaped = actions.add_parser(
+        "synth-msmarco",
+        help="write an MS MARCO-shaped collection (streamed to disk; see data.msmarco_shaped)",
+    )
+    ms = MsmarcoShape()
+    shaped.add_argument("--out", type=Path, required=True, help="folder to write")
+    shaped.add_argument("--passages", type=int, default=ms.passages)
+    shaped.add_argument("--train-queries", type=int, default=ms.train_queries)
+    shaped.add_argument("--dev-queries", type=int, default=ms.dev_queries)
+    shaped.add_argument("--seed", type=int, default=ms.seed)
     info = actions.add_parser(
         "info", help="sizes of a collection's splits (and a synthetic one's oracle)"
     )
@@ -94,6 +106,15 @@ def run(args: argparse.Namespace) -> int:
             "chance": oracle["chance"],
             "oracle_ce": {s: v["oracle_ce"] for s, v in oracle["splits"].items()},
         }
+    elif args.data_action == "synth-msmarco":
+        path = write_msmarco_shaped(
+            args.out,
+            passages=args.passages,
+            train_queries=args.train_queries,
+            dev_queries=args.dev_queries,
+            seed=args.seed,
+        )
+        record = {"path": str(path), **json.loads((path / "shape.json").read_text())}
     else:
         from .resolve import collection_table, open_collection
 

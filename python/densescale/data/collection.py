@@ -12,7 +12,7 @@ import numpy as np
 
 from .readers import read_jsonl_texts, read_tsv_texts
 from .texts import Texts, TextsBuilder
-from .trec import iter_qrels
+from .trec import add_judgement, iter_qrels
 
 PathLike = str | os.PathLike
 
@@ -79,12 +79,7 @@ class Collection:
                     )
                     raise ValueError(f"{path}:{no}: {what}")
                 continue
-            docs = qrels.setdefault(qid, {})
-            if docid in docs and docs[docid] != rel:
-                raise ValueError(
-                    f"{path}:{no}: ({qid}, {docid}) listed again with relevance {rel} != {docs[docid]}"
-                )
-            docs[docid] = rel
+            add_judgement(qrels, path, no, qid, docid, rel)
         if not qrels:
             raise ValueError(f"{path}: no judgement refers to a known query and document")
         return qrels

@@ -15,8 +15,8 @@ Both take the folder a user names (``model_path``, loaded with ``local_files_onl
 is downloaded), return one list of queries per passage (empty queries are dropped), seed torch's
 generator with ``seed`` inside a forked RNG state (the caller's state is untouched), process
 passages longest first (less padding; the same passages, seed and batch size give the same
-queries) and show a progress bar for long work. Generated queries are not cached: a caller that
-needs them twice keeps the result.
+queries) and show a progress bar for long work. They do not cache: ``annotation_pairs`` caches
+their output on disk (:mod:`densescale.data.query_cache`).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ FNV-1a hashes of the ids, sorted, plus the permutation that sorts them (16 bytes
 from __future__ import annotations
 
 import json
+import operator
 import os
 import shutil
 import tempfile
@@ -62,7 +63,28 @@ def _pack(strings: Iterable[str], what: str) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(bytes(buf), dtype=np.uint8), np.frombuffer(offsets, dtype=np.int64).copy()
 
 
-class IdsView(Sequence[str]):
+class _StrSequence(Sequence[str]):
+    """A read-only sequence of str: an int index gives one item (``_item``), a slice a list."""
+
+    __slots__ = ()
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self._items(*i.indices(len(self)))
+        return self._item(i)
+
+    def _item(self, i: int) -> str:
+        raise NotImplementedError
+
+    def _items(self, start: int, stop: int, step: int) -> list[str]:
+        return [self._item(j) for j in range(start, stop, step)]
+
+
+class IdsView(_StrSequence):
     """Read-only sequence view of a ``Texts``' ids: ``ids[i] -> str``, ``len``, ``in``, iteration."""
 
     __slots__ = ("_texts",)
@@ -78,13 +100,7 @@ class IdsView(Sequence[str]):
         """The ``Texts`` these ids belong to (for its hashed ``find`` / ``indices`` lookups)."""
         return self._texts
 
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[str]: ...
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self._texts.id(j) for j in range(*i.indices(len(self)))]
+    def _item(self, i: int) -> str:
         return self._texts.id(i)
 
     def __iter__(self) -> Iterator[str]:
@@ -97,7 +113,12 @@ class IdsView(Sequence[str]):
         return self._texts.index(value)
 
 
-class Texts(Sequence[str]):
+def _view(slot: str, doc: str) -> property:
+    """A read-only property returning the array kept in ``slot`` (no copy)."""
+    return property(operator.attrgetter(slot), doc=doc)
+
+
+class Texts(_StrSequence):
     """Read-only sequence of texts with string ids, held in two byte buffers.
 
     ``texts[i] -> str`` (text of row i), ``texts.id(i) -> str``, ``texts.ids`` (a sequence view),
@@ -186,18 +207,14 @@ class Texts(Sequence[str]):
             raise IndexError(f"row {i} out of range for {self.name} of {n} items")
         return j
 
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[str]: ...
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            start, stop, step = i.indices(len(self))
-            if step == 1:
-                return self.batch(start, max(start, stop))
-            return [self[j] for j in range(start, stop, step)]
+    def _item(self, i: int) -> str:
         j = self._row(i)
         return self._tb[self._to[j] : self._to[j + 1]].tobytes().decode("utf-8")
+
+    def _items(self, start: int, stop: int, step: int) -> list[str]:
+        if step == 1:
+            return self.batch(start, max(start, stop))
+        return super()._items(start, stop, step)
 
     def __iter__(self) -> Iterator[str]:
         step = 4096
@@ -278,21 +295,10 @@ class Texts(Sequence[str]):
         return texts
 
     # byte-level views (for vectorised consumers) ---------------------------------------------
-    @property
-    def text_buffer(self) -> np.ndarray:
-        return self._tb
-
-    @property
-    def text_offsets(self) -> np.ndarray:
-        return self._to
-
-    @property
-    def id_buffer(self) -> np.ndarray:
-        return self._ib
-
-    @property
-    def id_offsets(self) -> np.ndarray:
-        return self._io
+    text_buffer = _view("_tb", "(total text bytes,) uint8: the UTF-8 texts back to back.")
+    text_offsets = _view("_to", "(n + 1,) int64: text j is ``text_buffer[o[j]:o[j + 1]]``.")
+    id_buffer = _view("_ib", "(total id bytes,) uint8: the UTF-8 ids back to back.")
+    id_offsets = _view("_io", "(n + 1,) int64: id j is ``id_buffer[o[j]:o[j + 1]]``.")
 
     @property
     def nbytes(self) -> int:

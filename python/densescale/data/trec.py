@@ -87,17 +87,25 @@ def iter_qrels(path: PathLike) -> Iterator[tuple[int, str, str, int]]:
         yield no, qid, docid, _int(rel, path, no, "relevance")
 
 
+def add_judgement(
+    qrels: dict[str, dict[str, int]], path: PathLike, no: int, qid: str, docid: str, rel: int
+) -> None:
+    """Record ``rel`` for ``(qid, docid)`` read at line ``no`` of ``path``; the same pair listed
+    again with another relevance raises ValueError (which one is meant is unknowable)."""
+    row = qrels.setdefault(qid, {})
+    if docid in row and row[docid] != rel:
+        raise ValueError(
+            f"{path}:{no}: ({qid}, {docid}) listed again with relevance {rel} != {row[docid]}"
+        )
+    row[docid] = rel
+
+
 def read_qrels(path: PathLike) -> dict[str, dict[str, int]]:
     """Read qrels into ``{qid: {docid: relevance}}``. A pair listed twice with different
     relevance is an error (which one is meant is unknowable)."""
     qrels: dict[str, dict[str, int]] = {}
     for no, qid, docid, rel in iter_qrels(path):
-        row = qrels.setdefault(qid, {})
-        if docid in row and row[docid] != rel:
-            raise ValueError(
-                f"{path}:{no}: ({qid}, {docid}) listed again with relevance {rel} != {row[docid]}"
-            )
-        row[docid] = rel
+        add_judgement(qrels, path, no, qid, docid, rel)
     if not qrels:
         raise ValueError(f"{path}: qrels file has no judgements")
     return qrels

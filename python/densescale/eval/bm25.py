@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from densescale.data.texts import IdsView
+
 from .metrics import DEFAULT_METRICS, parse_metrics, ranking_metrics
 
 _METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
@@ -114,14 +116,22 @@ def bm25_run(
     Scores are float (bm25s computes in float32); documents scoring 0 are left out. Raises
     ``TypeError``/``ValueError`` naming the argument for ids that are not str/int or repeat,
     texts of the wrong count or type, an empty corpus, k < 1, or a bad parameter, before any
-    indexing.
+    indexing (with the default Lucene method, whose index is built 100k passages at a time by
+    :mod:`densescale.eval.bm25_index`, a corpus text that is not a str is found by its chunk).
     """
     bm25s, tokenizer_cls = _bm25s()
-    cids = _ids("corpus_ids", corpus_ids)
-    ctexts = _texts("corpus_texts", corpus_texts, len(cids), "corpus_ids")
+    # a Texts' ids are checked by the Texts; listing them would hold a str per passage
+    cids = corpus_ids if isinstance(corpus_ids, IdsView) else _ids("corpus_ids", corpus_ids)
+    chunked = method == "lucene"  # the index built a chunk at a time (bm25_index)
+    if chunked:
+        if isinstance(corpus_texts, str) or len(corpus_texts) != len(cids):
+            _texts("corpus_texts", corpus_texts, len(cids), "corpus_ids")  # raises, naming it
+        ctexts = corpus_texts
+    else:
+        ctexts = _texts("corpus_texts", corpus_texts, len(cids), "corpus_ids")
     qids = _ids("query_ids", query_ids)
     qtexts = _texts("query_texts", query_texts, len(qids), "query_ids")
-    if not cids:
+    if len(cids) == 0:
         raise ValueError("corpus_ids must hold at least one document, got none")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an int >= 1, got {k!r}")
@@ -139,11 +149,18 @@ def bm25_run(
         return {}
 
     tokenizer = tokenizer_cls(stopwords=stopwords if stopwords is not None else [], stemmer=stem)
-    corpus_tokens = tokenizer.tokenize(
-        ctexts, update_vocab=True, return_as="ids", show_progress=False
-    )
     model = bm25s.BM25(k1=float(k1), b=float(b), delta=float(delta), method=method)
-    model.index(corpus_tokens, show_progress=False)
+    if chunked:
+        from . import bm25_index
+
+        bm25_index.index_in_chunks(
+            model, tokenizer, ctexts, k1=float(k1), b=float(b), chunk=bm25_index.CHUNK
+        )
+    else:
+        corpus_tokens = tokenizer.tokenize(
+            ctexts, update_vocab=True, return_as="ids", show_progress=False
+        )
+        model.index(corpus_tokens, show_progress=False)
     query_tokens = tokenizer.tokenize(
         qtexts, update_vocab=False, return_as="ids", show_progress=False
     )
@@ -151,8 +168,11 @@ def bm25_run(
         query_tokens, k=min(k, len(cids)), show_progress=False, n_threads=n_threads
     )
     run: dict[str, dict[str, float]] = {}
+    names: dict[int, str] = {}  # one id string per retrieved passage, shared by the queries
     for qid, r, s in zip(qids, rows.tolist(), scores.tolist()):
-        run[qid] = {cids[d]: v for d, v in zip(r, s) if v != 0.0}
+        run[qid] = {
+            (names.get(d) or names.setdefault(d, cids[d])): v for d, v in zip(r, s) if v != 0.0
+        }
     return run
 
 

@@ -7,8 +7,7 @@
 
 from __future__ import annotations
 
-import importlib
-
+from densescale._lazy import lazy_attributes
 from densescale.losses.contrastive import ContrastiveLoss
 
 _LAZY = {
@@ -29,14 +28,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'densescale.losses' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from densescale.ops._loss_spec import LossOptions
+from densescale.ops._loss_spec import LossInputs, LossOptions
 from densescale.ops.contrastive_loss import (
     check_loss_inputs,
     compute_loss,
@@ -165,7 +165,9 @@ def gathered_contrastive_loss(
 
     offset = rank * B
     row_opts = LossOptions(group_size=G, in_batch=in_batch, symmetric=False, row_offset=offset)
-    loss = compute_loss(q, p_all, neg_all, ids_all, scale, row_opts, reduction, resolved)
+    loss = compute_loss(
+        LossInputs(q, p_all, neg_all, ids_all, scale, row_opts), reduction, resolved
+    )
     if not symmetric:
         return loss
 
@@ -175,5 +177,6 @@ def gathered_contrastive_loss(
     positives = p[::G].contiguous() if G > 1 else p
     col_ids = None if ids_p_all is None else ids_p_all[::G].contiguous()
     col_opts = LossOptions(group_size=1, in_batch=True, symmetric=False, row_offset=offset)
-    col = compute_loss(positives, q_all, None, col_ids, scale, col_opts, reduction, resolved)
+    col_inputs = LossInputs(positives, q_all, None, col_ids, scale, col_opts)
+    col = compute_loss(col_inputs, reduction, resolved)
     return 0.5 * (loss + col)

@@ -68,6 +68,23 @@ class ModelSpec:
             return EncoderSize(L, H, A, 4 * H)
         return None
 
+    def build(self, tokenizer, *, out_dim: int, norm_scale: float, seed: int):
+        """A fresh :class:`~densescale.models.DenseEncoder` for this entry, initialised under
+        ``torch.manual_seed(seed)``: the ladder size with ``tokenizer``'s vocabulary, or the
+        checkpoint's weights with a new projection to ``out_dim`` (``tokenizer`` unused)."""
+        import torch
+
+        from .encoder import build_encoder
+
+        torch.manual_seed(seed)
+        return build_encoder(
+            self.size,
+            vocab_size=None if self.pretrained else tokenizer.vocab_size,
+            out_dim=out_dim,
+            pretrained=self.checkpoint,
+            norm_scale=norm_scale,
+        )
+
     @property
     def slug(self) -> str:
         """A folder-safe name (hub ids hold '/')."""

@@ -41,21 +41,27 @@ def _can_cut(tokenizer) -> bool:
     return pre is not None and type(pre).__name__ in _WHITESPACE_SPLITTING
 
 
+def token_ids(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    """Ids of each text truncated to ``max_length`` (special tokens included), unpadded: one call
+    of the Hugging Face ``tokenizer`` (also what training's token caches store)."""
+    enc = tokenizer(
+        texts,
+        truncation=True,
+        max_length=max_length,
+        padding=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
+    return enc["input_ids"]
+
+
 def _tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     """Token ids of each text truncated to ``max_length`` (special tokens included), exactly as
     ``tokenizer(texts, truncation=True, max_length=max_length)`` gives them, but cutting long texts
     at a space first when the tokenizer splits on whitespace (see ``_WHITESPACE_SPLITTING``)."""
 
     def run(batch: list[str]) -> list[list[int]]:
-        enc = tokenizer(
-            batch,
-            truncation=True,
-            max_length=max_length,
-            padding=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        return enc["input_ids"]
+        return token_ids(tokenizer, batch, max_length)
 
     if not _can_cut(tokenizer):
         return run(texts)

@@ -6,6 +6,11 @@
 ``results.jsonl``). :func:`select_cells` picks cells of a study by key or as the best (lowest dev
 CE) of each model size. :mod:`densescale.models.export` writes them as sentence-transformers
 folders.
+
+Every trained model writes ``model.json`` (:func:`write_model_json`): its encoder config (every
+shape, ``out_dim``, ``norm_scale``), its tokenizer (a copy in ``<folder>/tokenizer``) and its
+scoring, so loading needs nothing from a study file. A cell folder written before cells carried
+``model.json`` loads from ``cell.json``, the study's tokenizer and the weights' shapes.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ RUN_META = "model.json"
 CELL_CONFIG = "cell.json"
 WEIGHTS = "best_model.pt"
 RESULTS = "results.jsonl"
+TOKENIZER_DIR = "tokenizer"
 
 
 @dataclass
@@ -130,19 +136,24 @@ def _config_from_state(
     )
 
 
-def _load_run(folder: Path) -> TrainedModel:
+def _meta_tokenizer(folder: Path, meta: dict):
+    """The tokenizer model.json names: the folder's own copy first (a path written from another
+    working directory may no longer resolve), then the recorded path, then the checkpoint's."""
     from .checkpoints import load_checkpoint_tokenizer
     from .tokenizer import load_tokenizer
 
+    own = folder / TOKENIZER_DIR
+    if (own / "tokenizer.json").is_file() or (own / "tokenizer_config.json").is_file():
+        return load_tokenizer(own)
+    if meta.get("checkpoint"):
+        return load_checkpoint_tokenizer(meta["checkpoint"])
+    return load_tokenizer(Path(meta.get("tokenizer") or own))
+
+
+def _load_run(folder: Path) -> TrainedModel:
     meta = _read_json(folder / RUN_META, "model.json")
     checkpoint = meta.get("checkpoint")
-    if checkpoint:
-        tokenizer = load_checkpoint_tokenizer(checkpoint)
-    else:
-        tok = Path(meta.get("tokenizer") or folder / "tokenizer")
-        if not tok.is_dir() and (folder / "tokenizer").is_dir():
-            tok = folder / "tokenizer"  # a relative path written from another working directory
-        tokenizer = load_tokenizer(tok)
+    tokenizer = _meta_tokenizer(folder, meta)
     state = _state_dict(folder)
     if "encoder" in meta:
         config = DenseEncoderConfig.from_dict(meta["encoder"])
@@ -210,17 +221,24 @@ def _load_cell(folder: Path, record: dict | None = None) -> TrainedModel:
         matches = [r for r in _study_records(study) if r.get("config_hash") == digest]
         record = matches[-1] if matches else None
     spec = resolve_model(config["model"])
-    if spec.pretrained:
+    meta = _read_json(folder / RUN_META, "model.json") if (folder / RUN_META).is_file() else None
+    if meta is not None:
+        tokenizer = _meta_tokenizer(folder, meta)
+    elif spec.pretrained:
         tokenizer = load_checkpoint_tokenizer(spec.checkpoint)
-    else:
+    else:  # a cell written before cells carried model.json: the study's tokenizer
         tok = (config.get("tokenizer") or {}).get("path")
         tokenizer = load_tokenizer(Path(tok) if tok else study / "tokenizer")
     state = _state_dict(folder)
-    shape = spec.shape()
-    heads = shape.heads if shape is not None else 1
-    enc = _config_from_state(
-        state, heads, config.get("norm_scale", 0.0), tokenizer.pad_token_id or 0
-    )
+    if meta is not None and "encoder" in meta:
+        enc = DenseEncoderConfig.from_dict(meta["encoder"])
+        _agree(folder, "norm_scale", enc.norm_scale, config.get("norm_scale"), CELL_CONFIG)
+    else:
+        shape = spec.shape()
+        heads = shape.heads if shape is not None else 1
+        enc = _config_from_state(
+            state, heads, config.get("norm_scale", 0.0), tokenizer.pad_token_id or 0
+        )
     if enc.out_dim != config.get("d", enc.out_dim):
         raise ValueError(
             f"cell {str(folder)!r}: its weights project to {enc.out_dim} dimensions, its config "
@@ -254,21 +272,51 @@ def _load_cell(folder: Path, record: dict | None = None) -> TrainedModel:
     )
 
 
-def load_trained(path: str | os.PathLike) -> TrainedModel:
+def _agree(folder: Path, name: str, saved, given, where: str, saved_in: str = RUN_META) -> None:
+    """Raise when ``given`` (a caller's or another file's value of ``name``) contradicts the
+    saved config (read from ``saved_in``); None agrees with anything."""
+    if given is None or float(given) == float(saved):
+        return
+    raise ValueError(
+        f"{name} = {float(given):g} ({where}) contradicts the saved config of "
+        f"{str(folder)!r}, {name} = {float(saved):g} ({saved_in}): a trained model carries its "
+        f"own {name}; omit it, or load the model it was meant for"
+    )
+
+
+def load_trained(
+    path: str | os.PathLike, *, norm_scale: float | None = None, out_dim: int | None = None
+) -> TrainedModel:
     """Rebuild a trained model from its folder: a run (``densescale train --out``) or a study cell
-    (``<study>/cells/<dirname>``). Everything comes from the folder (and, for a cell, its study);
-    the weights' shapes must match the recorded config. Raises ValueError naming ``path`` when
-    the folder is neither."""
+    (``<study>/cells/<dirname>``). Everything comes from the folder (``model.json``; for a cell
+    written before cells carried one, ``cell.json`` and its study); the weights' shapes must
+    match the recorded config.
+
+    ``norm_scale`` / ``out_dim``, when given, are checked, not applied: a value that contradicts
+    the saved config raises ValueError naming both values (scoring a ``norm_scale = 20`` model
+    by raw dot products would silently change every CE). Raises ValueError naming ``path`` when
+    the folder is neither a run nor a cell."""
     folder = Path(path)
     if not folder.is_dir():
         raise ValueError(f"path must be a trained run or study cell folder, got {str(folder)!r}")
-    if (folder / RUN_META).is_file():
-        return _load_run(folder)
-    if (folder / CELL_CONFIG).is_file():
-        return _load_cell(folder)
+    if (folder / CELL_CONFIG).is_file():  # a cell holds model.json too, and its study's record
+        tm = _load_cell(folder)
+    elif (folder / RUN_META).is_file():
+        tm = _load_run(folder)
+    else:
+        tm = None
+    if tm is not None:
+        saved_in = RUN_META if (folder / RUN_META).is_file() else CELL_CONFIG
+        _agree(folder, "norm_scale", tm.norm_scale, norm_scale, "norm_scale argument", saved_in)
+        _agree(folder, "out_dim", tm.model.config.out_dim, out_dim, "out_dim argument", saved_in)
+        return tm
     if (folder / RESULTS).is_file():
+        cells = sorted(p.name for p in (folder / "cells").glob("*") if (p / WEIGHTS).is_file())
+        example = f" (e.g. {str(folder / 'cells' / cells[0])!r})" if cells else ""
         raise ValueError(
-            f"{str(folder)!r} is a study folder: choose a cell with --key or --best-per-size"
+            f"{str(folder)!r} is a study folder, not one model: name one of its cells, "
+            f"{folder / 'cells'!s}/<cell>{example}; `densescale export` also picks cells "
+            "with --key or --best-per-size"
         )
     raise ValueError(
         f"{str(folder)!r} is not a trained model: a run folder holds {RUN_META} and {WEIGHTS} "
@@ -329,3 +377,48 @@ def load_cell(cell: str | os.PathLike, record: dict | None = None) -> TrainedMod
 
 
 # ---------------------------------------------------------------- writing
+def write_model_json(
+    folder: str | os.PathLike,
+    model: DenseEncoder,
+    tokenizer,
+    *,
+    name: str,
+    checkpoint: str | None,
+    query_max_length: int,
+    passage_max_length: int,
+    **info,
+) -> Path:
+    """Write ``<folder>/model.json`` and a copy of the tokenizer in ``<folder>/tokenizer`` (unless
+    it is already there), so the folder loads with nothing else (:func:`load_trained`).
+
+    model.json holds ``model`` (ladder size or checkpoint), ``checkpoint``, ``N`` (SPEC 1.2),
+    ``encoder`` (the full :class:`DenseEncoderConfig`, ``out_dim`` and ``norm_scale`` included),
+    ``scoring`` (``similarity``: "dot" or "scaled_cosine", ``norm_scale``, ``out_dim``),
+    ``tokenizer`` (its folder, relative to ``folder``), the query / passage token lengths and
+    ``info`` (D, source, seed, converged, config...). Written atomically; returns its path."""
+    from dataclasses import asdict
+
+    from densescale.data.trec import atomic_write_text
+
+    folder = Path(folder)
+    tok_dir = folder / TOKENIZER_DIR
+    if not (tok_dir / "tokenizer.json").is_file():
+        tokenizer.save_pretrained(str(tok_dir))
+    cfg = model.config
+    meta = {
+        "model": name,
+        "checkpoint": checkpoint,
+        "N": num_non_embedding_params(model),
+        "encoder": asdict(cfg),
+        "scoring": {
+            "similarity": "scaled_cosine" if cfg.norm_scale > 0 else "dot",
+            "norm_scale": cfg.norm_scale,
+            "out_dim": cfg.out_dim,
+        },
+        "vocab_size": cfg.vocab_size,
+        "tokenizer": TOKENIZER_DIR,
+        "query_max_length": int(query_max_length),
+        "passage_max_length": int(passage_max_length),
+        **info,
+    }
+    return atomic_write_text(folder / RUN_META, json.dumps(meta, indent=2) + "\n")

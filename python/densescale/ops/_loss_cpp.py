@@ -8,11 +8,10 @@ in-batch problems (the training case) run the same block schedule with the GEMMs
 (``_run_blas_blocked``), which is faster than the kernel's own micro-kernels there; every other
 layout (fp16/bf16 inputs, symmetric, duplicate masking, ``in_batch=False``) runs the C++ kernel.
 
-Protocol (shared with the Triton backend)::
+Protocol (shared with the Triton backend, ``_loss_spec``)::
 
-    loss, saved = loss_forward(q, p, negatives, doc_ids, scale, opts, need_grad)
-    dq, dp, dneg, dscale = loss_backward(q, p, negatives, doc_ids, scale, opts, saved, weights,
-                                         uniform)
+    loss, saved = loss_forward(inputs, need_grad)
+    dq, dp, dneg, dscale = loss_backward(inputs, saved, weights, uniform)
 
 With ``need_grad`` the forward already computes the gradients for unit weights; ``loss_backward``
 scales them in place and hands them over when ``uniform`` (all weights equal; a later backward
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from densescale._native import native
-from densescale.ops._loss_spec import LossOptions
+from densescale.ops._loss_spec import LossInputs
 
 _DTYPE_CODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 ISA_CODES = {"generic": 0, "avx2": 1, "avx512": 2}
@@ -44,14 +43,9 @@ class CppSaved:
     col_lse: torch.Tensor | None
 
 
-def _check(
-    q: torch.Tensor,
-    p: torch.Tensor,
-    negatives: torch.Tensor | None,
-    doc_ids: torch.Tensor | None,
-    opts: LossOptions,
-) -> None:
+def _check(inputs: LossInputs) -> None:
     """Last-line checks before raw pointers go to C++ (the public API validates user input)."""
+    q, p, negatives, doc_ids, _, opts = inputs
     for name, t in (("q", q), ("p", p), ("negatives", negatives)):
         if t is None:
             continue
@@ -75,7 +69,7 @@ def _check(
             f"p must have (row_offset + B) * group_size <= rows, a multiple of group_size={G}; "
             f"got {p.shape[0]} rows for B={B}, row_offset={opts.row_offset}"
         )
-    n = p.shape[0] + (0 if negatives is None else negatives.shape[0])
+    n = inputs.n_columns
     if doc_ids is not None and (
         doc_ids.dtype != torch.int64 or doc_ids.shape != (n,) or not doc_ids.is_contiguous()
     ):
@@ -90,12 +84,7 @@ def _check(
 
 
 def run(
-    q: torch.Tensor,
-    p: torch.Tensor,
-    negatives: torch.Tensor | None,
-    doc_ids: torch.Tensor | None,
-    scale: float,
-    opts: LossOptions,
+    inputs: LossInputs,
     *,
     need_loss: bool = True,
     need_grad: bool = False,
@@ -105,7 +94,7 @@ def run(
     block_rows: int = 0,
     isa: str | None = None,
 ) -> dict:
-    """One call of the fused kernel.
+    """One call of the fused kernel on ``inputs`` (``scale`` a float).
 
     Returns a dict with ``loss`` (B,) fp32 (if ``need_loss``), ``dq`` (B, D), ``dc`` (N, D) =
     gradients of ``sum_i w_i loss_i`` for candidates ``[p; negatives]`` and ``dscale`` (float)
@@ -114,7 +103,8 @@ def run(
     forces the row-block size (tests use it to run the block logic on small inputs); ``isa`` caps
     the SIMD path (``"generic"``, ``"avx2"``, ``"avx512"``; the CPU's best when None).
     """
-    _check(q, p, negatives, doc_ids, opts)
+    _check(inputs)
+    q, p, negatives, doc_ids, scale, opts = inputs
     if col_lse is not None and need_loss:
         raise ValueError(
             "col_lse (a known column log-sum-exp) is only for gradient recomputation; "
@@ -123,8 +113,7 @@ def run(
     if isa is not None and isa not in ISA_CODES:
         raise ValueError(f"isa must be one of {tuple(ISA_CODES)} or None, got {isa!r}")
     B, D = q.shape
-    K = 0 if negatives is None else negatives.shape[0]
-    N = p.shape[0] + K
+    K, N = inputs.n_pool, inputs.n_columns
     if _blas_schedule_applies(q, doc_ids, opts, col_lse, threads, block_rows, isa, B * N * D):
         return _run_blas_blocked(q, p, negatives, scale, opts, need_loss, need_grad, weights)
     f32 = {"dtype": torch.float32, "device": q.device}
@@ -283,32 +272,16 @@ def _split(
     return dc[:n_p], (None if negatives is None else dc[n_p:])
 
 
-def loss_forward(
-    q: torch.Tensor,
-    p: torch.Tensor,
-    negatives: torch.Tensor | None,
-    doc_ids: torch.Tensor | None,
-    scale: float,
-    opts: LossOptions,
-    need_grad: bool,
-) -> tuple[torch.Tensor, CppSaved]:
+def loss_forward(inputs: LossInputs, need_grad: bool) -> tuple[torch.Tensor, CppSaved]:
     """Per-query loss (B,) fp32 and the saved state; with ``need_grad`` the unit-weight gradients
     come from the same pass."""
-    out = run(q, p, negatives, doc_ids, scale, opts, need_grad=need_grad)
+    out = run(inputs, need_grad=need_grad)
     saved = CppSaved(out["dq"], out["dc"], out["dscale"], out["col_lse"])
     return out["loss"], saved
 
 
 def loss_backward(
-    q: torch.Tensor,
-    p: torch.Tensor,
-    negatives: torch.Tensor | None,
-    doc_ids: torch.Tensor | None,
-    scale: float,
-    opts: LossOptions,
-    saved: CppSaved,
-    weights: torch.Tensor,
-    uniform: bool,
+    inputs: LossInputs, saved: CppSaved, weights: torch.Tensor, uniform: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Gradients of ``sum_i weights_i * loss_i``: dq (B, D), dp (rows of p, D), dneg (K, D) or None,
     dscale (0-d) — all fp32."""
@@ -325,17 +298,12 @@ def loss_backward(
             dscale *= w
     else:
         out = run(
-            q,
-            p,
-            negatives,
-            doc_ids,
-            scale,
-            opts,
+            inputs,
             need_loss=False,
             need_grad=True,
             weights=weights,
             col_lse=saved.col_lse,
         )
         dq, dc, dscale = out["dq"], out["dc"], out["dscale"]
-    dp, dneg = _split(dc, p.shape[0], negatives)
+    dp, dneg = _split(dc, inputs.p.shape[0], inputs.negatives)
     return dq, dp, dneg, torch.tensor(dscale, dtype=torch.float32)

@@ -17,11 +17,20 @@ over positives, with the same doc-id masking among positives, and averages the t
     loss_i = (row_i + logsumexp_k (s * c_{t_i} . q_k) - s * c_{t_i} . q_i) / 2
 
 Backends receive ``doc_ids`` either None or of length N (the public API pads it).
+
+Backend protocol (``densescale.ops._loss_cpp``, ``densescale.ops._loss_triton``)::
+
+    loss, saved = loss_forward(inputs, need_grad)          # inputs: LossInputs
+    dq, dp, dneg, dscale = loss_backward(inputs, saved, weights, uniform)
+
+``loss`` (B,) fp32; ``saved`` whatever the backend needs later; gradients of
+``sum_i weights_i * loss_i``, fp32; ``uniform``: every weight is the same (reduction mean or sum).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -34,6 +43,29 @@ class LossOptions:
     in_batch: bool = True
     symmetric: bool = False
     row_offset: int = 0
+
+
+class LossInputs(NamedTuple):
+    """The arguments of one per-query loss evaluation as a backend receives them: checked,
+    contiguous, ``doc_ids`` None or of length N, ``scale`` a float (fused backends) or a 0-d
+    tensor (the torch reference). Unpacks as ``q, p, negatives, doc_ids, scale, opts``."""
+
+    q: torch.Tensor
+    p: torch.Tensor
+    negatives: torch.Tensor | None
+    doc_ids: torch.Tensor | None
+    scale: float | torch.Tensor
+    opts: LossOptions
+
+    @property
+    def n_pool(self) -> int:
+        """K, the rows of the shared pool of negatives (0 without one)."""
+        return 0 if self.negatives is None else self.negatives.shape[0]
+
+    @property
+    def n_columns(self) -> int:
+        """N = rows of p + K, the candidate columns every query is scored against."""
+        return self.p.shape[0] + self.n_pool
 
 
 def reference_loss_per_query(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from densescale.ops._loss_spec import LossOptions
+from densescale.ops._loss_spec import LossInputs
 
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -37,6 +37,11 @@ class TileConfig:
     block_k: int
     num_warps: int = 4
     num_stages: int = 2
+
+    def launch(self) -> dict:
+        """The block sizes and launch options, as keyword arguments of a kernel launch."""
+        blocks = {f"BLOCK_{a}": getattr(self, f"block_{a.lower()}") for a in "MNK"}
+        return {**blocks, "num_warps": self.num_warps, "num_stages": self.num_stages}
 
 
 @dataclass(frozen=True)
@@ -106,16 +111,10 @@ def _override(
     )
 
 
-def _check_inputs(
-    q: torch.Tensor,
-    p: torch.Tensor,
-    negatives: torch.Tensor | None,
-    doc_ids: torch.Tensor | None,
-    scale: float,
-    opts: LossOptions,
-) -> None:
+def _check_inputs(inputs: LossInputs) -> None:
     """Fail before any launch, naming the argument (the public API validates too; this backend
     is also called directly)."""
+    q, p, negatives, doc_ids, scale, opts = inputs
     for name, t in (("q", q), ("p", p), ("negatives", negatives)):
         if t is None:
             continue
@@ -154,7 +153,7 @@ def _check_inputs(
             "opts.symmetric needs in_batch=True, row_offset=0 and p of B*G rows, got "
             f"in_batch={opts.in_batch}, row_offset={r}, p rows={p.shape[0]} (B*G={B * G})"
         )
-    n = p.shape[0] + (0 if negatives is None else negatives.shape[0])
+    n = inputs.n_columns
     if doc_ids is not None:
         if not isinstance(doc_ids, torch.Tensor) or doc_ids.dtype != torch.int64:
             raise TypeError(
@@ -182,9 +181,10 @@ def _precision(dtype: torch.dtype) -> str:
     return "tf32"
 
 
-def _common(
-    q: torch.Tensor, p: torch.Tensor, negatives: torch.Tensor | None, doc_ids: torch.Tensor | None
-):
+def _common(inputs: LossInputs):
+    """Contiguous q / p / negatives (an empty pool as None), the doc ids (a dummy when None) and
+    the kernels' dtype flags."""
+    q, p, negatives, doc_ids, _, _ = inputs
     q = q.contiguous()
     p = p.contiguous()
     if negatives is not None and negatives.shape[0] == 0:
@@ -204,13 +204,15 @@ def _common(
     return q, p, negatives, ids, flags
 
 
+def _row_problem(q, p, negatives, opts, scale: float) -> tuple:
+    """The sizes and scalars the row-block kernels (forward, dq) take after their tensors:
+    B, rows of p, K, D, G, row offset, scale."""
+    K = 0 if negatives is None else negatives.shape[0]
+    return (q.shape[0], p.shape[0], K, q.shape[1], opts.group_size, opts.row_offset, float(scale))
+
+
 def loss_forward(
-    q: torch.Tensor,
-    p: torch.Tensor,
-    negatives: torch.Tensor | None,
-    doc_ids: torch.Tensor | None,
-    scale: float,
-    opts: LossOptions,
+    inputs: LossInputs,
     need_grad: bool,
     *,
     block_m: int | None = None,
@@ -226,13 +228,12 @@ def loss_forward(
     ``block_*`` force tile sizes (tests use 16 so the online merge spans many tiles).
     """
     del need_grad
-    _check_inputs(q, p, negatives, doc_ids, scale, opts)
+    _check_inputs(inputs)
     kern = _kernels()
-    q, p, negatives, ids, flags = _common(q, p, negatives, doc_ids)
+    q, p, negatives, ids, flags = _common(inputs)
+    doc_ids, scale, opts = inputs.doc_ids, inputs.scale, inputs.opts
     cfg = _override(default_configs(q.dtype, opts.in_batch)[0], block_m, block_n, block_k)
-    B, D = q.shape
-    NP = p.shape[0]
-    K = 0 if negatives is None else negatives.shape[0]
+    B = q.shape[0]
     f32 = {"dtype": torch.float32, "device": q.device}
     lse = torch.empty(B, **f32)
     tgt = torch.empty(B, **f32)
@@ -249,22 +250,12 @@ def loss_forward(
             tgt,
             loss,
             colstat,
-            B,
-            NP,
-            K,
-            D,
-            opts.group_size,
-            opts.row_offset,
-            float(scale),
+            *_row_problem(q, p, negatives, opts, scale),
             IN_BATCH=opts.in_batch,
             HAS_NEG=negatives is not None,
             HAS_IDS=doc_ids is not None,
             SYMMETRIC=opts.symmetric,
-            BLOCK_M=cfg.block_m,
-            BLOCK_N=cfg.block_n,
-            BLOCK_K=cfg.block_k,
-            num_warps=cfg.num_warps,
-            num_stages=cfg.num_stages,
+            **cfg.launch(),
             **flags,
         )
     col_lse = None
@@ -276,12 +267,7 @@ def loss_forward(
 
 
 def loss_backward(
-    q: torch.Tensor,
-    p: torch.Tensor,
-    negatives: torch.Tensor | None,
-    doc_ids: torch.Tensor | None,
-    scale: float,
-    opts: LossOptions,
+    inputs: LossInputs,
     saved: TritonLossSaved,
     weights: torch.Tensor,
     uniform: bool,
@@ -299,20 +285,21 @@ def loss_backward(
     for both backward kernels.
     """
     del uniform
-    _check_inputs(q, p, negatives, doc_ids, scale, opts)
+    _check_inputs(inputs)
     if not isinstance(saved, TritonLossSaved):
         raise TypeError(
             f"saved must come from this backend's loss_forward, got {type(saved).__name__}"
         )
-    B = q.shape[0]
+    B = inputs.q.shape[0]
     if not isinstance(weights, torch.Tensor) or weights.shape != (B,):
         raise ValueError(
             f"weights must be a tensor of shape ({B},), got "
             f"{getattr(weights, 'shape', type(weights).__name__)}"
         )
     kern = _kernels()
-    empty_pool = negatives is not None and negatives.shape[0] == 0
-    q, p, negatives, ids, flags = _common(q, p, negatives, doc_ids)
+    empty_pool = inputs.negatives is not None and inputs.n_pool == 0
+    q, p, negatives, ids, flags = _common(inputs)
+    doc_ids, scale, opts = inputs.doc_ids, inputs.scale, inputs.opts
     _, cfg_dq, cfg_dc = default_configs(q.dtype, opts.in_batch)
     cfg_dq = _override(cfg_dq, block_m, block_n, block_k)
     cfg_dc = _override(cfg_dc, block_m, block_n, block_k)
@@ -342,20 +329,10 @@ def loss_backward(
             w_norm,
             dq,
             dscale_part,
-            B,
-            NP,
-            K,
-            D,
-            opts.group_size,
-            opts.row_offset,
-            float(scale),
+            *_row_problem(q, p, negatives, opts, scale),
             HAS_NEG=negatives is not None,
             SYMMETRIC=opts.symmetric,
-            BLOCK_M=cfg_dq.block_m,
-            BLOCK_N=cfg_dq.block_n,
-            BLOCK_K=cfg_dq.block_k,
-            num_warps=cfg_dq.num_warps,
-            num_stages=cfg_dq.num_stages,
+            **cfg_dq.launch(),
             **common,
         )
 
@@ -384,11 +361,7 @@ def loss_backward(
                 float(scale),
                 IS_P=is_p,
                 SYMMETRIC=opts.symmetric,
-                BLOCK_M=cfg_dc.block_m,
-                BLOCK_N=cfg_dc.block_n,
-                BLOCK_K=cfg_dc.block_k,
-                num_warps=cfg_dc.num_warps,
-                num_stages=cfg_dc.num_stages,
+                **cfg_dc.launch(),
                 **common,
             )
     grad_mult = w_max * float(scale)

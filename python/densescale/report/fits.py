@@ -379,12 +379,18 @@ def collection_cost(recs: list[dict], cost: CostModel | None) -> tuple[CostModel
     sizes = [r["corpus_size"] for r in recs if r.get("corpus_size")]
     queries = CostModel().queries_served
     sources = {"queries_served": f"assumption: {queries:.3g} queries over the model's life"}
+    known = {}
+    # a [pretrain] stage: its tokens are spent once per model, whatever D (issue 18)
+    pretrained = [r["pretrain"]["tokens"] for r in recs if r.get("pretrain")]
+    if pretrained:
+        known["pretrain_tokens"] = float(max(pretrained))
+        sources["pretrain_tokens"] = "from the records: the pretraining stage's tokens"
     if sizes:
-        corpus = max(sizes)
+        known["corpus_size"] = float(max(sizes))
         sources["corpus_size"] = "from the records: the collection's corpus, searched at inference"
-        return CostModel(corpus_size=float(corpus)), sources
-    sources["corpus_size"] = "assumption: MS MARCO's size; the records give no corpus size"
-    return CostModel(), sources
+    else:
+        sources["corpus_size"] = "assumption: MS MARCO's size; the records give no corpus size"
+    return CostModel(**known), sources
 
 
 def fit_metric_maps(

@@ -5,7 +5,8 @@ Every law carries ``usable`` and, when false, ``failed_checks`` and ``usability`
 saying why, SPEC 7); its ``params`` stay for the record with ``params_status`` saying they
 answer nothing. The joint laws also carry their bootstrap parameter sets (``bootstrap``) and the
 sizes they were fitted on (``fitted_range``), so a budget answer read back from this file gets
-its interval and its extrapolation factor. ``exchange`` holds, per source, its exchange rate
+its interval and its extrapolation factor; the model-size laws carry their bootstrap too (the
+interval of a model's effective N, :mod:`densescale.eval.placement`). ``exchange`` holds, per source, its exchange rate
 against human pairs (pair counts a source never reaches are null, with ``reaches`` false) or the
 one line saying why there is none."""
 
@@ -55,8 +56,9 @@ def fits_payload(
 
 def _source_json(f: SourceFits, oracle: float | None, plots: dict) -> dict:
     return {
-        "model_size": [_law_json(o) for o in f.model_fits],
-        "data_size": [_law_json(o) for o in f.data_fits],
+        # with bootstrap: a placement's interval (densescale.eval.placement) reads it
+        "model_size": [_law_json(o, bootstrap=True) for o in f.model_fits],
+        "data_size": [_law_json(o, bootstrap=True) for o in f.data_fits],  # mixed budgets
         "joint": _law_json(f.joint, bootstrap=True),
         "chinchilla": _law_json(f.chinchilla, bootstrap=True),
         "dimension": [_law_json(o) for o in f.dim_fits],

@@ -20,6 +20,7 @@ cannot be told from it. With one run per cell the spread is unknown, and the rep
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -58,17 +59,8 @@ class CellSpread:
         return self.ce_range if quantity == "ce" else self.metric_range.get(quantity)
 
     def to_json(self) -> dict:
-        return {
-            "model": self.model,
-            "N": self.N,
-            "D": self.D,
-            "d": self.d,
-            "runs": self.runs,
-            "ce_range": self.ce_range,
-            "ce_std": self.ce_std,
-            "metric_range": self.metric_range,
-            "metric_std": self.metric_std,
-        }
+        """Every field but ``source`` (the section it is written under names it)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "source"}
 
 
 def seed_spreads(records: Sequence[Mapping]) -> list[CellSpread]:

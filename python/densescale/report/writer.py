@@ -15,16 +15,16 @@ loss against the oracle, and the budget answers; last the cost model.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from densescale.scaling import CostModel, LawChecks
 from densescale.scaling.fitting import DEFAULT_N_BOOT
 
-from ._io import atomic_write_text
+from ._io import atomic_write_json, atomic_write_text
 from .figures import (
     plot_budget,
     plot_exchange,
@@ -40,6 +40,7 @@ from .figures import (
 from .fits import fit_study
 from .fits_json import fits_payload
 from .outcomes import SourceFits
+from .placements import place_in_study, placements_markdown
 from .records import check_baselines, check_oracle, check_records
 from .summary import summary_markdown
 from .yardsticks import YardstickOptions
@@ -60,6 +61,7 @@ def write_report(
     study_dir: str | os.PathLike | None = None,
     yardsticks: YardstickOptions | None = None,
     checks: LawChecks | None = None,
+    placed: Sequence[Mapping] | None = None,
 ) -> Path:
     """Fit every law of ``records`` and write a report folder; returns the path of summary.md.
 
@@ -90,6 +92,10 @@ def write_report(
         baselines: reference rows, e.g. ``{"BM25": {"metrics": {"mrr@10": 0.4, "ndcg@10":
             0.45}, "split": "test"}}``, shown in every cell table and metric figure.
         include_unconverged: passed to :func:`fit_study` (when ``fits`` is None).
+        placed: evaluation records of ``densescale eval`` (:func:`~densescale.report.placements.read_placed`)
+            to place on each source's law: marked on ``loss_vs_N_<source>.png`` at their
+            effective N, listed in ``summary.md`` and under ``"placements"`` in ``fits.json``
+            (with the one-line reason when no usable law answers).
         study_dir: a study folder whose cells' ``metrics.jsonl`` are drawn as training curves.
         yardsticks: thresholds of the rank agreement and seed noise, passed to
             :func:`fit_study` (when ``fits`` is None).
@@ -133,8 +139,14 @@ def write_report(
         if s not in oracle and f.oracle_ce is not None:
             oracle[s] = f.oracle_ce
     out.mkdir(parents=True, exist_ok=True)
+    # the raw records keep what each was evaluated on (split, K, queries, passages)
+    evaluated = [{**raw, "source": rec["source"]} for raw, rec in zip(records, recs)]
+    placements = place_in_study(placed or (), all_fits, evaluated)
 
-    files_by_source = {s: _source_figures(f, out, cost, oracle.get(s)) for s, f in all_fits.items()}
+    files_by_source = {
+        s: _source_figures(f, out, cost, oracle.get(s), placements.get(s, ()))
+        for s, f in all_fits.items()
+    }
     figures, common_d = _study_figures(all_fits, out, oracle, refs, study_dir)
     # what fits.json and summary.md both say
     shared = {
@@ -146,12 +158,16 @@ def write_report(
         "files_by_source": files_by_source,
     }
     payload = fits_payload(all_fits, **shared)
-    atomic_write_text(out / "fits.json", json.dumps(payload, indent=2) + "\n")
+    if placed:
+        payload["placements"] = {s: [asdict(p) for p in ps] for s, ps in placements.items()}
+    atomic_write_json(out / "fits.json", payload)
     text = summary_markdown(all_fits, figures=figures, common_d=common_d, n_boot=n_boot, **shared)
-    return atomic_write_text(out / "summary.md", text)
+    return atomic_write_text(out / "summary.md", text + placements_markdown(placements))
 
 
-def _source_figures(fits: SourceFits, out: Path, cost: CostModel, oracle: float | None) -> dict:
+def _source_figures(
+    fits: SourceFits, out: Path, cost: CostModel, oracle: float | None, placed=()
+) -> dict:
     """Draw every figure of one source into ``out``; returns figure name -> PNG file name."""
     s = fits.source
     slug = _slug(s)
@@ -160,7 +176,7 @@ def _source_figures(fits: SourceFits, out: Path, cost: CostModel, oracle: float 
         "loss_vs_D": f"loss_vs_D_{slug}.png",
         "residuals": f"residuals_{slug}.png",
     }
-    plot_loss_vs_n(fits, out / files["loss_vs_N"], oracle_ce=oracle)
+    plot_loss_vs_n(fits, out / files["loss_vs_N"], oracle_ce=oracle, placed=placed)
     plot_loss_vs_d(fits, out / files["loss_vs_D"], oracle_ce=oracle)
     plot_residuals(fits, out / files["residuals"])
     if plot_forecasts(fits, out / f"forecast_{slug}.png"):
@@ -191,7 +207,10 @@ def _study_figures(all_fits, out: Path, oracle: dict, refs: dict, study_dir):
             all_fits, out / "sources.png", oracle_ce=next(iter(oracle.values()), None)
         )
         if plot_exchange(
-            all_fits, out / "exchange.png", oracle_ce=next(iter(oracle.values()), None)
+            all_fits,
+            out / "exchange.png",
+            oracle_ce=next(iter(oracle.values()), None),
+            baselines=refs,
         ):
             figures["exchange"] = "exchange.png"
     if plot_metric_maps(all_fits, out / "metrics_vs_ce.png", baselines=refs):

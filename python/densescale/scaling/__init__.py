@@ -16,6 +16,8 @@ Where things live:
   :class:`LawChecks` (thresholds, documented there), :func:`check_law` -> :class:`Usability`.
 - ``exchange.py``: the exchange rate between annotation sources (pairs of one source that reach
   the loss of D pairs of another, from their data-size laws, with bootstrap intervals).
+- ``source_mix.py``: a budget spent on a mix of annotation sources (which pairs of which source,
+  and which N), with effective human data adding up across sources (its stated assumption).
 - ``_checks.py``: the argument checks they share (numpy only).
 
 Importing this package never imports torch or matplotlib.
@@ -45,6 +47,7 @@ from .laws import (
     ModelSizeLaw,
 )
 from .metric_map import MetricMap, fit_metric_map
+from .source_mix import SourceMix, mix_loss, optimal_mix
 from .usability import LawChecks, Usability, check_law, extrapolation, extrapolation_text
 
 __all__ = [
@@ -65,6 +68,7 @@ __all__ = [
     "MetricMap",
     "ModelDimLaw",
     "ModelSizeLaw",
+    "SourceMix",
     "Usability",
     "check_law",
     "crossings",
@@ -80,8 +84,10 @@ __all__ = [
     "fit_model_dim_law",
     "fit_model_law",
     "forecast_check",
+    "mix_loss",
     "optimal_allocation",
     "optimal_dim_allocation",
+    "optimal_mix",
     "pairs_to_match",
 ]
 

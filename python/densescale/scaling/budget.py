@@ -5,6 +5,7 @@ Cost model (SPEC 1.6; the paper's own constants are not public, so every number 
     annotation  = dollars_per_annotation * D
     training    = dollars_per_flop * 6 * N * train_tokens(D)
                   train_tokens(D) = train_tokens_per_example * (epochs * D   or   train_examples)
+    pretraining = dollars_per_flop * 6 * N * pretrain_tokens   (self-supervised, per model; 0: none)
     inference   = dollars_per_flop * 2 * N * (corpus_size * tokens_per_passage
                                               + queries_served * tokens_per_query)
     dollars_per_flop = accelerator_dollars_per_hour / (3600 * achieved_flops)
@@ -56,6 +57,8 @@ class CostModel:
         tokens_per_passage: mean tokens per passage.
         queries_served: queries encoded in deployment.
         tokens_per_query: mean tokens per query.
+        pretrain_tokens: tokens of a self-supervised pretraining run before fine-tuning, whatever
+            D is (a study's ``[pretrain]`` stage; its records carry ``pretrain.tokens``); 0: none.
         bytes_per_value: bytes per stored vector component of the index (4: fp32).
         bytes_per_param: bytes per encoder parameter in serving memory (4: fp32).
     """
@@ -72,6 +75,7 @@ class CostModel:
     tokens_per_query: float = 10.0
     bytes_per_value: float = 4.0
     bytes_per_param: float = 4.0
+    pretrain_tokens: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -111,8 +115,12 @@ class CostModel:
             if include_inference
             else np.zeros_like(n)
         )
+        pretraining = self.dollars_per_flop * 6.0 * n * self.pretrain_tokens
         return CostSplit(
-            annotation=_out(annotation), training=_out(training), inference=_out(inference)
+            annotation=_out(annotation),
+            training=_out(training),
+            inference=_out(inference),
+            pretraining=_out(pretraining),
         )
 
     def cost(self, N, D, *, include_inference: bool = True) -> float | np.ndarray:
@@ -136,10 +144,11 @@ class CostSplit:
     annotation: float | np.ndarray
     training: float | np.ndarray
     inference: float | np.ndarray
+    pretraining: float | np.ndarray = 0.0
 
     @property
     def total(self) -> float | np.ndarray:
-        return self.annotation + self.training + self.inference
+        return self.annotation + self.training + self.inference + self.pretraining
 
 
 @dataclass(frozen=True)

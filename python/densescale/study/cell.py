@@ -19,7 +19,7 @@ from pathlib import Path
 
 from densescale.data.trec import atomic_write_text
 from densescale.study.config import Cell, StudyConfig
-from densescale.study.prepare import NEAR_CHANCE, cell_inputs
+from densescale.study.prepare import NEAR_CHANCE, cell_inputs, evaluation_args
 from densescale.study.store import ResultsStore
 
 CELL_CONFIG = "cell.json"
@@ -83,6 +83,11 @@ def cell_config(study: StudyConfig, cell: Cell, fingerprint: str) -> tuple[dict,
         "eval": {**EVAL_DEFAULTS, **study.eval},
         "collection": collection,
     }
+    from densescale.study.pretraining import pretrain_key
+
+    keyed = pretrain_key(study, cell, fingerprint)
+    if keyed is not None:  # only then: the hashes of cells without the stage stay as they were
+        config["pretrain"] = {**keyed[0]["pretrain"], "cache_key": keyed[1]}
     return config, config_hash(config)
 
 
@@ -180,12 +185,12 @@ def run_cell(
     knows it, ``converged`` (dev CE stopped improving before the step cap), ``near_chance``
     (CE >= 0.9 x chance: the model has not learned to rank), the seen-passage bias, and
     ``flags`` naming what is wrong."""
-    import numpy as np
     import torch
 
     from densescale import __version__
     from densescale.eval import above_chance, evaluate
-    from densescale.models import build_encoder, num_non_embedding_params
+    from densescale.models import num_non_embedding_params
+    from densescale.models.trained import write_model_json
     from densescale.train import train
 
     t0 = time.perf_counter()
@@ -204,14 +209,11 @@ def run_cell(
     _claim_cell_dir(cell_dir, config, digest)
 
     spec, tokenizer = inputs["spec"], inputs["tokenizer"]
-    torch.manual_seed(cell.seed)
-    model = build_encoder(
-        spec.size,
-        vocab_size=None if spec.pretrained else tokenizer.vocab_size,
-        out_dim=cell.out_dim,
-        pretrained=spec.checkpoint,
-        norm_scale=study.norm_scale,
-    )
+    model = spec.build(tokenizer, out_dim=cell.out_dim, norm_scale=study.norm_scale, seed=cell.seed)
+    from densescale.study.pretraining import pretrained_body
+
+    # the cached pretrained body, shared by every cell of this size and seed (None: no stage)
+    pretrained = pretrained_body(study, cell, model, inputs, progress=progress)
     cfg = fit_lengths(cell_train_config(study, cell), model)
     train_pairs = inputs["train_pairs"]
     result = train(
@@ -228,20 +230,30 @@ def run_cell(
     model.load_state_dict(
         torch.load(cell_dir / "best_model.pt", map_location="cpu", weights_only=True)
     )
+    # the cell loads with nothing from the study file: encoder config, tokenizer, scoring
+    write_model_json(
+        cell_dir,
+        model,
+        tokenizer,
+        name=cell.model,
+        checkpoint=spec.checkpoint,
+        query_max_length=min(32, model.config.max_position),
+        passage_max_length=cfg.passage_max_length,
+        D=cell.data_size,
+        source=cell.source,
+        seed=cell.seed,
+        key=cell.key,
+        study=study.name,
+        converged=result.converged,
+        convergence=result.convergence,
+        config=cfg.to_dict(),
+    )
 
     ev, ev_cfg = inputs["eval"], config["eval"]
-    seen = np.unique(train_pairs.positive_indices[train_pairs.positive_indices >= 0])
-    if ev["rows"] is not None:  # corpus rows -> rows of the evaluated sub-corpus
-        at = np.searchsorted(ev["rows"], seen).clip(0, len(ev["rows"]) - 1)
-        seen = at[ev["rows"][at] == seen]
     record = evaluate(
         model,
         tokenizer,
-        corpus_ids=ev["corpus_ids"],
-        corpus_texts=ev["corpus_texts"],
-        query_ids=ev["qids"],
-        query_texts=ev["query_texts"],
-        qrels=ev["qrels"],
+        **evaluation_args(ev, train_pairs),
         k=ev_cfg["k"],
         num_negatives=int(ev_cfg["num_negatives"]),
         repeats=ev_cfg["repeats"],
@@ -254,12 +266,8 @@ def run_cell(
         if cfg.device != "auto"
         else ("cuda" if torch.cuda.is_available() else "cpu"),
         run_path=cell_dir / f"run.{ev['split']}.trec",
-        seen_rows=seen,
         relevance_level=ev_cfg["relevance_level"],
-        # the clean subset only differs from the split when some positive was trained towards
-        clean_queries=ev["overlap"].clean_queries
-        if ev["overlap"] is not None and ev["overlap"].overlapping
-        else None,
+        progress=progress,  # encoding millions of passages takes a while: show its ETA
     )
     chance = inputs["chance_ce"]
     record["near_chance"] = record["ce"] >= NEAR_CHANCE * chance
@@ -272,6 +280,8 @@ def run_cell(
     record["corpus_size"] = len(inputs["corpus"])
     if ev["overlap"] is not None:
         record["overlap"] = ev["overlap"].to_dict()
+    if pretrained is not None:  # its cost: tokens and FLOPs of the (shared) pretraining
+        record["pretrain"] = pretrained
     record.update(
         {
             "key": cell.key,

@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from densescale.train.config import TrainConfig
+from densescale.train.pretrain import PretrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -23,6 +24,7 @@ PRESETS = (
     "medquad",
     "medquad-sources",
     "medquad-finetune",
+    "medquad-pretrained",
     "msmarco-paper",
 )
 COLLECTION_KINDS = ("synthetic", "beir", "msmarco", "irds")
@@ -84,6 +86,8 @@ class StudyConfig:
     eval: dict = field(default_factory=dict)
     executor: dict = field(default_factory=dict)
     estimate_gpu_hours: float = 0.0
+    # [pretrain]: every ladder size is pretrained on the corpus before fine-tuning (None: not)
+    pretrain: PretrainConfig | None = None
 
     def paths(self) -> dict[str, Path]:
         """Where the parts of the study folder live (the collection and tokenizer may be outside
@@ -189,6 +193,7 @@ def parse_study(raw: dict) -> StudyConfig:
             "eval",
             "executor",
             "estimate_gpu_hours",
+            "pretrain",
         },
         "study",
     )
@@ -344,6 +349,15 @@ def parse_study(raw: dict) -> StudyConfig:
     if ex.get("workers", 1) < 1:
         raise ValueError(f"executor.workers must be >= 1, got {ex.get('workers')}")
 
+    pretrain = None
+    if "pretrain" in raw:
+        if not isinstance(raw["pretrain"], dict):
+            raise TypeError(f"[pretrain] must be a table, got {raw['pretrain']!r}")
+        try:
+            pretrain = PretrainConfig.from_dict(raw["pretrain"])
+        except TypeError as e:  # a value of the wrong type in a check
+            raise ValueError(f"[pretrain]: {e}") from None
+
     return StudyConfig(
         name=str(raw.get("name", "study")),
         output=Path(raw.get("output", f"studies/{raw.get('name', 'study')}")),
@@ -364,6 +378,7 @@ def parse_study(raw: dict) -> StudyConfig:
         eval=ev,
         executor=ex,
         estimate_gpu_hours=float(raw.get("estimate_gpu_hours", 0.0)),
+        pretrain=pretrain,
     )
 
 
@@ -372,8 +387,11 @@ def estimate_gpu_hours(
 ) -> float:
     """Rough compute of a study in H100-hours: training ~ 6 * N * tokens seen (queries, positives
     and the shared negatives of every step), evaluation ~ 2 * N * corpus tokens per cell, at 40% of
-    the bf16 datasheet peak. Used to warn before a study that needs a cluster."""
+    the bf16 datasheet peak, plus the ``[pretrain]`` stage once per ladder size and seed
+    (:func:`densescale.study.pretraining.pretrain_flops_estimate`). Used to warn before a study
+    that needs a cluster."""
     from densescale.models import resolve_model
+    from densescale.study.pretraining import pretrain_flops_estimate
 
     cfg = study.train
     if corpus_size is None:
@@ -391,4 +409,5 @@ def estimate_gpu_hours(
             + cfg.num_negatives * cfg.passage_max_length
         )
         total += 6 * n * tokens + 2 * n * corpus_size * cfg.passage_max_length
+    total += pretrain_flops_estimate(study)
     return total / flops_per_second / 3600

@@ -220,8 +220,40 @@ def eval_corpus_rows(corpus, qrels: dict, limit: int | None):
         )
     rng = np.random.default_rng(0)
     others = rng.choice(len(corpus), min(len(corpus), limit + len(judged)), replace=False)
-    rows = sorted(judged) + [int(i) for i in others if int(i) not in judged][: limit - len(judged)]
-    return np.array(sorted(rows), dtype=np.int64)
+    # numpy, not Python ints: a corpus_limit of millions stays a few arrays
+    judged_rows = np.fromiter(judged, dtype=np.int64, count=len(judged))
+    others = others[~np.isin(others, judged_rows)][: limit - len(judged)]
+    return np.sort(np.concatenate([judged_rows, others.astype(np.int64)]))
+
+
+def seen_eval_rows(train_pairs, ev: dict):
+    """Rows of the evaluated corpus (``ev`` from :func:`eval_split`) that are positives of
+    ``train_pairs``: what the seen-passage bias compares (sorted int64)."""
+    import numpy as np
+
+    seen = np.unique(train_pairs.positive_indices[train_pairs.positive_indices >= 0])
+    if ev["rows"] is not None:  # corpus rows -> rows of the evaluated sub-corpus
+        at = np.searchsorted(ev["rows"], seen).clip(0, len(ev["rows"]) - 1)
+        seen = at[ev["rows"][at] == seen]
+    return seen
+
+
+def evaluation_args(ev: dict, train_pairs) -> dict:
+    """The keyword arguments of :func:`densescale.eval.evaluate` that ``ev`` (from
+    :func:`eval_split`) and the cell's ``train_pairs`` fix: corpus, queries, qrels, the seen rows
+    and the clean subset (only when some positive was trained towards)."""
+    overlap = ev["overlap"]
+    return {
+        "corpus_ids": ev["corpus_ids"],
+        "corpus_texts": ev["corpus_texts"],
+        "query_ids": ev["qids"],
+        "query_texts": ev["query_texts"],
+        "qrels": ev["qrels"],
+        "seen_rows": seen_eval_rows(train_pairs, ev),
+        "clean_queries": overlap.clean_queries
+        if overlap is not None and overlap.overlapping
+        else None,
+    }
 
 
 def check_eval_pool(study: StudyConfig, ev: dict) -> int:

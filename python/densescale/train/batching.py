@@ -33,24 +33,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from densescale.models.encode import token_ids
+
 _INITIAL_ROWS = 1024
 # token caches kept per process (shared_token_cache): corpus, queries, positives of a few runs
 _SHARED_MAX = 6
 _SHARED: OrderedDict[tuple, TokenCache] = OrderedDict()
 _SHARED_LOCK = threading.Lock()
-
-
-def _tokenize_ids(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
-    """Ids of each text truncated to ``max_length`` (special tokens included), unpadded."""
-    enc = tokenizer(
-        texts,
-        truncation=True,
-        max_length=max_length,
-        padding=False,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-    )
-    return enc["input_ids"]
 
 
 class TokenCache:
@@ -110,7 +99,7 @@ class TokenCache:
             if not isinstance(t, str):
                 raise TypeError(f"texts must be str, got {type(t).__name__} at row {int(r)}")
             texts.append(t)
-        seqs = _tokenize_ids(self.tokenizer, texts, self.max_length)
+        seqs = token_ids(self.tokenizer, texts, self.max_length)
         start = self._used
         self._grow(start + len(seqs))
         for k, s in enumerate(seqs):

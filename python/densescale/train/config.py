@@ -13,6 +13,14 @@ SCHEDULES = ("constant", "linear", "cosine")
 NEGATIVE_SOURCES = ("non-eval", "corpus")
 
 
+def reject_unknown_keys(cls, values: dict, what: str) -> None:
+    """Raise ``ValueError`` naming the keys of ``values`` that are not fields of dataclass ``cls``."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; known: {sorted(known)}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train a dual encoder.
@@ -130,10 +138,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         """Build from a TOML table; unknown keys are an error naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(known)}")
+        reject_unknown_keys(cls, values, "training option(s)")
         return cls(**values)
 
     def to_dict(self) -> dict:

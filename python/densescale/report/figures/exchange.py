@@ -1,6 +1,9 @@
 """Annotation quality (``exchange.png``): left, CE against D for every source at the model size of
-its exchange rate, with each usable data-size law and its 95% band; right, the pairs of each
-source that reach the CE of D human pairs, with its band and the line "as good as human"."""
+its exchange rate, with each usable data-size law and its 95% band, chance, the oracle (where
+known) and each lexical baseline (BM25) as the CE at which the study's CE-to-MRR@10 map reaches
+the baseline's MRR@10 (drawn only inside the CE range the map was fitted on); right, the pairs
+of each source that reach the CE of D human pairs, with its band and the line "as good as
+human"."""
 
 from __future__ import annotations
 
@@ -16,7 +19,11 @@ from . import _style as style
 
 
 def plot_exchange(
-    all_fits: Mapping[str, SourceFits], path: Path, *, oracle_ce: float | None = None
+    all_fits: Mapping[str, SourceFits],
+    path: Path,
+    *,
+    oracle_ce: float | None = None,
+    baselines: Mapping[str, Mapping] | None = None,
 ) -> bool:
     """Draw ``exchange.png``; returns False (and draws nothing) when no source has an exchange
     entry (no human source, or a single source)."""
@@ -25,8 +32,8 @@ def plot_exchange(
         return False
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12.0, 4.8))
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.9, wspace=0.25)
+    fig = Figure(figsize=(12.0, 5.8))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.27, top=0.92, wspace=0.25)
     ax_ce, ax_rate = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     names = [REFERENCE_SOURCE, *exchanges]
     colors = dict(zip(names, style.colors(len(names))))
@@ -58,9 +65,12 @@ def plot_exchange(
                 ax_ce.fill_between(grid, band[0], band[1], color=colors[s], alpha=0.15, linewidth=0)
     ref = all_fits[REFERENCE_SOURCE]
     style.yardsticks(ax_ce, ref, oracle_ce)
+    _baseline_lines(ax_ce, ref, baselines)
     style.data_limits(ax_ce, [all_fits[s] for s in names], oracle_ce, x="D")
     where = f" at {ref_slice.where}" if ref_slice.where else ""
     style.finish(ax_ce, style.D_LABEL, f"CE against annotations, per source{where}")
+    # below the axes: CE-vs-D points fill every corner between chance and the best cell
+    ax_ce.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1)
 
     answered = {s: ex for s, ex in exchanges.items() if ex.answered}
     spans = []
@@ -93,10 +103,42 @@ def plot_exchange(
     ax_rate.set_ylabel("pairs of the source reaching the same CE")
     ax_rate.set_title("Exchange rate against human annotations (95% bands)", fontsize=10)
     ax_rate.grid(True, which="major", alpha=0.3)
-    ax_rate.legend(fontsize=6, loc="best")
+    ax_rate.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1)
     save_figure(fig, path)
     return True
 
 
 def _short(text: str, limit: int = 70) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _baseline_lines(ax, ref: SourceFits, baselines: Mapping[str, Mapping] | None) -> None:
+    """A lexical baseline has a ranking metric, not a CE: its line is the CE where the study's
+    CE-to-MRR@10 map gives the baseline's MRR@10, or a legend entry saying why there is none."""
+    m = ref.metric_maps.get("mrr@10")
+    for label, b in (baselines or {}).items():
+        value = (b.get("metrics") or {}).get("mrr@10")
+        if value is None:
+            continue
+        ce = None if m is None else _ce_of_metric(m, float(value))
+        if ce is None:
+            why = "no CE-to-MRR@10 map" if m is None else "outside the cells' MRR@10 range"
+            ax.plot([], [], " ", label=f"{label}: MRR@10 {value:.3g} ({why}: no CE line)")
+            continue
+        ax.axhline(
+            ce,
+            color="darkorange",
+            linestyle="-.",
+            linewidth=1.0,
+            label=f"{label}: MRR@10 {value:.3g} ~ CE {ce:.3g} (CE-to-MRR@10 map)",
+        )
+
+
+def _ce_of_metric(m, value: float) -> float | None:
+    """The CE in the map's fitted range where the (non-increasing) map equals ``value``."""
+    grid = np.linspace(float(np.min(m.ce)), float(np.max(m.ce)), 2001)
+    curve = np.asarray(m.predict(grid), dtype=float)
+    if not curve.min() <= value <= curve.max():
+        return None
+    # np.interp needs increasing x: the map read from high CE (low metric) to low CE
+    return float(np.interp(value, curve[::-1], grid[::-1]))

@@ -12,6 +12,12 @@ from ..outcomes import QUOTED_METRICS, FitOutcome, SourceFits
 METRIC_TITLES = {"mrr@10": "MRR@10", "ndcg@10": "NDCG@10"}
 
 
+def table_head(columns: str) -> list[str]:
+    """The header row and the separator row of a markdown table whose column titles are
+    ``columns``, separated by `` | `` (the separator counts them)."""
+    return [f"| {columns} |", "|" + "---|" * len(columns.split(" | "))]
+
+
 def num(v: float) -> str:
     if v == 0 or not math.isfinite(v):
         return f"{v}"

@@ -9,6 +9,7 @@ import math
 from ..agreement import metric_title
 from ..outcomes import SourceFits
 from ..yardsticks import METRIC_LAW_TRANSFORM
+from . import _format as fmt
 
 
 def rank_agreement_section(fits: SourceFits) -> list[str]:
@@ -37,11 +38,10 @@ def rank_agreement_section(fits: SourceFits) -> list[str]:
             "quantity with the higher R^2 is the one that scales over the slice."
         ),
         "",
-        (
-            "| slice | cells | metric | tau | p | best by CE | best by metric | CE law R^2 "
-            "| law in 1 - metric: R^2 (exponent) | verdict |"
+        *fmt.table_head(
+            "slice | cells | metric | tau | p | best by CE | best by metric | CE law R^2 "
+            "| law in 1 - metric: R^2 (exponent) | verdict"
         ),
-        "|" + "---|" * 10,
     ]
     for s in judged:
         for name, a in s.agreements.items():

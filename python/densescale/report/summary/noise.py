@@ -61,14 +61,10 @@ def seed_noise_section(fits: SourceFits) -> list[str]:
         out += ["", f"{single} fitted cell(s) have one run (no spread of their own)."]
     judged = [s for s in y.slices if s.resolutions]
     if judged:
-        out += [
-            "",
-            (
-                "| slice | quantity | seed spread (median max - min) | smallest adjacent gap | "
-                "pairs not resolved | verdict |"
-            ),
-            "|" + "---|" * 6,
-        ]
+        out += [""] + fmt.table_head(
+            "slice | quantity | seed spread (median max - min) | smallest adjacent gap | "
+            "pairs not resolved | verdict"
+        )
         for s in judged:
             for q, r in s.resolutions.items():
                 title = "CE (nats)" if q == "ce" else metric_title(q)

@@ -1,0 +1,210 @@
+// The screen's copy of a corpus and the per-call preparation of the queries: the power-of-two
+// scaling, the bf16 rounding and the measured residuals that the bound of screen.h stores per row
+// (meta) and per query (qA, qB). Generic x86-64 code: it runs once per corpus object or per call.
+#include "screen_pack.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "screen_kernel.h"
+#include "search_kernel.h"
+
+namespace py = pybind11;
+
+namespace densescale {
+namespace {
+
+constexpr double kU = 1.0 / (1 << 24);  // fp32 unit roundoff
+constexpr double kInflate = 1.0 + 1.0 / (1 << 20);
+constexpr double kNormLo = 0x1p-40, kNormHi = 0x1p40;  // norms the screen takes
+
+inline double gamma(double n) { return n * kU / (1.0 - n * kU); }
+
+// Round to fp32 upwards (the stored bound factors must never shrink).
+inline float up(double x) {
+  const float f = static_cast<float>(x);
+  return static_cast<double>(f) >= x ? f : std::nextafter(f, std::numeric_limits<float>::infinity());
+}
+
+// bf16 round-to-nearest-even of a finite float; bf16 subnormals become 0 (AMX reads them as 0).
+inline uint16_t to_bf16(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  b += 0x7fffu + ((b >> 16) & 1u);
+  uint16_t h = static_cast<uint16_t>(b >> 16);
+  if ((h & 0x7f80u) == 0) h = 0;
+  return h;
+}
+
+// Scale x (n values, read as fp32) by 2^e with |x| 2^e in [0.5, 1), round to bf16, measure the
+// residual. Writes the n bf16 values through put(i, bits). Returns false when |x| is not finite or
+// outside [2^-40, 2^40] (and not 0). norm / scale / rho / nu are fp64.
+template <class T, class Put>
+bool prep_vector(const T* x, int64_t n, Put put, double& norm, double& scale, double& rho,
+                 double& nu) {
+  double s2 = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = to_float(x[i]);
+    s2 += v * v;
+  }
+  norm = std::sqrt(s2);
+  rho = nu = 0.0;
+  scale = 1.0;
+  if (!std::isfinite(norm)) return false;
+  if (norm == 0.0) {
+    for (int64_t i = 0; i < n; ++i) put(i, 0);
+    return true;
+  }
+  if (norm < kNormLo || norm > kNormHi) return false;
+  scale = std::ldexp(1.0, -std::ilogb(norm) - 1);
+  double r2 = 0.0, n2 = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = static_cast<double>(to_float(x[i])) * scale;
+    const uint16_t h = to_bf16(static_cast<float>(v));
+    const double t = bf16_to_float(h);
+    r2 += (v - t) * (v - t);
+    n2 += t * t;
+    put(i, h);
+  }
+  const double fp64 = 1.0 + 0x1p-30;  // covers the fp64 rounding of the sums above
+  norm *= fp64;
+  rho = std::sqrt(r2) * fp64;
+  nu = std::sqrt(n2) * fp64;
+  return true;
+}
+
+// Groups of 16 rows in parallel: each row's norm first, then the tiles written in order (the group
+// is 48 KiB of fp32 at D = 768, so the second pass reads from L1 / L2).
+template <class T>
+bool pack_rows(const TopkArgs& c, const float* row_scale, uint16_t* cpack, float* meta, int64_t Np,
+               int64_t Dp, int threads) {
+  const T* corpus = static_cast<const T*>(c.corpus);
+  const int64_t N = c.N, D = c.D, nkc = Dp / 32, groups = Np / 16;
+  const double g_d = gamma(static_cast<double>(D)), kappa = g_d + 2 * kU;
+  const double tau_max = 0x1p41;
+  const double fp64 = 1.0 + 0x1p-30;  // covers the fp64 rounding of the sums below
+  int ok = 1;
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(&& : ok)
+  for (int64_t g = 0; g < groups; ++g) {
+    double norm[16], scale[16], r2[16] = {}, n2[16] = {};
+    bool good[16];
+    for (int r = 0; r < 16; ++r) {
+      const int64_t j = g * 16 + r;
+      good[r] = j < N;
+      norm[r] = 0.0;
+      scale[r] = 0.0;  // padding and zero rows pack as zeros
+      if (!good[r]) continue;
+      const T* x = corpus + j * c.corpus_stride;
+      double s2 = 0.0;
+      for (int64_t i = 0; i < D; ++i) {
+        const double v = to_float(x[i]);
+        s2 += v * v;
+      }
+      norm[r] = std::sqrt(s2);
+      if (!std::isfinite(norm[r]) || (norm[r] != 0.0 && (norm[r] < kNormLo || norm[r] > kNormHi))) {
+        ok = 0;
+        good[r] = false;
+      } else if (norm[r] != 0.0) {
+        scale[r] = std::ldexp(1.0, -std::ilogb(norm[r]) - 1);
+      }
+    }
+    uint16_t* out = cpack + g * nkc * 512;
+    for (int64_t ch = 0; ch < nkc; ++ch)
+      for (int p = 0; p < 16; ++p)
+        for (int r = 0; r < 16; ++r) {
+          const T* x = corpus + (g * 16 + r) * c.corpus_stride;
+          for (int e = 0; e < 2; ++e) {
+            const int64_t d = ch * 32 + 2 * p + e;
+            uint16_t h = 0;
+            if (good[r] && d < D && scale[r] != 0.0) {
+              const double v = static_cast<double>(to_float(x[d])) * scale[r];
+              h = to_bf16(static_cast<float>(v));
+              const double t = bf16_to_float(h);
+              r2[r] += (v - t) * (v - t);
+              n2[r] += t * t;
+            }
+            *out++ = h;
+          }
+        }
+    for (int r = 0; r < 16; ++r) {
+      const int64_t j = g * 16 + r;
+      meta[j] = meta[Np + j] = meta[2 * Np + j] = meta[3 * Np + j] = 0.f;
+      if (!good[r]) continue;
+      const double rhat = row_scale ? static_cast<double>(row_scale[j]) : 1.0;
+      if (!std::isfinite(rhat)) {
+        ok = 0;
+        continue;
+      }
+      const double sc = scale[r] != 0.0 ? scale[r] : 1.0;
+      const double w = rhat / sc, nrm = norm[r] * fp64;
+      const double rho = std::sqrt(r2[r]) * fp64, nu = std::sqrt(n2[r]) * fp64;
+      const double absterm = 4.0 * rhat * D * 0x1p-126 * tau_max + 4.0 * w * 2 * D * 0x1p-126;
+      meta[j] = static_cast<float>(w);  // exact: an fp32 times a power of two
+      meta[Np + j] = up((w * rho + kappa * rhat * nrm) * kInflate);
+      meta[2 * Np + j] = up(w * nu * kInflate);
+      meta[3 * Np + j] = up(std::max(absterm, 0x1p-120) * kInflate);
+    }
+  }
+  return ok != 0;
+}
+
+}  // namespace
+
+py::bool_ screen_pack(uintptr_t corpus, int64_t N, int64_t D, int64_t corpus_stride, int ctype,
+                      uintptr_t row_scale, uintptr_t cpack, uintptr_t meta, int64_t Np, int64_t Dp,
+                      int threads) {
+  if (N < 1 || D < 1 || corpus_stride < D || Np < N || Np % 32 || Dp < D || Dp % 32)
+    throw py::value_error("screen_pack: inconsistent sizes");
+  if (!corpus || !cpack || !meta) throw py::value_error("screen_pack: null buffer");
+  TopkArgs c;
+  c.corpus = reinterpret_cast<const void*>(corpus);
+  c.N = N;
+  c.D = D;
+  c.corpus_stride = corpus_stride;
+  const float* rs = row_scale ? reinterpret_cast<const float*>(row_scale) : nullptr;
+  auto* cp = reinterpret_cast<uint16_t*>(cpack);
+  auto* mt = reinterpret_cast<float*>(meta);
+  const int T_ = resolve_threads(threads);
+  bool ok;
+  {
+    py::gil_scoped_release release;
+    switch (ctype) {
+      case 0: ok = pack_rows<float>(c, rs, cp, mt, Np, Dp, T_); break;
+      case 1: ok = pack_rows<F16>(c, rs, cp, mt, Np, Dp, T_); break;
+      case 2: ok = pack_rows<BF16>(c, rs, cp, mt, Np, Dp, T_); break;
+      default: throw py::value_error("corpus_type must be 0, 1 or 2");
+    }
+  }
+  return py::bool_(ok);
+}
+
+Prepared prep_queries(const float* q, int64_t M, int64_t D, int64_t Dp, int threads) {
+  const int64_t Mp = (M + 31) / 32 * 32;
+  Prepared p;
+  p.qpack.assign(Mp * Dp, 0);
+  p.qA.assign(Mp, 0.f);
+  p.qB.assign(Mp, 0.f);
+  p.skip.assign(Mp, 1);
+  const double g2d = gamma(2.0 * static_cast<double>(D));
+#pragma omp parallel for schedule(static) num_threads(threads) if (M >= 256)
+  for (int64_t m = 0; m < M; ++m) {
+    uint16_t* row = p.qpack.data() + m * Dp;
+    double norm, scale, rho, nu;
+    const bool good = prep_vector(q + m * D, D, [&](int64_t i, uint16_t h) { row[i] = h; }, norm,
+                                  scale, rho, nu);
+    // A zero query scores 0 everywhere: every row ties, the screen cannot help.
+    if (!good || norm == 0.0) {
+      std::fill(row, row + Dp, uint16_t{0});
+      continue;
+    }
+    p.qA[m] = up(norm * scale * kInflate);
+    p.qB[m] = up((rho + (g2d + 0x1p-20) * nu) * kInflate);
+    p.skip[m] = 0;
+  }
+  return p;
+}
+
+}  // namespace densescale

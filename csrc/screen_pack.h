@@ -1,0 +1,28 @@
+// The screen's copy and query preparation (screen_pack.cpp), for the driver in screen.cpp. Only
+// generic-compiled files include this (it instantiates std::vector members).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "ops.h"
+
+namespace densescale {
+
+// Queries in bf16 (Mp x Dp, zero padded) with their bound factors (screen.h): qA = |q'|,
+// qB = rho_q + (gamma_2D + 2^-20) nu_q (both inflated), skip = 1 for zero / out-of-range queries
+// and the padding up to Mp = M rounded up to 32.
+struct Prepared {
+  std::vector<uint16_t> qpack;
+  std::vector<float> qA, qB;
+  std::vector<uint8_t> skip;
+};
+
+Prepared prep_queries(const float* q, int64_t M, int64_t D, int64_t Dp, int threads);
+
+// Python binding: the bf16 copy of a corpus and its per-row bound factors (see register_screen).
+pybind11::bool_ screen_pack(uintptr_t corpus, int64_t N, int64_t D, int64_t corpus_stride,
+                            int ctype, uintptr_t row_scale, uintptr_t cpack, uintptr_t meta,
+                            int64_t Np, int64_t Dp, int threads);
+
+}  // namespace densescale

@@ -1,0 +1,219 @@
+"""The C++ path of exact search: the exact kernel (csrc/search_kernel.h) per shard, and the
+low-precision screen in front of it (csrc/screen.h: the bound, its derivation and the exactness
+proof; engines: AMX, AVX512-BF16, chosen at run time), its cached corpus copies and fallbacks."""
+
+from __future__ import annotations
+
+import os
+import weakref
+from dataclasses import dataclass
+
+import torch
+
+from densescale._native import native
+from densescale.ops._search_common import (
+    _CPP_TYPE,
+    _NonFinite,
+    _shard_inverse_norms,
+    merge_topk,
+)
+
+
+def _search_cpp(q, shards, k, cos, threads, isa=""):
+    C = native()
+    q = q.float().contiguous()
+    parts = []
+    bad = _NonFinite(hints={})
+    screen_stats.update(candidates=0, queries=0, fallbacks=0)
+    for si, shard in enumerate(shards):
+        c = shard.data
+        if c.device.type != "cpu":
+            raise ValueError(f"backend='cpp' needs a CPU corpus, got a shard on {c.device}")
+        if c.dtype not in _CPP_TYPE:
+            c = c.float()
+        if c.stride(1) != 1 or c.stride(0) < c.shape[1]:
+            c = c.contiguous()
+        n = c.shape[0]
+        ks = min(k, n)
+        # The screen runs on the public path only (isa="": the active ISA, whose arithmetic its
+        # rescoring reproduces); an explicit isa pins the exact kernel of that ISA.
+        screen = _screen_copy(c, c is shard.data, q.shape[0], ks, cos, threads) if not isa else None
+        scale = screen.scale if screen is not None else (_shard_inverse_norms(c) if cos else None)
+        s = torch.empty(q.shape[0], ks, dtype=torch.float32)
+        i = torch.empty(q.shape[0], ks, dtype=torch.int64)
+        bad_q = bad_row = -1
+        if screen is not None:
+            bad_q, bad_row = _search_screened(C, q, c, screen, ks, shard.offset, s, i, threads)
+        if screen is None or bad_row >= 0:  # NaN/Inf scores: the exact kernel names the row
+            bad_q, bad_row = C.search_topk(
+                q.data_ptr(), q.shape[0], q.shape[1], c.data_ptr(), n, c.stride(0),
+                _CPP_TYPE[c.dtype], 0 if scale is None else scale.data_ptr(), ks, shard.offset,
+                s.data_ptr(), i.data_ptr(), threads, isa,
+            )  # fmt: skip
+        if bad_row >= 0:
+            bad.hints[si] = bad_row
+            bad.query = bad_q if bad.query < 0 else min(bad.query, bad_q)
+            break  # the call raises: the remaining shards need not be scored
+        parts = [merge_topk(parts + [(s, i)], k)] if parts else [(s, i)]
+    return (*parts[0], bad) if parts else (None, None, bad)
+
+
+# ---- low-precision screen (csrc/screen.h: the bound, its derivation and the exactness proof) ----
+#
+# On a CPU with AMX-BF16 or AVX512-BF16 the C++ path screens the whole corpus in bf16 against a copy made once
+# per corpus tensor (cached below, 2 bytes per element plus 16 bytes per row), keeps the rows
+# whose upper bound reaches the k-th largest lower bound, and rescores only those with the exact
+# fp32 kernel: the result is search_topk's, bit for bit. Queries for which the bound keeps too
+# many rows (more than ``cand_frac`` of the shard) run the exact kernel instead. A copy is keyed
+# on the tensor object and torch's version counter (in-place torch ops invalidate it; inference
+# tensors have none and are never cached); writes that bypass torch, such as through a numpy
+# view of the same memory, are not seen: make a new tensor (or FlatIndex) after such writes.
+
+_SCREEN = {
+    "min_rows": 16384,  # smaller shards: the exact kernel (the screen would not pay off)
+    "max_k_frac": 1 / 16,  # k above this fraction of the shard: exact kernel
+    "cand_frac": 1 / 64,  # per query, more candidates than this fraction: exact kernel
+    "pack_min_queries": 256,  # a copy is made on first sight only for batches this large
+    "engine": None,  # None: the CPU's (screen_engines()[0] or none); "off"; "amx", "avx512bf16"
+    # pin one; tests set "emulated" (portable, slow)
+    "bound_scale": 1.0,  # tests only: a wrong (shrunk) bound must be caught by them
+    "cache_size": 4,  # corpus tensors whose copies are kept (least recently used dropped)
+}
+# Counters of the last screened call (for the benchmark and tests): candidates rescored,
+# queries screened, queries sent to the exact kernel.
+screen_stats = {"candidates": 0, "queries": 0, "fallbacks": 0}
+
+
+@dataclass
+class _ScreenCopy:
+    """bf16 copy of one corpus tensor in AMX tile layout (which the AVX512-BF16 engine reads as
+    VDPBF16PS operands too) plus the per-row bound factors."""
+
+    cpack: torch.Tensor  # (Np * Dp,) int16 (bf16 bits)
+    meta: torch.Tensor  # (4 * Np,) fp32
+    Np: int
+    Dp: int
+    scale: torch.Tensor | None  # fp32 inverse norms (cosine) the copy and the rescoring use
+    key: tuple
+    ok: bool  # False: some row is NaN/Inf or out of the screen's range -> exact kernel
+
+    @property
+    def nbytes(self) -> int:
+        return self.cpack.numel() * 2 + self.meta.numel() * 4
+
+
+_screen_cache: dict[tuple[int, bool], tuple[weakref.ref, _ScreenCopy]] = {}
+
+
+def _screen_engine() -> str | None:
+    if _SCREEN["engine"] == "off":
+        return None
+    if _SCREEN["engine"] is not None:
+        return _SCREEN["engine"]
+    env = os.environ.get("DENSESCALE_SCREEN", "").lower()
+    if env in ("0", "off", "none"):
+        return None
+    usable = list(getattr(native(), "screen_engines", list)())
+    if env in ("", "on", "auto"):
+        return usable[0] if usable else None
+    if env not in usable:
+        raise ValueError(
+            f"DENSESCALE_SCREEN must be off, auto or an engine this CPU runs {usable}, got {env!r}"
+        )
+    return env
+
+
+def _screen_copy(c, cacheable, M, k, cos, threads) -> _ScreenCopy | None:
+    """The cached screening copy of corpus tensor ``c`` (made now if it pays off), or None when
+    the exact kernel should run: no screen on this CPU, a small shard, a large k, or a corpus
+    the screen does not take (NaN/Inf or norms outside [2^-40, 2^40])."""
+    engine = _screen_engine()
+    n = c.shape[0]
+    if engine is None or n < _SCREEN["min_rows"] or k > n * _SCREEN["max_k_frac"] or n >= 2**31:
+        return None
+    if c.is_inference():  # no version counter: in-place changes could not be seen, no caching
+        cacheable = False
+    key = (c.data_ptr(), tuple(c.shape), tuple(c.stride()), c.dtype, cos)
+    key += (c._version,) if cacheable else ()
+    ident = (id(c), cos)
+    hit = _screen_cache.get(ident) if cacheable else None
+    if hit is not None and hit[0]() is c and hit[1].key == key:
+        _screen_cache[ident] = _screen_cache.pop(ident)  # most recently used last
+        return hit[1] if hit[1].ok else None
+    if M < _SCREEN["pack_min_queries"] and not (cacheable and _is_long_lived(c)):
+        return None  # a copy for a small batch costs more than the screen saves
+    copy = _make_screen_copy(c, key, cos, threads)
+    if cacheable:
+        _screen_cache.pop(ident, None)
+        while len(_screen_cache) >= _SCREEN["cache_size"]:
+            _screen_cache.pop(next(iter(_screen_cache)))
+        ref = weakref.ref(c, lambda _r, ident=ident: _drop_screen_copy(ident, _r))
+        _screen_cache[ident] = (ref, copy)
+    return copy if copy.ok else None
+
+
+_long_lived: dict[int, weakref.ref] = {}
+
+
+def keep_screen_copy(t: torch.Tensor) -> None:
+    """Mark a corpus tensor as long-lived (a ``FlatIndex`` shard): its screening copy is made on
+    the first search whatever the batch size, since later searches reuse it."""
+    ident = id(t)
+    _long_lived[ident] = weakref.ref(t, lambda _r, ident=ident: _long_lived.pop(ident, None))
+
+
+def _is_long_lived(t: torch.Tensor) -> bool:
+    ref = _long_lived.get(id(t))
+    return ref is not None and ref() is t
+
+
+def _drop_screen_copy(ident: tuple[int, bool], ref: weakref.ref) -> None:
+    hit = _screen_cache.get(ident)
+    if hit is not None and hit[0] is ref:
+        del _screen_cache[ident]
+
+
+def _make_screen_copy(c, key, cos, threads) -> _ScreenCopy:
+    n, d = c.shape
+    Np, Dp = -(-n // 32) * 32, -(-d // 32) * 32
+    scale = _shard_inverse_norms(c) if cos else None
+    cpack = torch.empty(Np * Dp, dtype=torch.int16)
+    meta = torch.empty(4 * Np, dtype=torch.float32)
+    ok = native().screen_pack(
+        c.data_ptr(), n, d, c.stride(0), _CPP_TYPE[c.dtype],
+        0 if scale is None else scale.data_ptr(), cpack.data_ptr(), meta.data_ptr(), Np, Dp,
+        threads,
+    )  # fmt: skip
+    return _ScreenCopy(cpack, meta, Np, Dp, scale, key, bool(ok))
+
+
+def _search_screened(C, q, c, copy, k, offset, s, i, threads):
+    """Screened top-k of one shard into (s, i); queries the screen gives up on run the exact
+    kernel. Returns (bad_query, bad_row) as search_topk (>= 0: NaN/Inf scores were seen)."""
+    M, D = q.shape
+    n = c.shape[0]
+    limit = max(2 * k, int(n * _SCREEN["cand_frac"]))
+    fb = torch.zeros(M, dtype=torch.uint8)
+    scale = copy.scale
+    bad_q, bad_row, cands, n_fb = C.search_topk_screened(
+        q.data_ptr(), M, D, copy.cpack.data_ptr(), copy.meta.data_ptr(), copy.Np, copy.Dp,
+        c.data_ptr(), n, c.stride(0), _CPP_TYPE[c.dtype], 0 if scale is None else scale.data_ptr(),
+        k, offset, s.data_ptr(), i.data_ptr(), fb.data_ptr(), threads,
+        _screen_engine(), float(_SCREEN["bound_scale"]), limit,
+    )  # fmt: skip
+    screen_stats["candidates"] += cands
+    screen_stats["queries"] += M - n_fb
+    screen_stats["fallbacks"] += n_fb
+    if bad_row >= 0 or not n_fb:
+        return bad_q, bad_row
+    rows = fb.nonzero()[:, 0]
+    qf = q[rows].contiguous()
+    sf = torch.empty(len(rows), k, dtype=torch.float32)
+    i_f = torch.empty(len(rows), k, dtype=torch.int64)
+    bad_q, bad_row = C.search_topk(
+        qf.data_ptr(), len(rows), D, c.data_ptr(), n, c.stride(0), _CPP_TYPE[c.dtype],
+        0 if scale is None else scale.data_ptr(), k, offset, sf.data_ptr(), i_f.data_ptr(),
+        threads, "",
+    )  # fmt: skip
+    s[rows], i[rows] = sf, i_f
+    return (int(rows[bad_q]) if bad_q >= 0 else -1), bad_row
