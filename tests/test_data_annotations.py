@@ -302,6 +302,20 @@ def test_label_noise_pairs(big_collection):
     assert len(wide) == n and heldout & set(wide.positive_rows.tolist())
 
 
+def test_label_noise_is_spread_over_every_data_size_subset(big_collection):
+    """A study draws its data-size subsets with the same seed as the noise; the noisy pairs must
+    not be the first pairs of every subset (a 25% source was 100% noise at small D)."""
+    clean = annotation_pairs(big_collection, "human")
+    n = len(clean)
+    fractions = []
+    for seed in range(20):
+        noisy = annotation_pairs(big_collection, "human-noise0.25", seed=seed)
+        (small,) = nested_subsets(n, [12], seed=seed)
+        fractions.append(np.mean(noisy.positive_rows[small] != clean.positive_rows[small]))
+    # 15 of 61 pairs noisy: about 3 of 12 per subset; all-noise subsets mean correlated draws
+    assert 0.15 < np.mean(fractions) < 0.35 and max(fractions) < 1.0
+
+
 def test_label_noise_needs_a_replacement(tmp_path: Path):
     # every training-eligible passage is a judged positive of q1: nothing can replace them
     root = tmp_path / "tiny"

@@ -88,6 +88,9 @@ def test_eval_of_a_cell_needs_no_settings_and_checks_score_scale(cell, tmp_path)
                 "--score-scale", "5", "--out", str(out))  # fmt: skip
     assert r.returncode != 0 and "norm_scale = 5" in r.stderr and "norm_scale = 20" in r.stderr
     assert "Traceback" not in r.stderr
+    # without --collection a cell is not silently evaluated on the default synthetic collection
+    r = run_cli("eval", "--model-dir", str(cell))
+    assert r.returncode != 0 and "--collection" in r.stderr and str(col) in r.stderr
     # a study folder is not one model: the advice names a real cell, not a flag eval lacks
     r = run_cli("eval", "--collection", str(col), "--model-dir", str(cell.parent.parent))
     assert r.returncode != 0 and "is a study folder" in r.stderr and cell.name in r.stderr

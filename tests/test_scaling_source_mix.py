@@ -209,6 +209,8 @@ def test_cli_price_errors_name_the_argument(report):
     assert r.returncode != 0 and "--price needs --fits" in r.stderr
     r = run_cli("budget", "3000", "--fits", str(report), "--price", "human=1", "--plot", "x.png")
     assert r.returncode != 0 and "--plot and --source answer for one source" in r.stderr
+    r = run_cli("budget", "3000", "--fits", str(report), "--price", "human=1", "--price", "foo=1")
+    assert r.returncode != 0 and "'foo' is not a source of" in r.stderr and "ict" in r.stderr
     r = run_cli("budget", "3000", "--fits", str(report), "--price", "crop=0.01")
     assert r.returncode == 1
     assert "no priced source has a usable data-size law" in r.stdout
@@ -221,6 +223,8 @@ def test_cli_without_a_usable_human_law_says_why_in_one_line(tmp_path):
     write_report(records, tmp_path / "r", n_boot=20, fits=fit_study(records, n_boot=20))
     r = run_cli("budget", "3000", "--fits", str(tmp_path / "r/fits.json"), "--price", "ict=0.02")
     assert r.returncode == 1, r.stderr
-    (line,) = r.stdout.splitlines()
+    line, ict, *_ = r.stdout.splitlines()  # one line for the reference, one per priced source
     assert line.startswith("no mixed-source answer (") and "the human data-size law at N = " in line
     assert "not usable: 4 points for 3 parameters" in line
+    assert ict.strip().startswith("ict: not used: the data-size law at N = ")
+    assert "is not usable: " in ict and "predicted CE" not in r.stdout

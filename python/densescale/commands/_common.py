@@ -29,7 +29,7 @@ def collection_from_args(args, splits_dir: Path | None = None):
     there when the collection has none."""
     from densescale import data
 
-    table = data.collection_table(args.collection)
+    table = data.collection_table(args.collection or "synthetic")
     if table["kind"] == "synthetic":
         table["synthetic"] = {"seed": args.seed}
     col = data.open_collection(table, synthetic_dir=Path(args.synthetic_dir))
@@ -39,9 +39,7 @@ def collection_from_args(args, splits_dir: Path | None = None):
 
 
 def add_collection_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--collection", default="synthetic", help=COLLECTION_HELP + " (default synthetic)"
-    )
+    p.add_argument("--collection", default=None, help=COLLECTION_HELP + " (default synthetic)")
     p.add_argument(
         "--synthetic-dir",
         default="data/synthetic",

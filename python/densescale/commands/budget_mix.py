@@ -76,6 +76,18 @@ def _usable_slices(sources: dict, reference: str, prices: dict) -> tuple[dict, d
     return laws, dict(best), ""
 
 
+def _why_not(source: dict) -> str:
+    """Why each data-size law of one source is not usable, in one line."""
+    from densescale.scaling import DataSizeLaw
+
+    entries = source.get("data_size") or []
+    whys = [
+        _fitted_law(e, f"data-size law at {_where(dict(_slice_key(e)))}", DataSizeLaw)[1]
+        for e in entries
+    ]
+    return "; ".join(w for w in whys if w) or "no data-size law was fitted"
+
+
 def _where(fixed: dict) -> str:
     return ", ".join(f"{k} = {v:,}" for k, v in fixed.items())
 
@@ -105,9 +117,22 @@ def cmd_budget_mix(args) -> int:
     if reference not in sources:
         print(f"no mixed-source answer ({args.fits}): no {reference!r} source to exchange against")
         return 1
+    unknown = [s for s in prices if s not in sources]
+    if unknown:
+        raise SystemExit(
+            f"error: --price {unknown[0]}=...: {unknown[0]!r} is not a source of {args.fits} "
+            f"(its sources: {', '.join(sorted(sources))})"
+        )
     laws, fixed, note = _usable_slices(sources, reference, prices)
     if not laws:
         print(f"no mixed-source answer ({args.fits}): {note}")
+        for s in prices:
+            if s != reference:
+                print(f"  {s}: not used: {_why_not(sources[s])}")
+        print(
+            "  (a law that fails its checks gives no number; more data sizes or seeds, or the "
+            "checks' thresholds of `densescale report`, decide whether it passes)"
+        )
         return 1
     usable = {s: law for s, (law, _) in laws.items() if law is not None}
     print(

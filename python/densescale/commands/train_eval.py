@@ -95,7 +95,7 @@ def cmd_train(args) -> int:
         passage_max_length=cfg.passage_max_length,
         D=len(pairs),
         source=args.source,
-        collection=args.collection,
+        collection=args.collection or "synthetic",
         converged=result.converged,
         convergence=result.convergence,
         config=cfg.to_dict(),
@@ -199,6 +199,7 @@ def cmd_eval(args) -> int:
                 "to compare CE with trained cells",
                 file=sys.stderr,
             )
+    _check_cell_collection(args, trained)
     col = collection_from_args(args)
     split = args.split or conf.get("split", "test")
     qrels = col.qrels(split)
@@ -268,7 +269,7 @@ def cmd_eval(args) -> int:
             "model has not learned to rank",
             file=sys.stderr,
         )
-    bm25 = trained.bm25 if trained is not None else None
+    bm25 = _study_bm25(trained, record)
     if bm25 is None and args.bm25:
         from densescale.eval import bm25_baseline
 
@@ -294,6 +295,44 @@ def cmd_eval(args) -> int:
     print(json.dumps(record, indent=2))
     print(_eval_summary(record, out), file=sys.stderr)
     return 0
+
+
+def _check_cell_collection(args, trained) -> None:
+    """A study cell is evaluated on its study's collection: without ``--collection`` the default
+    (the embedded synthetic collection, not the study's) would give numbers that mean nothing for
+    it, so say what to pass instead."""
+    if trained is None or trained.kind != "cell" or args.collection is not None:
+        return
+    study = Path(trained.path).parent.parent
+    table = {}
+    if (study / "study.json").is_file():
+        table = json.loads((study / "study.json").read_text()).get("collection") or {}
+    where = table.get("path") or table.get("id") or "<its collection>"
+    raise SystemExit(
+        f"error: --collection: cell {trained.path} was trained and evaluated on study "
+        f"{study.name!r}'s collection ({table.get('kind', 'see its study.json')}); evaluate it "
+        "there: "
+        f"--collection {where} --config <the study file> (its [eval] settings reproduce the "
+        "cell's numbers). Without --collection eval would use the synthetic collection."
+    )
+
+
+def _study_bm25(trained, record: dict) -> dict | None:
+    """The study's BM25 row, only when this evaluation has the study's scope (same split, queries
+    and passages); otherwise a BM25 row of another scope would be read as this one's yardstick."""
+    if trained is None or trained.bm25 is None or trained.record is None:
+        return None
+    same = all(
+        trained.record.get(k) == record.get(k) for k in ("split", "num_queries", "num_passages")
+    )
+    if not same:
+        print(
+            "note: the study's BM25 row was measured on another scope (split, queries or "
+            "passages) than this evaluation; pass --bm25 for one on this scope",
+            file=sys.stderr,
+        )
+        return None
+    return trained.bm25
 
 
 def _eval_summary(record: dict, out: Path) -> str:

@@ -75,6 +75,7 @@ SOURCE_FORMS = (
     '"doc2query"',
     '"llm"',
 )
+_NOISE_STREAM = 0x6E6F697365  # "noise": the label-noise draws' own seed stream
 _NOISE = re.compile(r"human-noise(\d+(?:\.\d*)?|\.\d+)")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -300,7 +301,10 @@ def annotation_pairs(
         if "noise" not in params:
             return pairs
         eligible = _eligible_rows(collection, split, exclude_splits)
-        return _with_label_noise(pairs, eligible, params["noise"], rng, source)
+        # its own stream: rng's first draw, permutation(n), is the one nested_subsets(n, seed)
+        # draws, so the noisy pairs would be exactly the first pairs of every data-size subset
+        noise_rng = np.random.default_rng((_NOISE_STREAM, seed))
+        return _with_label_noise(pairs, eligible, params["noise"], noise_rng, source)
     rows = _pick(_eligible_rows(collection, split, exclude_splits), max_pairs, rng)
     if kind in GENERATOR_SOURCES:
         from . import generate

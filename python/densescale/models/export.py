@@ -64,7 +64,11 @@ def model_card(tm: TrainedModel) -> str:
         "best_dev_ce",
         "stop_reason",
     )
-    recipe = ", ".join(f"{k} = {train[k]}" for k in recipe_keys if train.get(k) is not None)
+    # with norm_scale the score is norm_scale x cosine and train.scale is not used: leave it out
+    shown = [k for k in recipe_keys if train.get(k) is not None and not (k == "scale" and s > 0)]
+    recipe = ", ".join(f"{k} = {train[k]}" for k in shown)
+    if s > 0:
+        recipe += f", score = {s:g} x cosine (norm_scale)"
     collection = info.get("collection") or {}
     col_text = (
         (
@@ -74,6 +78,12 @@ def model_card(tm: TrainedModel) -> str:
         or (collection.get("path") if isinstance(collection, dict) else str(collection))
         or "n/a"
     )
+    study_json = tm.path.parent.parent / "study.json"
+    if tm.kind == "cell" and study_json.is_file():  # name the collection, not only its hash
+        table = json.loads(study_json.read_text()).get("collection") or {}
+        where = table.get("path") or table.get("id")
+        if where:
+            col_text += f": {table.get('kind', '')} `{where}`"
     lines = [
         "---",
         "library_name: sentence-transformers",
@@ -113,7 +123,9 @@ def model_card(tm: TrainedModel) -> str:
         lines.append(
             f"Split `{rec.get('split', '?')}`: contrastive entropy {_fmt(rec.get('ce'))} "
             f"(+/- {_fmt(rec.get('ce_stderr'))}; chance ln(K+1) = {_fmt(chance, '.3f')}, "
-            f"K = {rec.get('num_negatives', '?')} random negatives)."
+            f"K = {rec.get('num_negatives', '?')} random negatives), over "
+            f"{_count(rec.get('num_queries'))} queries and {_count(rec.get('num_passages'))} "
+            "passages searched (the metrics depend on this scope)."
         )
         lines += ["", "| metric | this model | random ranking | BM25 |", "|---|---|---|---|"]
         metrics = rec.get("metrics") or {}
@@ -146,12 +158,16 @@ def model_card(tm: TrainedModel) -> str:
     return "\n".join(lines)
 
 
+def _count(n) -> str:
+    return f"{n:,}" if isinstance(n, int) else "?"
+
+
 def _converged_text(info: dict) -> str:
     c = info.get("converged")
     if c is None:
         return "not recorded"
     conv = info.get("convergence")
-    return ("yes" if c else "NO") + (f" ({conv})" if conv else "")
+    return ("yes" if c else "NO") + (f" ({conv})" if conv and conv != "converged" else "")
 
 
 def _module(idx: int, path: str, kind: str) -> dict:

@@ -99,9 +99,9 @@ def why_not_drawn(o) -> str:
     if o is None or o.usable:
         return ""
     if o.law is None:
-        return _short(o.error.split(": ", 1)[-1] if o.error else "not fitted")
+        return short(o.error.split(": ", 1)[-1] if o.error else "not fitted")
     u = o.usability
-    return _short(u.reasons[0] if u is not None and u.reasons else "not checked")
+    return short(u.reasons[0] if u is not None and u.reasons else "not checked")
 
 
 def no_curve_label(o) -> str:
@@ -110,8 +110,16 @@ def no_curve_label(o) -> str:
     return f" (no curve: {why})" if why else ""
 
 
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def short(text: str, limit: int = 60, lines: int = 2) -> str:
+    """A legend-sized reason: wrapped at ``limit`` characters on at most ``lines`` lines (a cut
+    reason reads as a different one, so it is wrapped first and shortened only past that)."""
+    import textwrap
+
+    wrapped = textwrap.wrap(text, limit) or [""]
+    if len(wrapped) > lines:
+        wrapped = wrapped[:lines]
+        wrapped[-1] = wrapped[-1][: limit - 3].rstrip() + "..."
+    return "\n".join(wrapped)
 
 
 def grid(fits: SourceFits, key: str, num: int = 200) -> np.ndarray:

@@ -32,8 +32,8 @@ def plot_exchange(
         return False
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12.0, 5.8))
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.27, top=0.92, wspace=0.25)
+    fig = Figure(figsize=(12.0, 7.0))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.30, top=0.93, wspace=0.25)
     ax_ce, ax_rate = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     names = [REFERENCE_SOURCE, *exchanges]
     colors = dict(zip(names, style.colors(len(names))))
@@ -70,7 +70,8 @@ def plot_exchange(
     where = f" at {ref_slice.where}" if ref_slice.where else ""
     style.finish(ax_ce, style.D_LABEL, f"CE against annotations, per source{where}")
     # below the axes: CE-vs-D points fill every corner between chance and the best cell
-    ax_ce.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1)
+    ax_ce.legend().remove()  # one legend for the figure, across both panels' width
+    fig.legend(*ax_ce.get_legend_handles_labels(), fontsize=6, loc="lower center", ncol=2)
 
     answered = {s: ex for s, ex in exchanges.items() if ex.answered}
     spans = []
@@ -87,29 +88,28 @@ def plot_exchange(
             ax_rate.axvline(first, color=colors[s], linestyle=":", linewidth=0.8)
             ax_rate.plot([], [], " ", label=f"{s}: never reaches from D = {first:,.0f} (dotted)")
         spans.append(c.D)
-    for s, ex in exchanges.items():
-        if not ex.answered:
-            ax_rate.plot([], [], " ", label=f"{s}: {_short(ex.note)}")
+    unanswered = [f"{s}: {ex.note}" for s, ex in exchanges.items() if not ex.answered]
     if spans:
+        for line in unanswered:
+            ax_rate.plot([], [], " ", label=style.short(line, 70))
         xs = np.geomspace(min(x.min() for x in spans), max(x.max() for x in spans), 50)
         ax_rate.plot(xs, xs, "--", color="0.4", linewidth=1.0, label="as good as human (D_S = D)")
         ax_rate.set_xscale("log")
         ax_rate.set_yscale("log")
-    else:  # no usable pair of laws: the legend says why, nothing is drawn
-        ax_rate.text(
-            0.5, 0.5, "no exchange rate (see legend)", ha="center", transform=ax_rate.transAxes
-        )
+    else:  # no usable pair of laws: the panel says why, nothing is drawn
+        why = "\n\n".join(style.short(line, 60, lines=4) for line in unanswered)
+        ax_rate.text(0.5, 0.5, "no exchange rate:\n\n" + why, ha="center", va="center",
+                     fontsize=7, transform=ax_rate.transAxes)  # fmt: skip
+        ax_rate.set_xticks([])
+        ax_rate.set_yticks([])
     ax_rate.set_xlabel("human pairs D")
     ax_rate.set_ylabel("pairs of the source reaching the same CE")
     ax_rate.set_title("Exchange rate against human annotations (95% bands)", fontsize=10)
     ax_rate.grid(True, which="major", alpha=0.3)
-    ax_rate.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1)
+    if spans:
+        ax_rate.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1)
     save_figure(fig, path)
     return True
-
-
-def _short(text: str, limit: int = 70) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _baseline_lines(ax, ref: SourceFits, baselines: Mapping[str, Mapping] | None) -> None:

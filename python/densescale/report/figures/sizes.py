@@ -116,7 +116,7 @@ def _mark_placed(ax, p: Placement) -> None:
     runs to the right edge with an arrow), the axes widened to show it; else a legend line."""
     if not _drawn(p):
         why = p.reason if not p.usable else "CE out of reach of the law at any size"
-        ax.plot([], [], "*", color="0.6", label=f"{p.name} not placed: {style._short(why, 70)}")
+        ax.plot([], [], "*", color="0.6", label=f"{p.name} not placed: {style.short(why, 70)}")
         return
     lo, hi = p.interval or (p.N, p.N)
     left, right = ax.get_xlim()
