@@ -61,7 +61,7 @@ def cell_config(study: StudyConfig, cell: Cell, fingerprint: str) -> tuple[dict,
         train.pop(key, None)
     tokenizer = None
     if not resolve_model(cell.model).pretrained:
-        tokenizer = {"vocab_size": 8000, "train_texts": 200_000, "path": None, **study.tokenizer}
+        tokenizer = study.tokenizer_settings
     collection = {"fingerprint": fingerprint}
     from densescale.data.annotations import parse_source
 

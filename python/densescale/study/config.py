@@ -89,6 +89,12 @@ class StudyConfig:
     # [pretrain]: every ladder size is pretrained on the corpus before fine-tuning (None: not)
     pretrain: PretrainConfig | None = None
 
+    @property
+    def tokenizer_settings(self) -> dict:
+        """``[tokenizer]`` with its defaults: the WordPiece vocabulary size, how many corpus
+        passages train it, and a ready tokenizer folder (None: train one)."""
+        return {"vocab_size": 8000, "train_texts": 200_000, "path": None, **self.tokenizer}
+
     def paths(self) -> dict[str, Path]:
         """Where the parts of the study folder live (the collection and tokenizer may be outside
         it when the study file names them)."""

@@ -375,10 +375,10 @@ def _build_tokenizer(study: StudyConfig, collection) -> None:
         load_tokenizer(paths["tokenizer"])
         return
     corpus = collection.corpus
-    limit = min(len(corpus), int(study.tokenizer.get("train_texts", 200_000)))
+    limit = min(len(corpus), int(study.tokenizer_settings["train_texts"]))
     train_tokenizer(
         (corpus[i] for i in range(limit)),
-        int(study.tokenizer.get("vocab_size", 8000)),
+        int(study.tokenizer_settings["vocab_size"]),
         paths["tokenizer"],
         cache_key=f"{paths['collection'].resolve()}:{len(corpus)}:{limit}",
     )

@@ -47,12 +47,11 @@ def pretrain_key(study: StudyConfig, cell: Cell, fingerprint: str) -> tuple[dict
     cfg = pretrain_config(study, cell)
     if cfg is None:
         return None
-    tokenizer = {"vocab_size": 8000, "train_texts": 200_000, "path": None, **study.tokenizer}
     key = {
         "size": resolve_model(cell.model).size.name,
         "seed": cell.seed,
         "pretrain": cfg.to_dict(),
-        "tokenizer": tokenizer,
+        "tokenizer": study.tokenizer_settings,
         "collection": fingerprint,
     }
     return key, hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]

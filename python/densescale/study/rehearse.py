@@ -106,10 +106,10 @@ def _encoder(study: StudyConfig, collection, folder, progress: bool):
     else:
         shape, why = spec.size, None
     corpus = collection.corpus
-    limit = min(len(corpus), int(study.tokenizer.get("train_texts", 200_000)))
+    limit = min(len(corpus), int(study.tokenizer_settings["train_texts"]))
     tok = train_tokenizer(
         (corpus[i] for i in range(limit)),
-        int(study.tokenizer.get("vocab_size", 8000)),
+        int(study.tokenizer_settings["vocab_size"]),
         folder / "tokenizer",
         cache_key=f"rehearsal:{len(corpus)}:{limit}",
     )
