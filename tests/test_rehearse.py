@@ -146,13 +146,21 @@ def test_evaluate_streams_corpus_embeddings_past_the_ram_cap(shaped, tmp_path, m
         "passage_max_length": 64,
     }
     in_ram = evaluate(model, tok, **kw)
-    calls = []
+    calls, searched = [], []
     real = encode.encode_texts
     monkeypatch.setattr(encode, "encode_texts", lambda *a, **k: calls.append(1) or real(*a, **k))
+    search_mod = importlib.import_module("densescale.ops.search")
+    real_search = search_mod.search
+    monkeypatch.setattr(
+        search_mod, "search", lambda q, c, k: searched.append(c) or real_search(q, c, k)
+    )
     monkeypatch.setattr(pipeline, "EMBEDDINGS_IN_RAM_BYTES", 0)
     monkeypatch.setattr(pipeline, "EMBEDDING_SHARD_BYTES", 16 * 4 * 700)
     streamed = evaluate(model, tok, **kw)
     assert len(calls) == 4 + 1  # 2500 passages in shards of 700, then the queries
+    # searched as shards of the memory map (views, no copy), so a screening copy is per shard
+    assert isinstance(searched[-1], list) and [len(c) for c in searched[-1]] == [700] * 3 + [400]
+    assert all(isinstance(c, torch.Tensor) for c in searched[-1])
     assert streamed["ce"] == pytest.approx(in_ram["ce"], abs=1e-4)
     for name, value in in_ram["metrics"].items():
         assert streamed["metrics"][name] == pytest.approx(value, abs=1e-3), name

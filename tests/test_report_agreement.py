@@ -227,7 +227,9 @@ def test_thresholds_are_parameters():
     lenient = YardstickOptions(min_tau=-1.0, same_best=False)
     fits = fit_study(squad_records(), n_boot=0, yardsticks=lenient)["squad"]
     assert "!!" not in fits.describe()
-    assert "CE and MRR@10 agree on order (tau -0.07, 6 cells)" in fits.describe()
+    assert "CE and MRR@10 agree on order (tau -0.07, 6 cells; 8 of 15 pairs swapped: " in (
+        fits.describe()
+    )
     # a factor of 10 asks every gap to exceed ten times the spread: no longer resolved
     strict = fit_study(
         law_records(jitter=0.02), n_boot=0, yardsticks=YardstickOptions(resolve_factor=10.0)
@@ -247,3 +249,21 @@ def test_rank_agreement_is_a_pure_function():
     assert not flat.agree and math.isnan(flat.tau) and "orders nothing" in flat.reason
     with pytest.raises(ValueError, match="ce must hold >= 3 cells"):
         rank_agreement([1.0, 2.0], [0.2, 0.1])
+
+
+def test_swapped_pairs_name_what_keeps_tau_below_one():
+    """One adjacent pair ordered oppositely (the medquad-pretrained case: tau 0.87 over 6 sizes)
+    is named in describe(), in the JSON and in the summary's verdict."""
+    labels = ["L1-H8", "L1-H16", "L1-H32", "L1-H48", "L2-H32", "L2-H48"]
+    ce = [0.30, 0.20, 0.21, 0.10, 0.15, 0.12]
+    mrr = [0.60, 0.80, 0.81, 0.95, 0.86, 0.90]
+    a = rank_agreement(ce, mrr, metric="mrr@10", labels=labels)
+    assert a.agree and a.tau == pytest.approx(13 / 15)
+    assert a.swapped == (("L1-H16", "L1-H32"),)
+    assert a.describe("models") == (
+        "CE and MRR@10 agree on order (tau 0.87, 6 cells; "
+        "1 of 15 pairs swapped: L1-H16 by CE, L1-H32 by MRR@10)"
+    )
+    assert a.to_json()["swapped"] == [["L1-H16", "L1-H32"]]
+    same = rank_agreement(ce, [-c for c in ce], labels=labels)
+    assert same.swapped == () and same.swapped_text() == ""

@@ -333,3 +333,39 @@ def test_a_run_that_never_beats_chance_is_not_converged(tiny_setup, tmp_path):
     assert res.convergence == "above_chance" and not res.converged
     stored = json.loads((tmp_path / "run" / "train_result.json").read_text())
     assert stored["convergence"] == "above_chance" and stored["converged"] is False
+
+
+def test_dev_check_matches_a_plain_reference_and_tokenises_the_pool_once(tiny_setup):
+    """DevCheck (drawn once per run) gives the dev CE of the plain recipe: encode the sampled dev
+    queries and positives and the pool passages as texts, then SPEC 1.1 CE; the pool holds no dev
+    positive, and a second check reuses the pool's token ids."""
+    import numpy as np
+
+    from densescale.eval import contrastive_entropy
+    from densescale.models import encode_texts
+    from densescale.train.dev import DEV_NEGATIVES, DevCheck, pair_doc_ids
+
+    _, _, col, tok, _, dev = tiny_setup
+    cfg = TrainConfig(**{**TINY, "dev_pairs": 40, "dev_pool": 200})
+    torch.manual_seed(0)
+    model = build_encoder("tiny", vocab_size=tok.vocab_size)
+    check = DevCheck(tok, dev, col.corpus, cfg)
+    positives = set(pair_doc_ids(dev)[pair_doc_ids(dev) >= 0].tolist())
+    assert len(check.pool) == 200 and not positives & set(check.pool.tolist())
+    assert len(set(check.pool.tolist())) == 200 and len(check.queries) == 40
+
+    got = check(model, "cpu")
+    tokenised = check.cache.tokenised
+    assert check(model, "cpu") == pytest.approx(got, abs=1e-6)
+    assert check.cache.tokenised == tokenised  # the pool is not tokenised again
+
+    kw = {"device": "cpu"}
+    q = encode_texts(model, tok, check.queries, max_length=cfg.query_max_length, **kw)
+    p = encode_texts(model, tok, check.positives, max_length=cfg.passage_max_length, **kw)
+    pool_texts = [col.corpus[int(i)] for i in check.pool]
+    pool = encode_texts(model, tok, pool_texts, max_length=cfg.passage_max_length, **kw)
+    ref = contrastive_entropy(
+        q, p, pool, num_negatives=min(DEV_NEGATIVES, 200), repeats=cfg.dev_repeats, seed=cfg.seed
+    ).mean
+    assert got == pytest.approx(float(ref), abs=1e-4)
+    assert np.isfinite(got)

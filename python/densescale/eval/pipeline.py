@@ -19,14 +19,28 @@ from .metrics import DEFAULT_METRICS, parse_metrics, ranking_metrics
 
 
 def exact_search(
-    queries: torch.Tensor, corpus: torch.Tensor, k: int
+    queries: torch.Tensor, corpus: torch.Tensor, k: int, *, shard_rows: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact inner-product top-k: (M, D), (N, D) -> scores (M, k) fp32, ids (M, k) int64.
 
-    The one place the pipeline searches (``densescale.search`` today, a FlatIndex later)."""
+    The one place the pipeline searches (``densescale.search``). ``shard_rows``: search the
+    corpus as views of this many rows, for a memory-mapped corpus: the search's bf16 screening
+    copy (2 bytes an element, ops/_search_screen.py) is then made per shard and only the last few
+    kept, instead of one anonymous copy of the whole corpus (13 GiB at 8.8M x 768). Same result:
+    shards are searched as one corpus, ties broken by the smaller id."""
     from ..ops.search import search
 
+    if shard_rows is not None and corpus.shape[0] > shard_rows:
+        return search(queries, list(corpus.split(shard_rows)), k)
     return search(queries, corpus, k)
+
+
+def _search_shard_rows(corpus: torch.Tensor) -> int | None:
+    """Rows per search shard for a corpus past :data:`EMBEDDINGS_IN_RAM_BYTES` (None below)."""
+    row_bytes = corpus.shape[1] * corpus.element_size()
+    if corpus.shape[0] * row_bytes <= EMBEDDINGS_IN_RAM_BYTES:
+        return None
+    return max(1, EMBEDDING_SHARD_BYTES // row_bytes)
 
 
 class _Rows:
@@ -304,7 +318,7 @@ def evaluate(
     if not ce_only:
         # ---- search + run --------------------------------------------------------------------
         t0 = time.perf_counter()
-        scores, ids = exact_search(q_dev, c_dev, k_eff)
+        scores, ids = exact_search(q_dev, c_dev, k_eff, shard_rows=_search_shard_rows(c_dev))
         scores, ids = scores.float().cpu(), ids.cpu()
         if run_path is not None:
             write_trec_run(run_path, eval_qids, corpus_ids, scores, ids, run_tag)

@@ -55,6 +55,8 @@ class RankAgreement:
         agree: False when flagged (see the module docstring).
         reason: why it was flagged ("" when it agrees).
         min_tau, same_best: the thresholds it was judged with.
+        swapped: the pairs of cells CE and the metric order oppositely, each as (better by CE,
+            better by the metric); what keeps tau below 1.
     """
 
     metric: str
@@ -69,6 +71,17 @@ class RankAgreement:
     reason: str
     min_tau: float = AGREEMENT_MIN_TAU
     same_best: bool = True
+    swapped: tuple[tuple[str, str], ...] = ()
+
+    def swapped_text(self, limit: int = 3) -> str:
+        """ "" or e.g. "1 of 15 pairs swapped: L1-H16 by CE, L1-H32 by MRR@10"."""
+        if not self.swapped:
+            return ""
+        pairs = self.n_cells * (self.n_cells - 1) // 2
+        title = metric_title(self.metric)
+        shown = "; ".join(f"{a} by CE, {b} by {title}" for a, b in self.swapped[:limit])
+        more = f"; {len(self.swapped) - limit} more" if len(self.swapped) > limit else ""
+        return f"{len(self.swapped)} of {pairs} pairs swapped: {shown}{more}"
 
     def describe(self, what: str = "cells") -> str:
         """One line, e.g. "CE and MRR@10 agree on order (tau 0.87, 6 cells)" or "CE and MRR@10
@@ -77,7 +90,10 @@ class RankAgreement:
         title = metric_title(self.metric)
         tau = "tau undefined" if math.isnan(self.tau) else f"tau {self.tau:.2f}"
         if self.agree:
-            return f"CE and {title} agree on order ({tau}, {self.n_cells} cells)"
+            swapped = self.swapped_text()
+            return f"CE and {title} agree on order ({tau}, {self.n_cells} cells" + (
+                f"; {swapped})" if swapped else ")"
+            )
         if not math.isnan(self.tau) and self.tau < self.min_tau:
             tau += f" < {self.min_tau:g}"
         why = [r for r in self.reason.split("; ") if not r.startswith("tau ")]
@@ -97,6 +113,7 @@ class RankAgreement:
             "reason": self.reason,
             "min_tau": self.min_tau,
             "same_best": self.same_best,
+            "swapped": [list(pair) for pair in self.swapped],
         }
 
 
@@ -164,6 +181,12 @@ def rank_agreement(
             f"best by CE {names[i_ce]} (CE {ce[i_ce]:.4g}, {title} {values[i_ce]:.3g}), "
             f"best by {title} {names[i_m]} (CE {ce[i_m]:.4g}, {title} {values[i_m]:.3g})"
         )
+    swapped = tuple(
+        (names[i], names[j]) if ce[i] < ce[j] else (names[j], names[i])
+        for i in range(len(ce))
+        for j in range(i + 1, len(ce))
+        if (ce[j] - ce[i]) * (values[i] - values[j]) < 0
+    )
     return RankAgreement(
         metric=metric,
         tau=tau,
@@ -177,4 +200,5 @@ def rank_agreement(
         reason="; ".join(reasons),
         min_tau=float(min_tau),
         same_best=bool(same_best),
+        swapped=swapped,
     )

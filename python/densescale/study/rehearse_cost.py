@@ -98,16 +98,21 @@ def format_table(rows, sizes: dict, projection: dict) -> str:
         f"rehearsal at {sizes['passages']:,} passages, {sizes.get('train_pairs', 0):,} training "
         f"pairs, {sizes.get('eval_queries', 0):,} eval queries ({sizes.get('threads')} torch "
         f"threads, {sizes.get('cpus')} CPUs)\n\n"
-        "| step | wall | peak RSS | RSS growth | disk written | note |\n|---|---:|---:|---:|---:|---|"
+        "| step | wall | peak RSS | of it anonymous | RSS growth | disk written | note |\n"
+        "|---|---:|---:|---:|---:|---:|---|"
     )
     lines = [head]
+    anon = lambda r: _size(r.peak_anon) if r.peak_anon else "-"
     for r in rows:
         lines.append(
-            f"| {r.name} | {r.seconds:,.1f} s | {_size(r.peak_rss)} | {_size(r.rss_growth)} | "
-            f"{_size(r.disk_bytes)} | {r.note} |"
+            f"| {r.name} | {r.seconds:,.1f} s | {_size(r.peak_rss)} | {anon(r)} | "
+            f"{_size(r.rss_growth)} | {_size(r.disk_bytes)} | {r.note} |"
         )
     total = sum(r.seconds for r in rows)
-    lines.append(f"| total | {total:,.1f} s | {_size(max(r.peak_rss for r in rows))} | | | |")
+    top = max(rows, key=lambda r: r.peak_anon)
+    lines.append(
+        f"| total | {total:,.1f} s | {_size(max(r.peak_rss for r in rows))} | {anon(top)} | | | |"
+    )
     p, m = projection, projection["measured"]
     lines += [
         "",

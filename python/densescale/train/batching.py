@@ -36,6 +36,7 @@ import torch
 from densescale.models.encode import token_ids
 
 _INITIAL_ROWS = 1024
+_FILL_CHUNK = 8192  # texts tokenised per tokenizer call when many rows are new
 # token caches kept per process (shared_token_cache): corpus, queries, positives of a few runs
 _SHARED_MAX = 6
 _SHARED: OrderedDict[tuple, TokenCache] = OrderedDict()
@@ -91,8 +92,12 @@ class TokenCache:
 
     def _fill(self, rows: np.ndarray) -> None:
         missing = np.unique(rows[self._slot[rows] < 0])
-        if not len(missing):
-            return
+        # a bounded number of texts and id lists alive at once, however many rows are asked for
+        self._grow(self._used + len(missing))
+        for c0 in range(0, len(missing), _FILL_CHUNK):
+            self._fill_chunk(missing[c0 : c0 + _FILL_CHUNK])
+
+    def _fill_chunk(self, missing: np.ndarray) -> None:
         texts = []
         for r in missing:
             t = self.get_text(int(r))
@@ -113,12 +118,24 @@ class TokenCache:
         self._used = start + len(seqs)
         self.tokenised += len(seqs)
 
-    def batch(self, rows: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
+    def lengths(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Token count of each row's text (int64, special tokens included), tokenising any not
+        yet seen."""
+        rows = self._rows(rows)
+        with self._lock:
+            self._fill(rows)
+            return self._len[self._slot[rows]].copy()
+
+    def _rows(self, rows) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         if len(rows) and (rows.min() < 0 or rows.max() >= len(self._slot)):
             raise IndexError(
                 f"rows must lie in [0, {len(self._slot)}), got [{rows.min()}, {rows.max()}]"
             )
+        return rows
+
+    def batch(self, rows: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
+        rows = self._rows(rows)
         with self._lock:
             self._fill(rows)
             slots = self._slot[rows]

@@ -22,7 +22,7 @@ from torch import nn
 from densescale.losses import ContrastiveLoss
 from densescale.train.batching import StepBuilder, StepPrefetcher
 from densescale.train.config import TrainConfig
-from densescale.train.dev import dev_contrastive_entropy, dev_negatives, pair_doc_ids
+from densescale.train.dev import DevCheck, dev_negatives, pair_doc_ids
 from densescale.train.result import TrainResult, convergence_of
 
 CHECKPOINT = "checkpoint.pt"
@@ -298,6 +298,7 @@ def train(
         passage_max_length=cfg.passage_max_length,
     )
     prefetcher = StepPrefetcher(build)
+    dev_check = None
     try:
         while step < cfg.max_steps and not stop_early:
             inputs = prefetcher.get(step, prefetch_next=step + 1 < cfg.max_steps).to(device)
@@ -328,9 +329,9 @@ def train(
             entry["tokens"] = n_tokens
             if dev_pairs is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
                 prefetcher.wait()  # the evaluation tokenises too; the tokenizer is not thread-safe
-                entry["dev_ce"] = last_dev = dev_contrastive_entropy(
-                    model, tokenizer, dev_pairs, corpus, cfg, device
-                )
+                if dev_check is None:  # pool drawn and tokenised once per run
+                    dev_check = DevCheck(tokenizer, dev_pairs, corpus, cfg)
+                entry["dev_ce"] = last_dev = dev_check(model, device)
                 model.train()
                 if best_ce is None or entry["dev_ce"] < best_ce - cfg.min_delta:
                     best_ce, best_step, bad_evals = entry["dev_ce"], step, 0

@@ -49,6 +49,8 @@ def rank_agreement_section(fits: SourceFits) -> list[str]:
             tau = "-" if math.isnan(a.tau) else f"{a.tau:.2f}"
             p = "-" if math.isnan(a.p_value) else f"{a.p_value:.3g}"
             verdict = "agree" if a.agree else "**!! disagree**"
+            if a.agree and a.swapped:  # what keeps an agreeing tau below 1
+                verdict += f" ({a.swapped_text()})"
             out.append(
                 f"| {s.label} | {a.n_cells} | {metric_title(name)} | {tau} | {p} | "
                 f"{a.best_by_ce} | {a.best_by_metric} | {_ce_r2(s)} | {_law_r2(law)} | {verdict} |"
