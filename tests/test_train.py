@@ -369,3 +369,26 @@ def test_dev_check_matches_a_plain_reference_and_tokenises_the_pool_once(tiny_se
     ).mean
     assert got == pytest.approx(float(ref), abs=1e-4)
     assert np.isfinite(got)
+
+
+def test_token_cache_capacity_stops_at_one_row_per_text(tiny_setup):
+    """Filled a batch at a time, the cache doubles its id matrix but never past one row per text
+    (an 8.8M-passage corpus cache is not rounded up to 16.8M rows); ids match the tokenizer."""
+    import numpy as np
+
+    from densescale.models.encode import token_ids
+    from densescale.train.batching import TokenCache
+
+    _, _, col, tok, _, _ = tiny_setup
+    n = 1500
+    cache = TokenCache(tok, n, col.corpus.__getitem__, 32)
+    for a in range(0, n, 700):
+        cache.batch(np.arange(a, min(n, a + 700)))
+        assert len(cache._len) <= n
+    assert len(cache._len) == n and cache.tokenised == n
+    rows = np.array([3, 1499, 700])
+    got = cache.batch(rows)
+    want = token_ids(tok, [col.corpus[int(r)] for r in rows], 32)
+    for i, ids in enumerate(want):
+        assert got["input_ids"][i, : len(ids)].tolist() == ids
+    assert cache.lengths(rows).tolist() == [len(ids) for ids in want]

@@ -83,7 +83,8 @@ class TokenCache:
         cap = len(self._len)
         if need <= cap:
             return
-        new_cap = max(need, 2 * cap, _INITIAL_ROWS)
+        # doubling, but never past one row per text (a full corpus cache is allocated once)
+        new_cap = max(need, min(max(2 * cap, _INITIAL_ROWS), len(self._slot)))
         ids = np.full((new_cap, self.max_length), self.pad_id, dtype=self._dtype)
         ids[:cap] = self._ids
         lens = np.zeros(new_cap, dtype=np.int64)
