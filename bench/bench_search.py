@@ -492,7 +492,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--gpu-k", type=int, default=100)
     p.add_argument("--dry-run", action="store_true", help="tiny shapes: wiring and table only")
     p.add_argument(
-        "--real", metavar="BEIR_FOLDER", help="also real embeddings (CPU): e.g. ../shared/data/medquad"
+        "--real",
+        metavar="BEIR_FOLDER",
+        help="also real embeddings (CPU): e.g. ../shared/data/medquad",
     )
     p.add_argument(
         "--real-sentences", type=int, default=0, metavar="N",

@@ -4,8 +4,8 @@
 ``interval`` seconds on a daemon thread, so a step's peak is the largest sample inside it (a
 spike shorter than the interval can be missed). RSS counts the pages of memory-mapped files the
 process has touched, which the kernel can drop and reread; the anonymous part (RSS minus
-psutil's ``shared``: Linux's RssFile + RssShmem) is what must fit in RAM, and is sampled beside it. Bytes on disk are the growth of the watched
-folders' total file size across the step.
+psutil's ``shared``: Linux's RssFile + RssShmem) is what must fit in RAM, and is sampled beside
+it. Bytes on disk are the growth of the watched folders' total file size across the step.
 """
 
 from __future__ import annotations
