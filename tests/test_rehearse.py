@@ -68,6 +68,14 @@ def test_rehearsal_runs_every_step(shaped, tmp_path, capsys):
     assert result["sizes"]["train_pairs"] == 400
     assert 10 < result["sizes"]["mean_tokens"]["corpus passages"] <= 180
     assert (out / "rehearsal" / "run.dev.trec").is_file()
+    # the search part writes the run file, and its row says so
+    assert (
+        by["exact top-k search"]["disk_bytes"]
+        >= (out / "rehearsal" / "run.dev.trec").stat().st_size
+    )
+    assert all(0 < r["peak_anon"] <= r["peak_rss"] for r in result["rows"])
+    assert not (out / "rehearsal" / "rehearsal.partial.json").exists()  # the full file replaces it
+    assert "of it anonymous" in printed and "texts encoded per dev check" in printed
     assert (out / "bm25.dev.json").is_file()
     assert math.isfinite(result["eval"]["ce"])
     p = result["projection"]
@@ -112,6 +120,9 @@ def test_growth_exponents_and_verdicts(capsys):
     assert "superlinear" in line["quadratic"]
     # 4 KiB a passage at 8.8M passages is ~34 GiB: it does not fit in 24 GiB
     assert "DOES NOT FIT" in line["linear"] and "at most linear" in line["linear"]
+    assert "caution" not in text
+    few = format_growth(growth([_fake(n, 1e-4, 4096) for n in (30_000, 100_000)]))
+    assert "caution: 2 corpus sizes; b needs at least 4" in few
     with pytest.raises(ValueError, match="2 corpus sizes"):
         growth([_fake(1000, 1, 1)])
 

@@ -33,7 +33,7 @@ import time
 
 from densescale.data.trec import atomic_write_text
 from densescale.study.config import StudyConfig
-from densescale.study.meter import StepMeter
+from densescale.study.meter import StepMeter, folder_bytes
 from densescale.study.prepare import (
     bm25_reference,
     check_eval_pool,
@@ -214,8 +214,10 @@ def rehearse(study: StudyConfig, *, progress: bool = True, force: bool = False) 
         with meter.step(STEPS[6]) as s:
             bm25 = bm25_reference(study, collection, ev, fingerprint)
             s["note"] = ", ".join(f"{k} {v:.3f}" for k, v in bm25["metrics"].items())
+        written = folder_bytes(meter.watch)
         record, t0, t1 = _evaluate(study, model, tokenizer, ev, train_pairs, out, progress)
-        _split_evaluate(meter, record, t0, t1, len(ev["corpus_ids"]))
+        written = folder_bytes(meter.watch) - written  # the run file, written by the search part
+        _split_evaluate(meter, record, t0, t1, len(ev["corpus_ids"]), written)
         with meter.step(STEPS[11]) as s:
             dev_ce = dev_contrastive_entropy(
                 model, tokenizer, dev_pairs, collection.corpus, study.train, "cpu"
@@ -265,9 +267,12 @@ def _evaluate(study, model, tokenizer, ev, train_pairs, out, progress):
     return record, t0, time.perf_counter()
 
 
-def _split_evaluate(meter: StepMeter, record: dict, t0: float, t1: float, n: int) -> None:
+def _split_evaluate(
+    meter: StepMeter, record: dict, t0: float, t1: float, n: int, written: int
+) -> None:
     """One row per part of evaluate(), laid end to end from its own timings; the last part also
-    takes what evaluate did outside them (checks, seen-passage bias, clean subset)."""
+    takes what evaluate did outside them (checks, seen-passage bias, clean subset). ``written``
+    bytes (the TREC run file) go to the search row, which writes it."""
     spans = record["time"]
     at = t0
     parts = list(_EVAL_PARTS.items())
@@ -276,7 +281,7 @@ def _split_evaluate(meter: StepMeter, record: dict, t0: float, t1: float, n: int
         note = f"{n / spans['encode']:,.0f} passages/s" if key == "encode" else ""
         if key == "ce":
             note = f"CE {record['ce']:.3f} (chance {math.log(record['num_negatives'] + 1):.3f})"
-        meter.add(name, at, end, note=note)
+        meter.add(name, at, end, disk=written if key == "search" else 0, note=note)
         at = end
 
 
@@ -294,4 +299,5 @@ def _report(study, meter, sizes, record, out, rehearse_cost) -> dict:
     }
     atomic_write_text(out / "rehearsal.json", json.dumps(result, indent=2, default=str) + "\n")
     atomic_write_text(out / "rehearsal.md", table + "\n")
+    (out / "rehearsal.partial.json").unlink(missing_ok=True)  # rehearsal.json has it all now
     return result

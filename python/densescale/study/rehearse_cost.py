@@ -126,7 +126,7 @@ def format_table(rows, sizes: dict, projection: dict) -> str:
         (
             f"  measured: {m['passages']:,} passages, {m['train_pairs'] or 0:,} training pairs, "
             f"mean lengths {m['mean_query_tokens']:.1f} query / {m['mean_passage_tokens']:.1f} "
-            f"passage tokens, {m['dev_check_passages'] or 0:,} passages per dev check, "
+            f"passage tokens, {m['dev_check_passages'] or 0:,} texts encoded per dev check (pool + dev queries and positives), "
             f"{m['host_seconds_before_first_cell']:,.0f} s of host work before the first cell"
         ),
         "  assumed: "
@@ -222,6 +222,12 @@ def format_growth(rows: list[dict], *, target: int = 8_841_823, memory: int = 24
         + "| bytes per passage | time at target | peak RSS at target | verdict |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    if len(rows[0]["sizes"]) < 4:  # b needs four points; two or three only give slopes
+        lines.insert(1, (
+            f"caution: {len(rows[0]['sizes'])} corpus sizes; b needs at least 4, and the "
+            "projections extrapolate from the two largest: rehearse at four sizes a decade or "
+            "more apart (e.g. 100k, 300k, 1M, 3M) before trusting them\n"
+        ))  # fmt: skip
     fmt = lambda b: "—" if b is None else f"{b:.2f}"
     for r in rows:
         tb, mb = r["time_exponent"], r["memory_exponent"]
