@@ -251,23 +251,12 @@ def bench_cpu(args) -> list[dict]:
         tight += 1e-3 * torch.randn(N, D, generator=g)
         q = centres + 1e-3 * torch.randn(64, D, generator=g)
         fn = lambda: densescale.search(q, tight, k)
-        provs = {"search-fp32": _screened(fn), "exact-fp32": _exact(fn)}
-        provs.update({f"search-fp32-{e}": _with_engine(fn, e) for e in others})
+        fidx_t = None
         if fidx is not None:
             fidx_t = faiss.IndexFlatIP(D)
             fidx_t.add(tight.numpy())
-            qn = q.numpy()
-            provs["faiss"] = lambda: fidx_t.search(qn, k)
         S._screen_copy(tight, True, 1 << 20, k, False, args.threads)  # made before timing
-        timed = measure_interleaved(provs, warmup=1, rep=rep_big, baseline="exact-fp32")
-        for name, t in timed.items():
-            rows.append(_row(case, name, t, M=M, N=N, D=D, k=k, dtype="float32"))
-            print(f"  {case:11s} {name:12s} {t['median_ms']:9.2f} ms", flush=True)
-        _ratios(rows, case)
-        _ratios(rows, case, "exact-fp32")
-        for e in [None, *others]:
-            _screen_row(rows, case, "search-fp32" + (f"-{e}" if e else ""), _with_engine(fn, e))
-        assert all(torch.equal(a, b) for a, b in zip(_screened(fn)(), _exact(fn)()))
+        _engines_case(rows, case, fn, q, others, fidx_t, N=N, D=D, k=k, rep=rep_big)
         del tight, fidx_t
         SC._screen_cache.clear()
 
@@ -315,6 +304,30 @@ def _sentences(passages, limit: int) -> list[str]:
                 if len(out) == limit:
                     return out
     return out
+
+
+def _engines_case(rows, case, fn, q, others, fidx, *, N, D, k, rep) -> None:
+    """Time ``fn`` (a densescale.search call on queries ``q``) with the default screen, each
+    other engine pinned, the screen off, and faiss (``fidx``, when given), interleaved; append the
+    rows with ratios and the rows each screen kept; assert every engine returns the exact
+    kernel's ids and scores bit for bit."""
+    provs = {"search-fp32": _screened(fn), "exact-fp32": _exact(fn)}
+    provs.update({f"search-fp32-{e}": _with_engine(fn, e) for e in others})
+    if fidx is not None:
+        qn = q.numpy()
+        provs["faiss"] = lambda: fidx.search(qn, k)
+    timed = measure_interleaved(provs, warmup=1, rep=rep, baseline="exact-fp32")
+    for name, t in timed.items():
+        rows.append(_row(case, name, t, M=len(q), N=N, D=D, k=k, dtype="float32"))
+        print(f"  {case:11s} {name:12s} {t['median_ms']:9.2f} ms", flush=True)
+    _ratios(rows, case)
+    _ratios(rows, case, "exact-fp32")
+    e_s, e_i = _exact(fn)()
+    for e in [None, *others]:
+        name = "search-fp32" + (f"-{e}" if e else "")
+        _screen_row(rows, case, name, _with_engine(fn, e))
+        s_all, i_all = _with_engine(fn, e)()
+        assert torch.equal(i_all, e_i) and torch.equal(s_all, e_s), f"{case}: {name} != exact"
 
 
 def _real_embeddings(folder: Path, sentences: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -365,23 +378,7 @@ def _bench_real(args, others, faiss) -> list[dict]:
     for case, M in (("real-m1000", min(1000, len(queries))), ("real-m8", 8)):
         q = queries[torch.from_numpy(pick[:M])].contiguous()
         fn = lambda q=q: densescale.search(q, corpus, k)
-        provs = {"search-fp32": _screened(fn), "exact-fp32": _exact(fn)}
-        provs.update({f"search-fp32-{e}": _with_engine(fn, e) for e in others})
-        if fidx is not None:
-            qn = q.numpy()
-            provs["faiss"] = lambda qn=qn: fidx.search(qn, k)
-        timed = measure_interleaved(provs, warmup=1, rep=5 if M > 8 else 15, baseline="exact-fp32")
-        for name, t in timed.items():
-            rows.append(_row(case, name, t, M=M, N=N, D=D, k=k, dtype="float32"))
-            print(f"  {case:11s} {name:12s} {t['median_ms']:9.2f} ms", flush=True)
-        _ratios(rows, case)
-        _ratios(rows, case, "exact-fp32")
-        e_s, e_i = _exact(fn)()
-        for e in [None, *others]:
-            name = "search-fp32" + (f"-{e}" if e else "")
-            _screen_row(rows, case, name, _with_engine(fn, e))
-            s_all, i_all = _with_engine(fn, e)()
-            assert torch.equal(i_all, e_i) and torch.equal(s_all, e_s), f"{case}: {name} != exact"
+        _engines_case(rows, case, fn, q, others, fidx, N=N, D=D, k=k, rep=5 if M > 8 else 15)
         # how close the k-th place is: queries whose 100th and 101st cosines differ by < 1e-4
         s101, _ = densescale.search(q, corpus, k + 1)
         tight = (s101[:, k - 1] - s101[:, k] < 1e-4).float().mean().item()
