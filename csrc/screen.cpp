@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -204,6 +205,9 @@ py::tuple search_topk_screened(uintptr_t queries, int64_t M, int64_t D, uintptr_
       std::vector<uint8_t> skip;
     };
     std::vector<Result> res(units);
+    // A shard that starts after another shard of its query block prunes with that one's threshold.
+    std::unique_ptr<std::atomic<float>[]> shared_thr(new std::atomic<float>[Mp]);
+    for (int64_t i = 0; i < Mp; ++i) shared_thr[i] = -std::numeric_limits<float>::infinity();
 #pragma omp parallel num_threads(T_)
     {
       std::vector<float> wu, wl, thr;
@@ -231,6 +235,7 @@ py::tuple search_topk_screened(uintptr_t queries, int64_t M, int64_t D, uintptr_
         u.count = count.data();
         u.skip = r.skip.data();
         u.thr = thr.data();
+        u.shared_thr = shared_thr.get() + u.m0;
         fns.unit(s, u);
         r.start.assign(u.mq + 1, 0);
         for (int64_t i = 0; i < u.mq; ++i) r.start[i + 1] = r.start[i] + (r.skip[i] ? 0 : count[i]);

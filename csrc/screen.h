@@ -51,11 +51,13 @@
 // largest L. Every row of the exact top k (ties at T included) has U_j >= tau s_j >= tau T >= t,
 // so the candidate set {j : U_j >= t} contains it; rescoring the candidates with the exact
 // kernel's arithmetic and selecting with its tie rule gives its result. During the scan t is the
-// k-th largest L seen so far (<= the final one), so rows dropped then would also be dropped at
-// the end. A query whose candidates exceed `cand_limit` (the bound is loose for this data) is
-// flagged and the launcher runs the exact kernel for it.
+// k-th largest L of some of the rows seen so far, in this corpus shard or another (<= the final
+// one), so rows dropped then would also be dropped at the end. A query whose candidates exceed
+// `cand_limit` (the bound is loose for this data) is flagged and the launcher runs the exact
+// kernel for it.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 namespace densescale {
@@ -84,6 +86,9 @@ struct ScreenUnit {
   int64_t* count = nullptr;  // (mq,)
   uint8_t* skip = nullptr;   // (mq,) 1: query not screened (fallback), set on input or overflow
   float* thr = nullptr;      // (mq,) scratch: running thresholds
+  // (mq,) the thresholds of these queries shared by every unit of their query block: each is the
+  // k-th largest L of some rows of the corpus, so any unit may prune with the largest one.
+  std::atomic<float>* shared_thr = nullptr;
 };
 
 bool amx_usable();  // CPU has AMX-BF16 and the OS granted the tile state to this process

@@ -8,13 +8,16 @@
 // q~_{m+i} . x~_{j+r} for i < mq (rows of P from mq on may hold anything: an engine may skip
 // them, e.g. for a batch of 8 queries).
 // Epi: push(P row (32), ScreenScan, j0, nvalid, A, B, t, u_out, l_out, id_out) -> kept count.
-// Per query the scan keeps (U, L, id) of rows with U >= t, t = the k-th largest L seen so far (the
-// root of a min-heap of the k largest L, fresh after every kept row); whenever the list grew by
-// max(k, 64) rows it drops those whose U fell below t, and a list that stays longer than the
-// unit's capacity sends the query to the exact kernel.
+// Per query the scan keeps (U, L, id) of rows with U >= t. Whenever the list grew by max(k, 64)
+// rows it is compacted: t becomes the k-th largest L in it (nth_element, linear), raised to the
+// threshold another unit of the same query published, the rows with U < t are dropped and t is
+// published in turn; a list that stays longer than the unit's capacity sends the query to the
+// exact kernel. Every t is the k-th largest L of some set of rows of the corpus, so it never
+// exceeds the final threshold (screen.h, "Why the result is exact").
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -54,31 +57,29 @@ struct Buf {
   T& operator[](int64_t i) { return p[i]; }
 };
 
-// Per query, a min-heap of the k largest lower bounds L seen so far: its root is the threshold t
-// (the k-th largest L, never above the final one), fresh after every kept row.
-inline void heap_offer(float* h, int64_t& size, int64_t k, float v) {
-  if (size < k) {  // sift up
-    int64_t i = size++;
-    while (i > 0) {
-      const int64_t p = (i - 1) / 2;
-      if (h[p] <= v) break;
-      h[i] = h[p];
-      i = p;
-    }
-    h[i] = v;
-    return;
+// The k-th largest of v[0..n) if at least k of them are >= t, else t (the k-th largest is then
+// below t, which stays the better threshold): only the values >= t are selected, in the scratch
+// w. The comparator is a type of this file's anonymous namespace, so each ISA file instantiates
+// its own nth_element.
+struct Descending {
+  bool operator()(float a, float b) const { return a > b; }
+};
+inline float kth_largest_above(const float* v, int64_t n, int64_t k, float t, float* w) {
+  int64_t c = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    w[c] = v[i];
+    c += v[i] >= t;
   }
-  if (!(v > h[0])) return;
-  int64_t i = 0;  // replace the root, sift down
-  for (;;) {
-    int64_t c = 2 * i + 1;
-    if (c >= k) break;
-    if (c + 1 < k && h[c + 1] < h[c]) ++c;
-    if (h[c] >= v) break;
-    h[i] = h[c];
-    i = c;
+  if (c < k) return t;
+  std::nth_element(w, w + (k - 1), w + c, Descending());
+  return w[k - 1];
+}
+
+// Raise a threshold shared by the units of one query to t (never lowers it).
+inline void publish(std::atomic<float>& shared, float t) {
+  float cur = shared.load(std::memory_order_relaxed);
+  while (t > cur && !shared.compare_exchange_weak(cur, t, std::memory_order_relaxed)) {
   }
-  h[i] = v;
 }
 
 // Keep the rows with U >= t; returns the new count.
@@ -128,14 +129,23 @@ void screen_unit_impl(const ScreenScan& s, ScreenUnit& u) {
   float* thr = u.thr;
   Buf<float> panel(32 * kPanelRows, 0.f);
   float* P = panel.data();
-  Buf<float> heaps(u.mq * k, 0.f);
-  Buf<int64_t> hsize(u.mq, 0);
-  // A list drops the rows that can no longer reach the threshold whenever it grew by `grow`.
+  Buf<float> scratch(cap, 0.f);
+  // A list is compacted whenever it grew by `grow` rows.
   const int64_t grow = std::max<int64_t>(k, 64);
   Buf<int64_t> compact_at(u.mq, std::min(cap, 2 * grow + 32));
+  // Compact query m's list of n rows: the new threshold, the rows that can still reach it.
+  auto compact = [&](int64_t m, int64_t n) {
+    float* uo = u.u + m * cap;
+    float* lo = u.l + m * cap;
+    float t = std::max(thr[m], u.shared_thr[m].load(std::memory_order_relaxed));
+    t = kth_largest_above(lo, n, k, t, scratch.data());
+    thr[m] = t;
+    publish(u.shared_thr[m], t);
+    return keep_reachable(uo, lo, u.id + m * cap, n, t);
+  };
   for (int64_t i = 0; i < u.mq; ++i) {
     u.count[i] = 0;
-    thr[i] = -std::numeric_limits<float>::infinity();
+    thr[i] = u.shared_thr[i].load(std::memory_order_relaxed);
   }
   const int64_t j_end = std::min(u.j1, (s.N + 31) / 32 * 32);
   for (int64_t jp = u.j0; jp < j_end; jp += kPanelRows) {
@@ -152,14 +162,13 @@ void screen_unit_impl(const ScreenScan& s, ScreenUnit& u) {
         float* uo = u.u + m * cap;
         float* lo = u.l + m * cap;
         int32_t* io = u.id + m * cap;
-        float* heap = heaps.data() + m * k;
         for (int64_t jb = 0; jb < nrows && !u.skip[m]; jb += 32) {
           const int64_t j0 = jp + jb;
           const int nvalid = static_cast<int>(std::min<int64_t>(32, s.N - j0));
           if (nvalid <= 0) break;
           int64_t n = u.count[m];
           if (n + 32 > compact_at[m]) {
-            n = keep_reachable(uo, lo, io, n, thr[m]);
+            n = compact(m, n);
             if (n + 32 > cap) {  // the bound keeps too many rows: exact kernel for this query
               u.skip[m] = 1;
               u.count[m] = 0;
@@ -167,18 +176,14 @@ void screen_unit_impl(const ScreenScan& s, ScreenUnit& u) {
             }
             compact_at[m] = std::min(cap, n + grow + 32);
           }
-          const int64_t got = Epi::push(P + i * nrows + jb, s, j0, nvalid, s.qA[u.m0 + m],
-                                        s.qB[u.m0 + m], thr[m], uo + n, lo + n, io + n);
-          for (int64_t e = n; e < n + got; ++e) heap_offer(heap, hsize[m], k, lo[e]);
-          if (hsize[m] == k) thr[m] = heap[0];
-          u.count[m] = n + got;
+          u.count[m] = n + Epi::push(P + i * nrows + jb, s, j0, nvalid, s.qA[u.m0 + m],
+                                     s.qB[u.m0 + m], thr[m], uo + n, lo + n, io + n);
         }
       }
     }
   }
   for (int64_t m = 0; m < u.mq; ++m)
-    if (!u.skip[m])
-      u.count[m] = keep_reachable(u.u + m * cap, u.l + m * cap, u.id + m * cap, u.count[m], thr[m]);
+    if (!u.skip[m]) u.count[m] = compact(m, u.count[m]);
 }
 
 // S and E of every pair, in query units (for the tests of the bound).

@@ -66,6 +66,8 @@ def check(q, c, k, metric="ip", screened=True):
         (5, 257, 64, 257),
         (33, 1000, 100, 10),
         (70, 2000, 40, 50),
+        # 8 corpus shards that share their thresholds, lists compacted many times per shard
+        (3, 20000, 48, 700),
     ],
 )
 def test_random_inputs_equal_the_exact_kernel(engine, M, N, D, k):
