@@ -128,7 +128,7 @@ def test_unusable_law_gives_one_line_and_no_number(study):
     assert ex.note.startswith(f"no rate at N = {N:,}: the crop data-size law is not usable")
     assert "3 points for 3 parameters" in ex.note
     lines = [x for x in fits["crop"].describe().splitlines() if "effective human data" in x]
-    assert lines == [f"  effective human data: {ex.note}"]
+    assert lines == [f"  effective human data from the laws: {ex.note}"]
 
 
 def test_no_human_source_no_exchange():
@@ -162,7 +162,9 @@ def test_report_without_any_rate_still_draws_and_says_why(study, tmp_path):
     records = [r for r in study[0] if r["source"] in ("human", "crop")]
     path = write_report(records, tmp_path / "r", n_boot=20)
     summary = path.read_text()
-    assert "- crop: no rate at N = 17,984" in summary and "pairs of the source [95%]" not in summary
+    assert "- crop: no rate at N = 17,984" in summary
+    # no rate from the laws; the reading off the cells has no interval (no CE standard errors)
+    assert "Measured, with no law" in summary and "no interval (the records carry no" in summary
     assert (tmp_path / "r" / "exchange.png").is_file()
 
 

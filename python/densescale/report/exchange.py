@@ -7,6 +7,12 @@ For each source, the model size is the largest N at which both the source and th
 one line why (which law failed which check, or that no model size has a data-size law of both)
 and carries no number. The rate is quoted at the smallest and the largest D the reference law
 was fitted on, and drawn over that range.
+
+Beside it, whether or not the laws are usable, the same slice gets the *measured* reading
+(:mod:`densescale.scaling.exchange_measured`): the rate read off the fitted cells of both
+sources by interpolation, only inside their measured ranges, with an interval over the cells'
+test-query noise. It needs no law, so it answers where a law fails its checks (a floor not pinned
+down), and it never extrapolates: beyond the measured cells it says "not reached within D_max".
 """
 
 from __future__ import annotations
@@ -18,6 +24,12 @@ import numpy as np
 
 from densescale.scaling import extrapolation
 from densescale.scaling.exchange import ExchangeRate, crossings, exchange_rate
+from densescale.scaling.exchange_measured import (
+    NOT_REACHED,
+    MeasuredExchange,
+    bound_text,
+    measured_exchange,
+)
 
 from .outcomes import FitOutcome, SourceFits
 
@@ -41,6 +53,10 @@ class SourceExchange:
         note: "" when there is a rate; otherwise the one line saying why not.
         source_outcome, reference_outcome: the data-size fits used (or the ones whose checks
             failed), None when there is no common slice.
+        measured: the rate read off the cells of this slice at every measured reference D (no
+            law, no extrapolation), or None; ``worth``: the other reading, the reference pairs
+            that reach the CE of the source's largest measured D; ``measured_note``: why there
+            is no measured reading ("" when there is one).
     """
 
     source: str
@@ -52,6 +68,9 @@ class SourceExchange:
     note: str = ""
     source_outcome: FitOutcome | None = None
     reference_outcome: FitOutcome | None = None
+    measured: MeasuredExchange | None = None
+    worth: MeasuredExchange | None = None
+    measured_note: str = ""
 
     @property
     def answered(self) -> bool:
@@ -65,13 +84,57 @@ class SourceExchange:
         """What a terminal shows: the rate at the two quoted D (with intervals, and how far
         beyond the source's fitted D each answer lies) and the crossings, or the reason."""
         if not self.answered:
-            return [f"effective {self.reference} data: {self.note}"]
-        out = [f"effective {self.reference} data at {self.where}:"]
-        for i in range(len(self.quoted.D)):
-            text = self.quoted.text(i, reference=self.reference, source=self.source)
-            out.append(f"  {text}{self.beyond_text(i)}")
-        out.append(f"  {self.crossings_text()}")
+            out = [f"effective {self.reference} data from the laws: {self.note}"]
+        else:
+            out = [f"effective {self.reference} data at {self.where}:"]
+            for i in range(len(self.quoted.D)):
+                text = self.quoted.text(i, reference=self.reference, source=self.source)
+                out.append(f"  {text}{self.beyond_text(i)}")
+            out.append(f"  {self.crossings_text()}")
+        return out + self.measured_lines()
+
+    def measured_lines(self) -> list[str]:
+        """The measured reading: one line per measured reference D (a run of D the source does
+        not reach within its cells is one line), then what the source's most pairs are worth."""
+        if self.measured is None:
+            return [f"measured: {self.measured_note}"] if self.measured_note else []
+        m = self.measured
+        out = [
+            f"measured at {self.where} (read off the cells, no law; interval: {m.interval_note}):"
+        ]
+        i = 0
+        while i < len(m.D):
+            j = i
+            while (
+                m.status[i] == NOT_REACHED and j + 1 < len(m.D) and m.status[j + 1] == NOT_REACHED
+            ):
+                j += 1
+            if j > i:
+                out.append(
+                    f"  D = {m.D[i]:,.0f} - {m.D[j]:,.0f} {self.reference} pairs (CE "
+                    f"{m.loss[i]:.4g} - {m.loss[j]:.4g}): not reached by {self.source} within "
+                    f"its {m.source_range[1]:,.0f} measured pairs"
+                )
+            else:
+                out.append("  " + m.text(i, reference=self.reference, source=self.source))
+            i = j + 1
+        if self.worth is not None:
+            out.append("  " + self.worth_text())
         return out
+
+    def worth_text(self) -> str:
+        """E.g. "12,000 ict pairs (CE 3.98) are worth ~ 410 [300, 520] human pairs"."""
+        w = self.worth
+        head = f"{w.D[0]:,.0f} {self.source} pairs (CE {w.loss[0]:.4g}) are worth"
+        lo, hi = w.source_range
+        if w.status[0] == NOT_REACHED:
+            return f"{head} more than the {hi:,.0f} {self.reference} pairs measured"
+        if w.status[0] != "reached":
+            return f"{head} at most {lo:,.0f} {self.reference} pairs (the fewest measured)"
+        text = f"{head} ~ {w.pairs[0]:,.0f}"
+        if w.lower is not None:
+            text += f" [{bound_text(w.lower[0], lo, hi)}, {bound_text(w.upper[0], lo, hi)}]"
+        return text + f" {self.reference} pairs"
 
     def beyond_text(self, i: int) -> str:
         """E.g. " (extrapolated: 3.1x the largest D fitted for ict, 12,800)" ("" inside)."""
@@ -113,14 +176,39 @@ class SourceExchange:
         return min(r[0] for r in ranges), max(r[1] for r in ranges)
 
     def to_json(self) -> dict:
-        """For ``fits.json``: ``never reached`` pair counts are null with ``reaches`` false."""
+        """For ``fits.json``: ``never reached`` pair counts are null with ``reaches`` false;
+        ``measured``: the reading off the cells (pairs null where censored, interval ends 0 for
+        "at most the smallest measured D" and null for "not reached within the largest")."""
         out = {"fixed": self.fixed, "answered": self.answered, "note": self.note}
         if self.answered:
             out["quoted"] = _rate_json(self.quoted)
             out["curve"] = _rate_json(self.curve)
             out["crossings"] = [float(v) for v in self.crossings]
-            out["text"] = self.lines()
+        out["measured"] = (
+            {"note": self.measured_note}
+            if self.measured is None
+            else {**_measured_json(self.measured), "worth": _measured_json(self.worth)}
+        )
+        out["text"] = self.lines()
         return out
+
+
+def _measured_json(m: MeasuredExchange | None) -> dict | None:
+    if m is None:
+        return None
+    return {
+        "D": m.D.tolist(),
+        "reference_ce": m.loss.tolist(),
+        "pairs": _finite_or_none(m.pairs),
+        "rate": _finite_or_none(m.rate),
+        "status": list(m.status),
+        "lower": _finite_or_none(m.lower),
+        "upper": _finite_or_none(m.upper),
+        "source_range": list(m.source_range),
+        "interval": m.interval_note,
+        "redraws": m.n_draws,
+        "ci_level": m.ci_level,
+    }
 
 
 def _finite_or_none(x) -> list | None:
@@ -177,6 +265,39 @@ def _reason(name: str, o: FitOutcome) -> str:
     return f"the {name} data-size law is {o.status}"
 
 
+def _slice_cells(fits: SourceFits, fixed: dict) -> list[dict]:
+    """The cells of ``fits`` that entered its fits, at the slice ``fixed`` (N, and d if given)."""
+    return sorted(
+        (
+            c
+            for c in fits.metrics
+            if not c["excluded"] and all(c.get(k) == v for k, v in fixed.items())
+        ),
+        key=lambda c: c["D"],
+    )
+
+
+def _measured(reference: SourceFits, fits: SourceFits, fixed: dict, seed: int):
+    """(measured, worth, note) of ``fits.source`` against the reference at the slice ``fixed``."""
+    ref, src = _slice_cells(reference, fixed), _slice_cells(fits, fixed)
+    where = ", ".join(f"{k} = {v:,}" for k, v in fixed.items())
+    short = [f"{s.source}: {len(c)}" for s, c in ((reference, ref), (fits, src)) if len(c) < 2]
+    if short:
+        return None, None, f"no reading at {where}: fewer than 2 fitted cells ({', '.join(short)})"
+    errors = [c["ce_stderr"] for c in ref + src]
+    with_se = all(e is not None for e in errors)
+    seeds = min(c["runs"] for c in ref + src)
+
+    def read(a, b, D=None):
+        return measured_exchange(
+            [c["D"] for c in a], [c["ce"] for c in a], [c["D"] for c in b], [c["ce"] for c in b],
+            D=D, reference_se=[c["ce_stderr"] for c in a] if with_se else None,
+            source_se=[c["ce_stderr"] for c in b] if with_se else None, seed=seed, seeds=seeds,
+        )  # fmt: skip
+
+    return read(ref, src), read(src, ref, D=[src[-1]["D"]]), ""
+
+
 def source_exchange(reference: SourceFits, fits: SourceFits, *, seed: int = 0) -> SourceExchange:
     """The exchange rate of ``fits.source`` against ``reference.source`` (see the module
     docstring), or the one-line reason there is none."""
@@ -194,6 +315,9 @@ def source_exchange(reference: SourceFits, fits: SourceFits, *, seed: int = 0) -
         return SourceExchange(**base, note=note)
     ref_o, src_o = picked
     fixed = dict(ref_o.fixed)
+    base |= dict(
+        zip(("measured", "worth", "measured_note"), _measured(reference, fits, fixed, seed))
+    )
     if not (ref_o.usable and src_o.usable):
         where = ", ".join(f"{k} = {v:,}" for k, v in fixed.items())
         why = [_reason(n, o) for n, o in ((reference.source, ref_o), (fits.source, src_o))]

@@ -47,6 +47,15 @@ _SEEN_BIAS_NUMBERS = (
 )
 
 
+def _optional_stderr(where: str, r: Mapping) -> float | None:
+    v = r.get("ce_stderr")
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
+        raise ValueError(f"{where}['ce_stderr'] must be a finite number >= 0 or None, got {v!r}")
+    return float(v)
+
+
 def _optional_positive(where: str, r: Mapping, key: str) -> float | None:
     v = r.get(key)
     if v is None:
@@ -158,6 +167,8 @@ def check_records(records) -> list[dict]:
                 # family is fitted (and reported) on its own
                 "source": r["source"] if checkpoint is None else f"{r['source']} (fine-tuned)",
                 "ce": float(ce),
+                # standard error of the CE over test queries (None when the record has none)
+                "ce_stderr": _optional_stderr(where, r),
                 "metrics": {str(k): float(v) for k, v in metrics.items()},
                 "checkpoint": checkpoint,
                 "chance_ce": chance,
@@ -279,6 +290,7 @@ def cells_of(records: list[dict], source: str | None = None) -> list[dict]:
                 "d": dim,
                 "runs": len(rs),
                 "ce": float(np.mean([r["ce"] for r in rs])),
+                "ce_stderr": _cell_stderr(rs),
                 "metrics": {
                     k: float(np.mean([r["metrics"][k] for r in rs if k in r["metrics"]]))
                     for k in names
@@ -297,6 +309,20 @@ def cells_of(records: list[dict], source: str | None = None) -> list[dict]:
             }
         )
     return cells
+
+
+def _cell_stderr(rs: list[dict]) -> float | None:
+    """Standard error of a cell's mean CE: the test-query errors of its runs combined
+    (``sqrt(sum se^2) / n``), or, with several seeds, the spread of their CEs when larger
+    (``std / sqrt(n)``: seed noise as well as query noise). None when a run has no error."""
+    se = [r["ce_stderr"] for r in rs]
+    if any(v is None for v in se):
+        return None
+    n = len(rs)
+    out = float(np.sqrt(np.sum(np.square(se))) / n)
+    if n >= 2:
+        out = max(out, float(np.std([r["ce"] for r in rs], ddof=1) / np.sqrt(n)))
+    return out
 
 
 def _mean_evaluation(evals: list[dict]) -> dict:

@@ -15,7 +15,9 @@ Where things live:
 - ``usability.py``: the checks a fitted law must pass before it answers anything (SPEC 7):
   :class:`LawChecks` (thresholds, documented there), :func:`check_law` -> :class:`Usability`.
 - ``exchange.py``: the exchange rate between annotation sources (pairs of one source that reach
-  the loss of D pairs of another, from their data-size laws, with bootstrap intervals).
+  the loss of D pairs of another, from their data-size laws, with bootstrap intervals);
+  ``exchange_measured.py``: the same rate read off the measured cells, with no law and no
+  extrapolation (where a law fails its checks, the cells still compare the sources in range).
 - ``source_mix.py``: a budget spent on a mix of annotation sources (which pairs of which source,
   and which N), with effective human data adding up across sources (its stated assumption).
 - ``_checks.py``: the argument checks they share (numpy only).
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 from .budget import Allocation, CostModel, CostSplit, optimal_allocation, optimal_dim_allocation
 from .exchange import ExchangeRate, crossings, effective_data, exchange_rate, pairs_to_match
+from .exchange_measured import MeasuredExchange, measured_exchange
 from .fitting import (
     FitError,
     FitOptions,
@@ -65,6 +68,7 @@ __all__ = [
     "ForecastCheck",
     "JointLaw",
     "LawChecks",
+    "MeasuredExchange",
     "MetricMap",
     "ModelDimLaw",
     "ModelSizeLaw",
@@ -84,6 +88,7 @@ __all__ = [
     "fit_model_dim_law",
     "fit_model_law",
     "forecast_check",
+    "measured_exchange",
     "mix_loss",
     "optimal_allocation",
     "optimal_dim_allocation",

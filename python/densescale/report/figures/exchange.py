@@ -2,8 +2,9 @@
 its exchange rate, with each usable data-size law and its 95% band, chance, the oracle (where
 known) and each lexical baseline (BM25) as the CE at which the study's CE-to-MRR@10 map reaches
 the baseline's MRR@10 (drawn only inside the CE range the map was fitted on); right, the pairs
-of each source that reach the CE of D human pairs, with its band and the line "as good as
-human"."""
+of each source that reach the CE of D human pairs: a line with its band from two usable laws,
+squares with error bars where the rate is read off the cells with no law (only inside the
+measured ranges), and the line "as good as human"."""
 
 from __future__ import annotations
 
@@ -88,15 +89,33 @@ def plot_exchange(
             ax_rate.axvline(first, color=colors[s], linestyle=":", linewidth=0.8)
             ax_rate.plot([], [], " ", label=f"{s}: never reaches from D = {first:,.0f} (dotted)")
         spans.append(c.D)
+    for s, ex in exchanges.items():
+        m = ex.measured
+        if m is None or not m.any_reached:
+            continue
+        ok = np.array([st == "reached" for st in m.status])
+        lo_d, hi_d = m.source_range
+        yerr = None
+        if m.lower is not None:  # censored ends drawn at the measured range they lie beyond
+            lo = np.clip(m.lower[ok], lo_d, None)
+            hi = np.where(np.isfinite(m.upper[ok]), m.upper[ok], hi_d)
+            yerr = [
+                m.pairs[ok] - np.minimum(lo, m.pairs[ok]),
+                np.maximum(hi, m.pairs[ok]) - m.pairs[ok],
+            ]
+        ax_rate.errorbar(m.D[ok], m.pairs[ok], yerr=yerr, fmt="s", color=colors[s], markersize=4,
+                         capsize=2, label=f"{s}: measured ({ex.where}; cells, no law)")  # fmt: skip
+        spans.append(m.D)
     unanswered = [f"{s}: {ex.note}" for s, ex in exchanges.items() if not ex.answered]
-    if spans:
-        for line in unanswered:
-            ax_rate.plot([], [], " ", label=style.short(line, 70))
+    if spans:  # the reasons are in the summary; here one short entry per source without a law rate
+        for s, ex in exchanges.items():
+            if not ex.answered:
+                ax_rate.plot([], [], " ", label=f"{s}: no rate from the laws (see the report)")
         xs = np.geomspace(min(x.min() for x in spans), max(x.max() for x in spans), 50)
         ax_rate.plot(xs, xs, "--", color="0.4", linewidth=1.0, label="as good as human (D_S = D)")
         ax_rate.set_xscale("log")
         ax_rate.set_yscale("log")
-    else:  # no usable pair of laws: the panel says why, nothing is drawn
+    else:  # no usable pair of laws and no measured rate: the panel says why, nothing is drawn
         why = "\n\n".join(style.short(line, 60, lines=4) for line in unanswered)
         ax_rate.text(0.5, 0.5, "no exchange rate:\n\n" + why, ha="center", va="center",
                      fontsize=7, transform=ax_rate.transAxes)  # fmt: skip
@@ -104,10 +123,15 @@ def plot_exchange(
         ax_rate.set_yticks([])
     ax_rate.set_xlabel("human pairs D")
     ax_rate.set_ylabel("pairs of the source reaching the same CE")
-    ax_rate.set_title("Exchange rate against human annotations (95% bands)", fontsize=10)
+    ax_rate.set_title(
+        "Exchange rate against human annotations\n(lines: laws, 95% bands; squares: read off the cells)",
+        fontsize=10,
+    )
     ax_rate.grid(True, which="major", alpha=0.3)
     if spans:
-        ax_rate.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1)
+        ax_rate.legend(
+            fontsize=6, loc="lower right"
+        )  # below "as good as human": the rates lie above
     save_figure(fig, path)
     return True
 

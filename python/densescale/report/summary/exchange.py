@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from densescale.scaling.exchange_measured import bound_text
+
 from ..exchange import REFERENCE_SOURCE, SourceExchange
 from ..outcomes import SourceFits
 from . import _format as fmt
@@ -34,6 +36,7 @@ def exchange_section(all_fits: Mapping[str, SourceFits], png: str | None) -> lis
     ]
     out += _constants_table(all_fits, exchanges)
     out += _rates_table(exchanges)
+    out += _measured_table(exchanges)
     if png:
         out += ["", f"![exchange rate]({png})"]
     return out + [""]
@@ -98,6 +101,47 @@ def _rates_table(exchanges: Mapping[str, SourceExchange]) -> list[str]:
         lines += [f"- {s}: {ex.crossings_text()}" for s, ex in answered.items()]
     lines += [f"- {s}: {ex.note}" for s, ex in exchanges.items() if not ex.answered]
     return lines
+
+
+def _measured_table(exchanges: Mapping[str, SourceExchange]) -> list[str]:
+    """The rate read off the cells (no law, inside the measured ranges only), every source."""
+    have = {s: ex for s, ex in exchanges.items() if ex.measured is not None}
+    lines = [
+        "",
+        (
+            "Measured, with no law: the same rate read off the fitted cells of both sources (CE "
+            "made non-increasing in D, joined linearly in log-log), only inside the measured ranges."
+        ),
+        "",
+    ]
+    if not have:
+        return lines + [f"- {s}: {ex.measured_note}" for s, ex in exchanges.items()]
+    lines += [
+        "| source | slice | human D | human CE | pairs of the source [95%] | per human pair |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s, ex in have.items():
+        m = ex.measured
+        lo, hi = m.source_range
+        for i in range(len(m.D)):
+            if m.status[i] == "reached":
+                pairs = f"{m.pairs[i]:,.0f}"
+                if m.lower is not None:
+                    pairs += (
+                        f" [{bound_text(m.lower[i], lo, hi)}, {bound_text(m.upper[i], lo, hi)}]"
+                    )
+                rate = f"{m.rate[i]:.3g}x"
+            elif m.status[i] == "at most":
+                pairs, rate = f"<= {lo:,.0f} (its fewest measured)", "-"
+            else:
+                pairs, rate = f"not reached within {hi:,.0f}", "-"
+            lines.append(
+                f"| {s} | {ex.where} | {m.D[i]:,.0f} | {m.loss[i]:.4f} | {pairs} | {rate} |"
+            )
+    lines += [""] + [f"- {s}: {ex.worth_text()}" for s, ex in have.items() if ex.worth is not None]
+    lines += [f"- {s}: {ex.measured_note}" for s, ex in exchanges.items() if ex.measured is None]
+    notes = sorted({ex.measured.interval_note for ex in have.values()})
+    return lines + [f"- Intervals: {n}." for n in notes]
 
 
 def _count(v: float) -> str:
