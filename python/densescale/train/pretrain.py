@@ -162,7 +162,12 @@ def _sentences(tokenizer, texts: Sequence[str], limit: int) -> list[list[list[in
     """Each passage as its sentences' token ids (no special tokens), cut to ``limit`` tokens."""
     split = [[s for s in _SENTENCE.split(t.strip()) if s] or [t] for t in texts]
     flat = [s for parts in split for s in parts]
-    ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
+    # truncated at `limit` (the most any sentence keeps below): the same ids, and no warning
+    # about sentences longer than the tokenizer's model_max_length
+    ids = []
+    if flat:
+        ids = tokenizer(flat, add_special_tokens=False, truncation=True, max_length=limit)
+        ids = ids["input_ids"]
     out, at = [], 0
     for parts in split:
         sents, used = [], 0
