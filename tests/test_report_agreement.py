@@ -267,3 +267,29 @@ def test_swapped_pairs_name_what_keeps_tau_below_one():
     assert a.to_json()["swapped"] == [["L1-H16", "L1-H32"]]
     same = rank_agreement(ce, [-c for c in ce], labels=labels)
     assert same.swapped == () and same.swapped_text() == ""
+
+
+def test_a_swap_within_the_seed_spread_is_not_evidence_of_disagreement():
+    """The medquad-pretrained case with two seeds: the two largest sizes swap, by less than the
+    seed spread in both CE and MRR@10. The swap is named as within the noise, tau over the
+    pairs the noise resolves is 1, and the best cells count as the same."""
+    labels = ["L1-H8", "L1-H12", "L1-H16", "L1-H24", "L1-H32", "L1-H48"]
+    ce = [0.83, 0.33, 0.22, 0.12, 0.1085, 0.1102]
+    mrr = [0.63, 0.81, 0.85, 0.89, 0.896, 0.900]
+    plain = rank_agreement(ce, mrr, labels=labels)
+    assert not plain.agree and "best by CE L1-H32" in plain.reason  # without the noise: flagged
+    a = rank_agreement(ce, mrr, labels=labels, ce_noise=0.03, metric_noise=0.01)
+    assert a.agree and a.tau == pytest.approx(plain.tau)  # tau itself is unchanged
+    assert a.swapped == a.within_noise == (("L1-H32", "L1-H48"),)
+    assert a.tau_resolved == pytest.approx(1.0)
+    assert "L1-H32 by CE, L1-H48 by MRR@10 (within the seed spread); tau 1.00 over the pairs" in (
+        a.describe("models")
+    )
+    assert a.to_json()["within_noise"] == [["L1-H32", "L1-H48"]]
+    # a swap larger than the noise in both is a real one: counted against tau_resolved
+    b = rank_agreement(ce, mrr, labels=labels, ce_noise=0.001, metric_noise=0.001)
+    assert b.within_noise == () and b.tau_resolved == pytest.approx(13 / 15)
+    with pytest.raises(ValueError, match="ce_noise and metric_noise must be given together"):
+        rank_agreement(ce, mrr, ce_noise=0.1)
+    with pytest.raises(ValueError, match="must be finite numbers >= 0"):
+        rank_agreement(ce, mrr, ce_noise=-1.0, metric_noise=0.1)

@@ -17,6 +17,15 @@ A slice is flagged (``agree`` False) when
 - the metric is the same in every cell (tau undefined): it orders nothing.
 
 Slices with fewer than ``min_cells`` (default 3) cells carrying the metric are not judged.
+
+With the seed spread known (``ce_noise``, ``metric_noise``: the gap below which two cells are
+not told apart, e.g. the median max - min over the seeds of a cell), a pair of cells that CE and
+the metric order oppositely is a real swap only when both gaps exceed their noise; otherwise it
+is a swap *within the seed spread* (``within_noise``): neither order is established, so it is
+not evidence of disagreement. Then ``tau_resolved`` is Kendall's tau over the resolved pairs
+only (concordant minus discordant over their sum, the pairs within noise counted as ties and
+left out), and the best cells by CE and by the metric count as the same when they are within
+the noise of each other. ``tau`` itself stays the plain tau-b over every pair.
 """
 
 from __future__ import annotations
@@ -57,6 +66,10 @@ class RankAgreement:
         min_tau, same_best: the thresholds it was judged with.
         swapped: the pairs of cells CE and the metric order oppositely, each as (better by CE,
             better by the metric); what keeps tau below 1.
+        within_noise: the swapped pairs whose CE gap or metric gap is within the seed noise
+            (empty when no noise was given).
+        tau_resolved: Kendall's tau over the pairs the noise resolves (NaN without noise, or
+            when it resolves no pair).
     """
 
     metric: str
@@ -72,16 +85,27 @@ class RankAgreement:
     min_tau: float = AGREEMENT_MIN_TAU
     same_best: bool = True
     swapped: tuple[tuple[str, str], ...] = ()
+    within_noise: tuple[tuple[str, str], ...] = ()
+    tau_resolved: float = float("nan")
 
     def swapped_text(self, limit: int = 3) -> str:
-        """ "" or e.g. "1 of 15 pairs swapped: L1-H16 by CE, L1-H32 by MRR@10"."""
+        """ "" or e.g. "1 of 15 pairs swapped: L1-H16 by CE, L1-H32 by MRR@10" (", within the
+        seed spread" when it is)."""
         if not self.swapped:
             return ""
         pairs = self.n_cells * (self.n_cells - 1) // 2
         title = metric_title(self.metric)
-        shown = "; ".join(f"{a} by CE, {b} by {title}" for a, b in self.swapped[:limit])
+
+        def one(a: str, b: str) -> str:
+            noise = " (within the seed spread)" if (a, b) in self.within_noise else ""
+            return f"{a} by CE, {b} by {title}{noise}"
+
+        shown = "; ".join(one(a, b) for a, b in self.swapped[:limit])
         more = f"; {len(self.swapped) - limit} more" if len(self.swapped) > limit else ""
-        return f"{len(self.swapped)} of {pairs} pairs swapped: {shown}{more}"
+        text = f"{len(self.swapped)} of {pairs} pairs swapped: {shown}{more}"
+        if not math.isnan(self.tau_resolved):
+            text += f"; tau {self.tau_resolved:.2f} over the pairs the seed spread resolves"
+        return text
 
     def describe(self, what: str = "cells") -> str:
         """One line, e.g. "CE and MRR@10 agree on order (tau 0.87, 6 cells)" or "CE and MRR@10
@@ -114,6 +138,8 @@ class RankAgreement:
             "min_tau": self.min_tau,
             "same_best": self.same_best,
             "swapped": [list(pair) for pair in self.swapped],
+            "within_noise": [list(pair) for pair in self.within_noise],
+            "tau_resolved": None if math.isnan(self.tau_resolved) else self.tau_resolved,
         }
 
 
@@ -125,6 +151,8 @@ def rank_agreement(
     labels: Sequence[str] | None = None,
     min_tau: float = AGREEMENT_MIN_TAU,
     same_best: bool = True,
+    ce_noise: float | None = None,
+    metric_noise: float | None = None,
 ) -> RankAgreement:
     """Kendall's tau of ``-ce`` against ``values`` over the cells of one slice, and the verdict.
 
@@ -135,6 +163,8 @@ def rank_agreement(
         labels: (n,) names of the cells (default "cell 0", "cell 1", ...).
         min_tau: flag when tau < min_tau (in [-1, 1]).
         same_best: also flag when the best cell by CE is not the best by the metric.
+        ce_noise, metric_noise: gaps (>= 0) within which two cells are not told apart in CE and
+            in the metric (both or neither; see the module docstring).
 
     Returns:
         A :class:`RankAgreement`.
@@ -157,6 +187,16 @@ def rank_agreement(
         raise ValueError("ce and values must be finite")
     if isinstance(min_tau, bool) or not (-1.0 <= float(min_tau) <= 1.0):
         raise ValueError(f"min_tau must be a number in [-1, 1], got {min_tau!r}")
+    if (ce_noise is None) != (metric_noise is None):
+        raise ValueError("ce_noise and metric_noise must be given together")
+    noisy = ce_noise is not None
+    if noisy and not all(
+        not isinstance(v, bool) and math.isfinite(float(v)) and float(v) >= 0
+        for v in (ce_noise, metric_noise)
+    ):
+        raise ValueError(
+            f"ce_noise and metric_noise must be finite numbers >= 0, got {ce_noise!r}, {metric_noise!r}"
+        )
     names = [f"cell {i}" for i in range(len(ce))] if labels is None else [str(x) for x in labels]
     if len(names) != len(ce):
         raise ValueError(f"labels must hold {len(ce)} names, got {len(names)}")
@@ -173,20 +213,33 @@ def rank_agreement(
         reasons.append(f"{which} is the same in every cell, so it orders nothing")
     elif tau < min_tau:
         reasons.append(f"tau {tau:.2f} < {min_tau:g}")
-    # ties at the top: the best by one is among the best by the other
+
+    def within(i: int, j: int) -> bool:  # the seed noise does not tell cells i and j apart
+        return noisy and (
+            abs(ce[i] - ce[j]) <= ce_noise or abs(values[i] - values[j]) <= metric_noise
+        )
+
+    # ties at the top: the best by one is among the best by the other (or within the noise)
     best_ce = set(np.flatnonzero(ce == ce[i_ce]))
     best_m = set(np.flatnonzero(values == values[i_m]))
-    if same_best and not (best_ce & best_m):
+    if same_best and not (best_ce & best_m) and not within(i_ce, i_m):
         reasons.append(
             f"best by CE {names[i_ce]} (CE {ce[i_ce]:.4g}, {title} {values[i_ce]:.3g}), "
             f"best by {title} {names[i_m]} (CE {ce[i_m]:.4g}, {title} {values[i_m]:.3g})"
         )
-    swapped = tuple(
-        (names[i], names[j]) if ce[i] < ce[j] else (names[j], names[i])
-        for i in range(len(ce))
-        for j in range(i + 1, len(ce))
-        if (ce[j] - ce[i]) * (values[i] - values[j]) < 0
-    )
+    pairs = [(i, j) for i in range(len(ce)) for j in range(i + 1, len(ce))]
+    sign = {p: np.sign((ce[p[1]] - ce[p[0]]) * (values[p[0]] - values[p[1]])) for p in pairs}
+
+    def named(i: int, j: int) -> tuple[str, str]:  # (better by CE, better by the metric)
+        return (names[i], names[j]) if ce[i] < ce[j] else (names[j], names[i])
+
+    swapped = tuple(named(*p) for p in pairs if sign[p] < 0)
+    within_noise = tuple(named(*p) for p in pairs if sign[p] < 0 and within(*p))
+    tau_resolved = float("nan")
+    if noisy:
+        counted = [sign[p] for p in pairs if sign[p] != 0 and not within(*p)]
+        if counted:
+            tau_resolved = float(np.sum(counted) / len(counted))
     return RankAgreement(
         metric=metric,
         tau=tau,
@@ -201,4 +254,6 @@ def rank_agreement(
         min_tau=float(min_tau),
         same_best=bool(same_best),
         swapped=swapped,
+        within_noise=within_noise,
+        tau_resolved=tau_resolved,
     )

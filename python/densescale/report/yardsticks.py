@@ -381,26 +381,18 @@ def source_yardsticks(
     return SourceYardsticks(fits.source, options, tuple(slices), spreads, metrics)
 
 
+def _noise(resolutions: dict, metric: str) -> dict:
+    """The seed noise (factor x spread) of CE and ``metric`` for rank_agreement ({} unknown)."""
+    ce, m = resolutions.get("ce"), resolutions.get(metric)
+    if ce is None or m is None:
+        return {}
+    return {"ce_noise": ce.factor * ce.spread, "metric_noise": m.factor * m.spread}
+
+
 def _slice(kind, fixed, varied, group, metrics, by_cell, spreads, fits, options, seed):
     sizes = np.array([c[varied] for c in group], dtype=float)
     ce = np.array([c["ce"] for c in group], dtype=float)
     labels = [c["model"] if kind == "model" else f"D = {c['D']:,}" for c in group]
-    agreements: dict[str, RankAgreement] = {}
-    laws: dict[str, MetricLaw] = {}
-    for m in metrics:
-        have = [i for i, c in enumerate(group) if m in c["metrics"]]
-        if len(have) < MIN_AGREEMENT_CELLS:
-            continue
-        values = np.array([group[i]["metrics"][m] for i in have], dtype=float)
-        agreements[m] = rank_agreement(
-            ce[have],
-            values,
-            metric=m,
-            labels=[labels[i] for i in have],
-            min_tau=options.min_tau,
-            same_best=options.same_best,
-        )
-        laws[m] = _metric_law(kind, m, sizes[have], values, seed)
     ce_r2, ce_note = _ce_law(fits, kind, fixed)
     resolutions: dict[str, Resolution] = {}
     mine = [by_cell[(c["N"], c["D"], c["d"])] for c in group]
@@ -423,4 +415,21 @@ def _slice(kind, fixed, varied, group, metrics, by_cell, spreads, fits, options,
             spread_from=f"median max - min over {n_multi} multi-run cells of {where}",
             factor=options.resolve_factor,
         )
+    agreements: dict[str, RankAgreement] = {}
+    laws: dict[str, MetricLaw] = {}
+    for m in metrics:
+        have = [i for i, c in enumerate(group) if m in c["metrics"]]
+        if len(have) < MIN_AGREEMENT_CELLS:
+            continue
+        values = np.array([group[i]["metrics"][m] for i in have], dtype=float)
+        agreements[m] = rank_agreement(
+            ce[have],
+            values,
+            metric=m,
+            labels=[labels[i] for i in have],
+            min_tau=options.min_tau,
+            same_best=options.same_best,
+            **_noise(resolutions, m),
+        )
+        laws[m] = _metric_law(kind, m, sizes[have], values, seed)
     return SliceYardsticks(kind, fixed, len(group), agreements, laws, ce_r2, ce_note, resolutions)
