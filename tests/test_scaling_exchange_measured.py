@@ -71,8 +71,12 @@ def test_a_rise_between_cells_is_smoothed_and_bad_input_is_named():
         measured_exchange(SIZES, h, SIZES[:3], s)
     with pytest.raises(ValueError, match="source_se must be 7 finite numbers >= 0"):
         measured_exchange(SIZES, h, SIZES, s, reference_se=0.01 * h, source_se=-s)
-    with pytest.raises(ValueError, match="reference_ce must be > 0"):
+    with pytest.raises(ValueError, match=r"reference_ce must be > 0, got min -"):
         measured_exchange(SIZES, -h, SIZES, s)
+    with pytest.raises(ValueError, match="source_D must not repeat a size"):
+        measured_exchange(SIZES, h, [1000, 1000, 2700], [1.5, 0.2, 0.6])
+    with pytest.raises(ValueError, match="must be given together"):
+        measured_exchange(SIZES, h, SIZES, s, reference_se=0.01 * h)
 
 
 def _records(source: str, ce, sizes=SIZES) -> list[dict]:

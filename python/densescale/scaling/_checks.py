@@ -33,7 +33,9 @@ def positive_array(name: str, value: object, *, ndim: int = 1) -> np.ndarray:
         )
     if np.any(arr <= 0):
         bad = _first(arr <= 0)
-        raise ValueError(f"{name} must be > 0 everywhere, got {arr.flat[bad]!r} at index {bad}")
+        raise ValueError(
+            f"{name} must be > 0 everywhere, got {float(arr.flat[bad])!r} at index {bad}"
+        )
     return arr
 
 
@@ -43,7 +45,7 @@ def positive_values(name: str, value: object) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite, got NaN or Inf")
     if np.any(arr <= 0):
-        raise ValueError(f"{name} must be > 0, got min {arr.min()!r}")
+        raise ValueError(f"{name} must be > 0, got min {float(arr.min())!r}")
     return arr
 
 

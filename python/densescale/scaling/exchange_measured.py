@@ -166,7 +166,8 @@ def measured_exchange(
     cells of both (one model size), with an interval over their evaluation noise.
 
     Args:
-        reference_D, reference_ce: (n_R,) the reference source's cells (n_R >= 2, D > 0, CE > 0).
+        reference_D, reference_ce: (n_R,) the reference source's cells (n_R >= 2 distinct
+            D > 0, CE > 0: one value per cell, the mean over its seeds).
         source_D, source_ce: (n_S,) the source's cells at the same model size (n_S >= 2).
         D: reference pair counts to read at (default: every measured reference D); each must
             lie within the reference's measured range (no extrapolation).
@@ -179,8 +180,9 @@ def measured_exchange(
         :class:`MeasuredExchange`.
 
     Raises:
-        ValueError: fewer than 2 cells of a source, sizes that differ, a non-positive D, CE or
-            standard error, a D outside the reference's measured range.
+        ValueError: fewer than 2 cells of a source, lengths that differ, a size given twice, a
+            non-positive D or CE, a negative standard error or only one of the two, a D outside
+            the reference's measured range.
     """
     rd, rc = (np.asarray(positive_values(n, v), dtype=float).ravel() for n, v in
               (("reference_D", reference_D), ("reference_ce", reference_ce)))  # fmt: skip
@@ -191,6 +193,13 @@ def measured_exchange(
             raise ValueError(
                 f"{name}_D and {name}_ce must have the same length >= 2, got {len(a)} and {len(b)}"
             )
+        if len(np.unique(a)) != len(a):  # one cell per size: seeds are averaged first
+            raise ValueError(
+                f"{name}_D must not repeat a size (average the runs of a cell first, as the "
+                f"report does), got {a.tolist()}"
+            )
+    if (reference_se is None) != (source_se is None):
+        raise ValueError("reference_se and source_se must be given together (or neither)")
     at = np.unique(rd) if D is None else np.atleast_1d(positive_values("D", D)).astype(float)
     if at.min() < rd.min() * (1 - 1e-9) or at.max() > rd.max() * (1 + 1e-9):
         raise ValueError(

@@ -105,6 +105,10 @@ def plot_exchange(
             ]
         ax_rate.errorbar(m.D[ok], m.pairs[ok], yerr=yerr, fmt="s", color=colors[s], markersize=4,
                          capsize=2, label=f"{s}: measured ({ex.where}; cells, no law)")  # fmt: skip
+        if m.upper is not None and not np.isfinite(m.upper[ok]).all():  # open above: a caret
+            up = ~np.isfinite(m.upper[ok])
+            ax_rate.plot(m.D[ok][up], np.full(up.sum(), hi_d), "^", color=colors[s], markersize=6,
+                         label=f"{s}: interval open above {hi_d:,.0f} (beyond its cells)")  # fmt: skip
         spans.append(m.D)
     unanswered = [f"{s}: {ex.note}" for s, ex in exchanges.items() if not ex.answered]
     if spans:  # the reasons are in the summary; here one short entry per source without a law rate
