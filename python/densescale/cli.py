@@ -170,7 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--oracle-ce", type=float, default=None, help="known floor to compare delta with"
     )
-    p.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples for the intervals")
+    p.add_argument(
+        "--n-boot",
+        type=int,
+        default=100,
+        help="bootstrap resamples for the law intervals (default 100; the rates read off the cells always use 1,000 redraws)",
+    )
     p.add_argument(
         "--no-curves",
         dest="curves",
