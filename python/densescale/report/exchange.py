@@ -27,7 +27,6 @@ from densescale.scaling.exchange import ExchangeRate, crossings, exchange_rate
 from densescale.scaling.exchange_measured import (
     NOT_REACHED,
     MeasuredExchange,
-    bound_text,
     measured_exchange,
 )
 
@@ -131,10 +130,7 @@ class SourceExchange:
             return f"{head} more than the {hi:,.0f} {self.reference} pairs measured"
         if w.status[0] != "reached":
             return f"{head} at most {lo:,.0f} {self.reference} pairs (the fewest measured)"
-        text = f"{head} ~ {w.pairs[0]:,.0f}"
-        if w.lower is not None:
-            text += f" [{bound_text(w.lower[0], lo, hi)}, {bound_text(w.upper[0], lo, hi)}]"
-        return text + f" {self.reference} pairs"
+        return f"{head} ~ {w.count_text(0)} {self.reference} pairs"
 
     def beyond_text(self, i: int) -> str:
         """E.g. " (extrapolated: 3.1x the largest D fitted for ict, 12,800)" ("" inside)."""

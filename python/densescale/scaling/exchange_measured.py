@@ -85,10 +85,15 @@ class MeasuredExchange:
             return (
                 f"{head}: reached by {source} at its smallest measured D, {lo:,.0f} pairs, or fewer"
             )
-        text = f"{head} ~ {self.pairs[i]:,.0f}"
+        return f"{head} ~ {self.count_text(i)} {source} pairs ({self.rate[i]:.3g}x)"
+
+    def count_text(self, i: int) -> str:
+        """The pairs of point ``i`` (reached) with their interval, e.g. "1,336 [1,005, > 12,000]"."""
+        text = f"{self.pairs[i]:,.0f}"
         if self.lower is not None:
-            text += f" [{bound_text(self.lower[i], lo, hi)}, {bound_text(self.upper[i], lo, hi)}]"
-        return text + f" {source} pairs ({self.rate[i]:.3g}x)"
+            lo, hi = self.source_range
+            text += f" [{_bound(self.lower[i], lo, hi)}, {_bound(self.upper[i], lo, hi)}]"
+        return text
 
     @property
     def interval_note(self) -> str:
@@ -108,7 +113,7 @@ def _stderr(name: str, value, ce: np.ndarray) -> np.ndarray:
     return se
 
 
-def bound_text(v: float, lo: float, hi: float) -> str:
+def _bound(v: float, lo: float, hi: float) -> str:
     """An interval end: a pair count, "> hi" (not reached within) or "<= lo" (at most)."""
     if not np.isfinite(v):
         return f"> {hi:,.0f}"

@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from densescale.scaling.exchange_measured import bound_text
-
 from ..exchange import REFERENCE_SOURCE, SourceExchange
 from ..outcomes import SourceFits
 from . import _format as fmt
@@ -125,12 +123,7 @@ def _measured_table(exchanges: Mapping[str, SourceExchange]) -> list[str]:
         lo, hi = m.source_range
         for i in range(len(m.D)):
             if m.status[i] == "reached":
-                pairs = f"{m.pairs[i]:,.0f}"
-                if m.lower is not None:
-                    pairs += (
-                        f" [{bound_text(m.lower[i], lo, hi)}, {bound_text(m.upper[i], lo, hi)}]"
-                    )
-                rate = f"{m.rate[i]:.3g}x"
+                pairs, rate = m.count_text(i), f"{m.rate[i]:.3g}x"
             elif m.status[i] == "at most":
                 pairs, rate = f"<= {lo:,.0f} (its fewest measured)", "-"
             else:
