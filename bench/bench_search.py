@@ -6,11 +6,12 @@ torch, side by side in one run.
     python bench/bench_search.py --dry-run [--device cuda]   # tiny shapes: wiring and table only
 
 Providers: ``search-<dtype>`` is ``densescale.search(q, corpus, k)`` on a plain torch tensor (the
-call a user makes: validation, conversion and NaN/Inf detection included; on a CPU with AMX-BF16
-or AVX512-BF16 it screens a bf16 copy of the corpus, made once per tensor and cached, and
-rescores the survivors exactly: csrc/screen.h) with the CPU's default screen engine (AMX first);
-``search-fp32-<engine>`` is the same call with each other engine this CPU runs pinned (e.g. the
-AVX512-BF16 engine, the one AMD EPYC CPUs use, measured on an AMX Xeon); ``exact-<dtype>`` is
+call a user makes: validation, conversion and NaN/Inf detection included; on a CPU with AMX-BF16,
+AVX512-VNNI or AVX512-BF16 it screens a bf16 or int8 copy of the corpus, made once per tensor and
+cached, and rescores the survivors exactly: csrc/screen.h) with the CPU's default screen engine
+(AMX first, then AVX512-VNNI); ``search-fp32-<engine>`` is the same call with each other engine
+this CPU runs pinned (e.g. the AVX512-VNNI engine, the one AMD EPYC and pre-AMX Xeon CPUs use,
+measured on an AMX Xeon); ``exact-<dtype>`` is
 the same call with the screen off (the exact fp32 kernel over every row: the result the screen
 must reproduce, and does, bit for bit);
 ``kernel-<dtype>`` is
@@ -25,7 +26,8 @@ CPU cases (issue 10 targets in brackets), N=200,000, D=768, k=100:
               no slower than faiss without either (exact-fp32 is that path)]
   topk-m64-near-ties  M=64 on a corpus of 64 tight clusters (reported): the screen's bound keeps
               too many rows there, so queries go to the exact kernel; shows what that costs
-  screen-copy making the bf16 copy once (time, extra bytes)
+  screen-copy making each screening copy once (bf16, and int8 where AVX512-VNNI runs: time, extra
+              bytes)
   topk-k10, topk-k1000  M=1000 at k = 10 and 1,000 (reported; --all): what the screen's
               per-query lists and the rescoring of more candidates cost as k grows
   candidates  score_candidates M=7000, C=257 against a memory-read baseline measured in the run
@@ -114,7 +116,7 @@ def _overheads(rows, case):
 
 def _with_engine(fn, engine: str | None):
     """``fn`` run with the screen engine pinned: None (the CPU's default), "off" (the exact kernel
-    over every row) or a hardware engine ("amx", "avx512bf16")."""
+    over every row) or a hardware engine ("amx", "avx512vnni", "avx512bf16")."""
     from densescale.ops import search as S
 
     def run():
@@ -177,14 +179,23 @@ def bench_cpu(args) -> list[dict]:
     if engine is not None:
         import time
 
-        for name, c in (("fp32", corpus), ("fp16", corpus16)):
-            t0 = time.perf_counter()
-            copy = S._screen_copy(c, True, 1 << 20, 100, False, args.threads)
-            ms = (time.perf_counter() - t0) * 1e3
-            rows.append({"case": "screen-copy", "provider": f"copy-{name}", "N": N, "D": D,
-                         "median_ms": ms, "p20_ms": ms, "p80_ms": ms,
-                         "extra_MiB": copy.nbytes / 2**20 if copy else 0.0})  # fmt: skip
-            print(f"  screen-copy {name}: {ms:.0f} ms, {rows[-1]['extra_MiB']:.0f} MiB", flush=True)
+        # One copy per format the engines read (the default engine's first, unsuffixed).
+        formats: dict[str, str] = {}
+        for e in [engine, *others]:
+            formats.setdefault(native().screen_format(e), e)
+        for fmt, e in formats.items():
+            suffix = "" if e == engine else f"-{fmt}"
+            for name, c in (("fp32", corpus), ("fp16", corpus16)):
+                t0 = time.perf_counter()
+                copy = _with_engine(
+                    lambda c=c: S._screen_copy(c, True, 1 << 20, 100, False, args.threads), e
+                )()
+                ms = (time.perf_counter() - t0) * 1e3
+                rows.append({"case": "screen-copy", "provider": f"copy-{name}{suffix}", "N": N,
+                             "D": D, "median_ms": ms, "p20_ms": ms, "p80_ms": ms,
+                             "extra_MiB": copy.nbytes / 2**20 if copy else 0.0})  # fmt: skip
+                print(f"  screen-copy {name} {fmt}: {ms:.0f} ms, "
+                      f"{rows[-1]['extra_MiB']:.0f} MiB", flush=True)  # fmt: skip
     cases = [("topk-m8", 8, 100, 3 if args.quick else 7), ("topk-m1000", args.m, 100, rep_big)]
     if args.all:
         cases += [("topk-k10", args.m, 10, rep_big), ("topk-k1000", args.m, 1000, rep_big)]
@@ -256,7 +267,8 @@ def bench_cpu(args) -> list[dict]:
         if fidx is not None:
             fidx_t = faiss.IndexFlatIP(D)
             fidx_t.add(tight.numpy())
-        S._screen_copy(tight, True, 1 << 20, k, False, args.threads)  # made before timing
+        for e in [engine, *others]:  # every engine's copy made before timing
+            _with_engine(lambda: S._screen_copy(tight, True, 1 << 20, k, False, args.threads), e)()
         _engines_case(rows, case, fn, q, others, fidx_t, N=N, D=D, k=k, rep=rep_big)
         del tight, fidx_t
         SC._screen_cache.clear()

@@ -1,6 +1,9 @@
-// AVX512-BF16 path of the screen, for CPUs without AMX (AMD Zen 4/5, Intel Cooper Lake); compiled
-// with -mavx512bf16 and AVX-512, called only when avx512bf16_usable(). Same copy, same bound, same
-// epilogue (screen_epi_avx512.h) as the AMX engine; only the panel of bf16 dot products differs.
+// AVX512-BF16 path of the screen (compiled with -mavx512bf16 and AVX-512, called only when
+// avx512bf16_usable()). Same copy, same bound, same epilogue (screen_epi_avx512.h) as the AMX
+// engine; only the panel of bf16 dot products differs. Every CPU with AVX512-BF16 also has
+// AVX512-VNNI, whose int8 engine (screen_avx512vnni.cpp) is the default without AMX; this one is
+// pinned with DENSESCALE_SCREEN=avx512bf16, for data where int8's ~4x wider bound keeps too
+// many rows (its bound is the AMX engine's).
 //
 // Engine: a register tile of kQ queries x 32 corpus rows (2 x kQ zmm accumulators of 16 fp32).
 // The packed corpus already holds, per 16-row group and 32-dim chunk, one 64-byte line per dim
@@ -21,15 +24,10 @@
 // within one rounding per added product), and the 2D 2^-126 term covers every product and every
 // partial sum flushed to zero (at most D of each, each off by less than 2^-126).
 //
-// Why bf16 and not VNNI int8 (VPDPBUSD, twice the multiply rate on Zen 4): the bound's step (1)
-// is |q'| rho_j + rho_q nu_j with rho the rounding residual of the copy. bf16 (unit roundoff 2^-8)
-// keeps every element's relative error below 2^-8, whatever the spread of the values (measured
-// rho ~0.4 x 2^-8 |x_j| on Gaussian rows); int8 with one scale per row rounds every element to a
-// step of max_i |x_ji| / 127, a residual of ~2^-7 |x_j| on Gaussian rows at D = 768 and far more on rows with a few large
-// entries (embeddings often have outlier dimensions), so E grows ~4x or more, the screen keeps
-// several times more rows for the exact rescoring, and near-tie data falls back to the fp32 kernel
-// sooner. It would also need the queries unsigned (a shift and a correction term per row). The
-// bf16 engine shares the copy, the bound and every test with the AMX engine.
+// Speed: on this project's Xeon VDPBF16PS issues once every 2 cycles (32 products) against two
+// fp32 FMAs (16 each) or two VPDPBUSD (64 each) per cycle, measured with a register-only loop, so
+// there this engine is slower than the exact kernel; on a CPU where VDPBF16PS issues at the FMA
+// rate it does twice the fp32 products (not measured: no such CPU here).
 #include <immintrin.h>
 
 #include "screen_epi_avx512.h"

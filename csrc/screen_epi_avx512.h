@@ -18,7 +18,7 @@ struct EpiAvx512 {
     const __m512 vs = _mm512_set1_ps(s.bound_scale);
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     int64_t n = 0;
-    for (int h = 0; h < 32 && h < nvalid; h += 16) {
+    for (int h = 0; h < nvalid; h += 16) {
       const int64_t j = j0 + h;
       const __mmask16 valid =
           nvalid - h >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (nvalid - h)) - 1);
@@ -29,7 +29,7 @@ struct EpiAvx512 {
           _mm512_mul_ps(_mm512_fmadd_ps(vA, _mm512_loadu_ps(s.meta + s.Np + j), bd), vs);
       const __m512 U = _mm512_add_ps(S, E);
       const __mmask16 keep = _mm512_mask_cmp_ps_mask(valid, U, vT, _CMP_GE_OQ);
-      if (keep) {  // compress in registers, store whole vectors (the lists have 32 spare slots)
+      if (keep) {  // compress in registers, store whole vectors (the lists have 16 spare slots)
         _mm512_storeu_ps(uo + n, _mm512_maskz_compress_ps(keep, U));
         _mm512_storeu_ps(lo + n, _mm512_maskz_compress_ps(keep, _mm512_sub_ps(S, E)));
         const __m512i ids = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(j)), iota);

@@ -7,12 +7,13 @@
 // corpus row j (multiple of 32), rows n (multiple of 32), float* P) with P[i * n + r] =
 // q~_{m+i} . x~_{j+r} for i < mq (rows of P from mq on may hold anything: an engine may skip
 // them, e.g. for a batch of 8 queries).
-// Epi: push(P row (32), ScreenScan, j0, nvalid, A, B, t, u_out, l_out, id_out) -> kept count.
+// Epi: push(P row (up to kPanelRows), ScreenScan, j0, nvalid, A, B, t, u_out, l_out, id_out) ->
+// kept count.
 // Per query the scan keeps (U, L, id) of rows with U >= t. Whenever the list grew by max(k, 64)
-// rows it is compacted: t becomes the k-th largest L in it (nth_element, linear), raised to the
-// threshold another unit of the same query published, the rows with U < t are dropped and t is
-// published in turn; a list that stays longer than the unit's capacity sends the query to the
-// exact kernel. Every t is the k-th largest L of some set of rows of the corpus, so it never
+// rows, or by its length after the last compaction if that is more, it is compacted: t becomes
+// the k-th largest L in it (nth_element, linear), raised to the threshold another unit of the
+// same query published, the rows with U < t are dropped and t is published in turn; a list that
+// stays longer than the unit's capacity sends the query to the exact kernel. Every t is the k-th largest L of some set of rows of the corpus, so it never
 // exceeds the final threshold (screen.h, "Why the result is exact").
 #pragma once
 
@@ -33,6 +34,19 @@ namespace {
 inline int64_t packed_index(int64_t row, int64_t d, int64_t nkc) {
   const int64_t g = row >> 4, r = row & 15, c = d >> 5, p = (d & 31) >> 1, e = d & 1;
   return ((g * nkc + c) * 16 + p) * 32 + 2 * r + e;
+}
+
+// int8 copy: group g of 16 rows, chunk c of 64 dims, in the layout VPDPBUSD (and an AMX-INT8 B
+// tile) reads: element (row g*16 + r, dim c*64 + 4*p + e) at ((g*nkc + c) * 16 + p) * 64 + 4r + e.
+inline int64_t packed_index8(int64_t row, int64_t d, int64_t nkc) {
+  const int64_t g = row >> 4, r = row & 15, c = d >> 6, p = (d & 63) >> 2, e = d & 3;
+  return ((g * nkc + c) * 16 + p) * 64 + 4 * r + e;
+}
+
+// int8 queries, interleaved per block of 32 queries: quad t (dims 4t .. 4t + 3) of query
+// m = 32 b + i at b * 32 * Dp + t * 128 + 4 i.
+inline int64_t query_index8(int64_t m, int64_t d, int64_t Dp) {
+  return (m >> 5) * 32 * Dp + (d >> 2) * 128 + (m & 31) * 4 + (d & 3);
 }
 
 inline float bf16_to_float(uint16_t b) {
@@ -130,9 +144,11 @@ void screen_unit_impl(const ScreenScan& s, ScreenUnit& u) {
   Buf<float> panel(32 * kPanelRows, 0.f);
   float* P = panel.data();
   Buf<float> scratch(cap, 0.f);
-  // A list is compacted whenever it grew by `grow` rows.
+  // A list is compacted whenever it grew by `grow` rows or by as many rows as it kept at the last
+  // compaction, whichever is more: each compaction reads the whole list, so this keeps the cost
+  // per pushed row constant when the bound keeps many more rows than k (int8).
   const int64_t grow = std::max<int64_t>(k, 64);
-  Buf<int64_t> compact_at(u.mq, std::min(cap, 2 * grow + 32));
+  Buf<int64_t> compact_after(u.mq, grow);
   // Compact query m's list of n rows: the new threshold, the rows that can still reach it.
   auto compact = [&](int64_t m, int64_t n) {
     float* uo = u.u + m * cap;
@@ -157,28 +173,25 @@ void screen_unit_impl(const ScreenScan& s, ScreenUnit& u) {
         if (!u.skip[i0 + i]) need = i + 1;
       if (need == 0) continue;
       eng.panel(u.m0 + i0, need, jp, nrows, P);
+      // The whole panel row of each query in one push (a push writes whole 16-lane vectors:
+      // the lists keep kPanelRows + 16 spare slots).
+      const int nvalid = static_cast<int>(std::min<int64_t>(nrows, s.N - jp));
       for (int i = 0; i < mr; ++i) {
         const int64_t m = i0 + i;
-        float* uo = u.u + m * cap;
-        float* lo = u.l + m * cap;
-        int32_t* io = u.id + m * cap;
-        for (int64_t jb = 0; jb < nrows && !u.skip[m]; jb += 32) {
-          const int64_t j0 = jp + jb;
-          const int nvalid = static_cast<int>(std::min<int64_t>(32, s.N - j0));
-          if (nvalid <= 0) break;
-          int64_t n = u.count[m];
-          if (n + 32 > compact_at[m]) {
-            n = compact(m, n);
-            if (n + 32 > cap) {  // the bound keeps too many rows: exact kernel for this query
-              u.skip[m] = 1;
-              u.count[m] = 0;
-              break;
-            }
-            compact_at[m] = std::min(cap, n + grow + 32);
+        if (u.skip[m]) continue;
+        int64_t n = u.count[m];
+        if (n > compact_after[m] || n + nvalid + 16 > cap) {
+          n = compact(m, n);
+          if (n + nvalid + 16 > cap) {  // the bound keeps too many rows: exact kernel for it
+            u.skip[m] = 1;
+            u.count[m] = 0;
+            continue;
           }
-          u.count[m] = n + Epi::push(P + i * nrows + jb, s, j0, nvalid, s.qA[u.m0 + m],
-                                     s.qB[u.m0 + m], thr[m], uo + n, lo + n, io + n);
+          compact_after[m] = n + std::max(grow, n);
         }
+        u.count[m] = n + Epi::push(P + i * nrows, s, jp, nvalid, s.qA[u.m0 + m], s.qB[u.m0 + m],
+                                   thr[m], u.u + m * cap + n, u.l + m * cap + n,
+                                   u.id + m * cap + n);
       }
     }
   }

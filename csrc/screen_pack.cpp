@@ -1,6 +1,7 @@
-// The screen's copy of a corpus and the per-call preparation of the queries: the power-of-two
-// scaling, the bf16 rounding and the measured residuals that the bound of screen.h stores per row
-// (meta) and per query (qA, qB). Generic x86-64 code: it runs once per corpus object or per call.
+// The screen's copies of a corpus and the per-call preparation of the queries: the power-of-two
+// scaling and bf16 rounding, or the per-row int8 scaling and rounding, and the measured residuals
+// that the bound of screen.h stores per row (meta) and per query (qA, qB). Generic x86-64 code: it
+// runs once per corpus object or per call.
 #include "screen_pack.h"
 
 #include <algorithm>
@@ -22,6 +23,13 @@ constexpr double kInflate = 1.0 + 1.0 / (1 << 20);
 constexpr double kNormLo = 0x1p-40, kNormHi = 0x1p40;  // norms the screen takes
 
 inline double gamma(double n) { return n * kU / (1.0 - n * kU); }
+
+// int8: the largest query unit tau = 1 / c_q = 127 / max|q_i| <= 127 sqrt(D) / |q| (|q| >= 2^-40),
+// and the fp64 division x_i / c's error (< 127 2^-53 per element) on the residual's norm.
+inline double int8_tau_max(int64_t D) { return 127.0 * std::sqrt(static_cast<double>(D)) * 0x1p41; }
+inline double int8_division_slack(int64_t D) {
+  return 127.0 * std::sqrt(static_cast<double>(D)) * 0x1p-52;
+}
 
 // Round to fp32 upwards (the stored bound factors must never shrink).
 inline float up(double x) {
@@ -151,12 +159,91 @@ bool pack_rows(const TopkArgs& c, const float* row_scale, uint16_t* cpack, float
   return ok != 0;
 }
 
+// The int8 copy (screen.h, "The int8 format"): per row c = max|x| / 127 rounded up to fp32, x~ =
+// rint(x / c) stored as x~ + 128 in the VPDPBUSD layout (packed_index8), the same four bound
+// factors with w = rhat c. Rows are checked as in pack_rows.
+template <class T>
+bool pack_rows_int8(const TopkArgs& c, const float* row_scale, uint8_t* c8, float* meta,
+                    int64_t Np, int64_t Dp, int threads) {
+  const T* corpus = static_cast<const T*>(c.corpus);
+  const int64_t N = c.N, D = c.D, nkc = Dp / 64, groups = Np / 16;
+  const double g_d = gamma(static_cast<double>(D)), kappa = g_d + 2 * kU;
+  const double tau_max = int8_tau_max(D), div_slack = int8_division_slack(D);
+  const double fp64 = 1.0 + 0x1p-30;
+  int ok = 1;
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(&& : ok)
+  for (int64_t g = 0; g < groups; ++g) {
+    double norm[16], scale[16], r2[16] = {}, n2[16] = {};
+    bool good[16];
+    for (int r = 0; r < 16; ++r) {
+      const int64_t j = g * 16 + r;
+      good[r] = j < N;
+      norm[r] = scale[r] = 0.0;
+      if (!good[r]) continue;
+      const T* x = corpus + j * c.corpus_stride;
+      double s2 = 0.0, amax = 0.0;
+      for (int64_t i = 0; i < D; ++i) {
+        const double v = to_float(x[i]);
+        s2 += v * v;
+        amax = std::max(amax, std::fabs(v));
+      }
+      norm[r] = std::sqrt(s2);
+      if (!std::isfinite(norm[r]) || (norm[r] != 0.0 && (norm[r] < kNormLo || norm[r] > kNormHi))) {
+        ok = 0;
+        good[r] = false;
+      } else if (norm[r] != 0.0) {
+        scale[r] = up(amax / 127.0);
+      }
+    }
+    uint8_t* out = c8 + g * nkc * 1024;
+    for (int64_t ch = 0; ch < nkc; ++ch)
+      for (int p = 0; p < 16; ++p)
+        for (int r = 0; r < 16; ++r) {
+          const T* x = corpus + (g * 16 + r) * c.corpus_stride;
+          for (int e = 0; e < 4; ++e) {
+            const int64_t d = ch * 64 + 4 * p + e;
+            double h = 0.0;
+            if (good[r] && d < D && scale[r] != 0.0) {
+              const double v = static_cast<double>(to_float(x[d])) / scale[r];
+              h = std::min(127.0, std::max(-127.0, std::nearbyint(v)));
+              r2[r] += (v - h) * (v - h);
+              n2[r] += h * h;
+            }
+            *out++ = static_cast<uint8_t>(static_cast<int>(h) + 128);
+          }
+        }
+    for (int r = 0; r < 16; ++r) {
+      const int64_t j = g * 16 + r;
+      meta[j] = meta[Np + j] = meta[2 * Np + j] = meta[3 * Np + j] = 0.f;
+      if (!good[r]) continue;
+      const double rhat = row_scale ? static_cast<double>(row_scale[j]) : 1.0;
+      if (!std::isfinite(rhat)) {
+        ok = 0;
+        continue;
+      }
+      const double w = rhat * (scale[r] != 0.0 ? scale[r] : 1.0), nrm = norm[r] * fp64;
+      const double rho = scale[r] != 0.0 ? std::sqrt(r2[r]) * fp64 + div_slack : 0.0;
+      const double nu = std::sqrt(n2[r]) * fp64;
+      const double absterm = 4.0 * rhat * D * 0x1p-126 * tau_max;
+      meta[j] = static_cast<float>(w);  // rounded: a relative error u on S, see screen.h
+      meta[Np + j] = up((w * rho + kappa * rhat * nrm) * kInflate);
+      meta[2 * Np + j] = up(w * nu * kInflate);
+      meta[3 * Np + j] = up(std::max(absterm, 0x1p-120) * kInflate);
+    }
+  }
+  return ok != 0;
+}
+
 }  // namespace
 
 py::bool_ screen_pack(uintptr_t corpus, int64_t N, int64_t D, int64_t corpus_stride, int ctype,
                       uintptr_t row_scale, uintptr_t cpack, uintptr_t meta, int64_t Np, int64_t Dp,
-                      int threads) {
-  if (N < 1 || D < 1 || corpus_stride < D || Np < N || Np % 32 || Dp < D || Dp % 32)
+                      int threads, const std::string& format) {
+  const bool int8 = format == "int8";
+  if (!int8 && format != "bf16")
+    throw py::value_error("screen_pack: format must be 'bf16' or 'int8', got '" + format + "'");
+  if (N < 1 || D < 1 || corpus_stride < D || Np < N || Np % 32 || Dp < D || Dp % (int8 ? 64 : 32) ||
+      (int8 && Dp > 65536))
     throw py::value_error("screen_pack: inconsistent sizes");
   if (!corpus || !cpack || !meta) throw py::value_error("screen_pack: null buffer");
   TopkArgs c;
@@ -171,37 +258,77 @@ py::bool_ screen_pack(uintptr_t corpus, int64_t N, int64_t D, int64_t corpus_str
   bool ok;
   {
     py::gil_scoped_release release;
-    switch (ctype) {
+    auto* c8 = reinterpret_cast<uint8_t*>(cpack);
+    switch (ctype * 2 + int8) {
       case 0: ok = pack_rows<float>(c, rs, cp, mt, Np, Dp, T_); break;
-      case 1: ok = pack_rows<F16>(c, rs, cp, mt, Np, Dp, T_); break;
-      case 2: ok = pack_rows<BF16>(c, rs, cp, mt, Np, Dp, T_); break;
+      case 1: ok = pack_rows_int8<float>(c, rs, c8, mt, Np, Dp, T_); break;
+      case 2: ok = pack_rows<F16>(c, rs, cp, mt, Np, Dp, T_); break;
+      case 3: ok = pack_rows_int8<F16>(c, rs, c8, mt, Np, Dp, T_); break;
+      case 4: ok = pack_rows<BF16>(c, rs, cp, mt, Np, Dp, T_); break;
+      case 5: ok = pack_rows_int8<BF16>(c, rs, c8, mt, Np, Dp, T_); break;
       default: throw py::value_error("corpus_type must be 0, 1 or 2");
     }
   }
   return py::bool_(ok);
 }
 
-Prepared prep_queries(const float* q, int64_t M, int64_t D, int64_t Dp, int threads) {
+Prepared prep_queries(const float* q, int64_t M, int64_t D, int64_t Dp, int threads, bool int8) {
   const int64_t Mp = (M + 31) / 32 * 32;
   Prepared p;
-  p.qpack.assign(Mp * Dp, 0);
+  if (int8) {
+    p.q8.assign(Mp * Dp, 0);
+    p.qcorr.assign(Mp, 0);
+  } else {
+    p.qpack.assign(Mp * Dp, 0);
+  }
   p.qA.assign(Mp, 0.f);
   p.qB.assign(Mp, 0.f);
+  p.tau.assign(Mp, 1.0);
   p.skip.assign(Mp, 1);
-  const double g2d = gamma(2.0 * static_cast<double>(D));
+  const double g2d = gamma(2.0 * static_cast<double>(D)), div_slack = int8_division_slack(D);
+  const double fp64 = 1.0 + 0x1p-30;
 #pragma omp parallel for schedule(static) num_threads(threads) if (M >= 256)
   for (int64_t m = 0; m < M; ++m) {
+    const float* x = q + m * D;
+    if (int8) {
+      double s2 = 0.0, amax = 0.0;
+      for (int64_t i = 0; i < D; ++i) {
+        s2 += static_cast<double>(x[i]) * x[i];
+        amax = std::max(amax, std::fabs(static_cast<double>(x[i])));
+      }
+      const double norm = std::sqrt(s2);
+      // A zero query scores 0 everywhere: every row ties, the screen cannot help.
+      if (!std::isfinite(norm) || norm == 0.0 || norm < kNormLo || norm > kNormHi) continue;
+      const double cq = up(amax / 127.0);
+      double r2 = 0.0, n2 = 0.0;
+      int64_t sum = 0;
+      for (int64_t i = 0; i < D; ++i) {
+        const double v = x[i] / cq;
+        const double h = std::min(127.0, std::max(-127.0, std::nearbyint(v)));
+        r2 += (v - h) * (v - h);
+        n2 += h * h;
+        sum += static_cast<int64_t>(h);
+        p.q8[query_index8(m, i, Dp)] = static_cast<int8_t>(h);
+      }
+      const double rho = std::sqrt(r2) * fp64 + div_slack, nu = std::sqrt(n2) * fp64;
+      p.qA[m] = up(norm * fp64 / cq * kInflate);
+      p.qB[m] = up((rho + 0x1p-20 * nu) * kInflate);
+      p.qcorr[m] = static_cast<int32_t>(128 * sum);
+      p.tau[m] = 1.0 / cq;
+      p.skip[m] = 0;
+      continue;
+    }
     uint16_t* row = p.qpack.data() + m * Dp;
     double norm, scale, rho, nu;
-    const bool good = prep_vector(q + m * D, D, [&](int64_t i, uint16_t h) { row[i] = h; }, norm,
-                                  scale, rho, nu);
-    // A zero query scores 0 everywhere: every row ties, the screen cannot help.
+    const bool good =
+        prep_vector(x, D, [&](int64_t i, uint16_t h) { row[i] = h; }, norm, scale, rho, nu);
     if (!good || norm == 0.0) {
       std::fill(row, row + Dp, uint16_t{0});
       continue;
     }
     p.qA[m] = up(norm * scale * kInflate);
     p.qB[m] = up((rho + (g2d + 0x1p-20) * nu) * kInflate);
+    p.tau[m] = scale;
     p.skip[m] = 0;
   }
   return p;

@@ -1,12 +1,14 @@
 """Property test of exact search (issue 20): hypothesis throws random and adversarial inputs at
 ``densescale.search`` on every ISA path and compares the ids with an fp64 reference, tie-aware.
 
-Paths: each hardware screen engine of this CPU (AMX, AVX512-BF16), the portable emulated screen,
-and the exact kernel alone ("off": the AVX-512 fall-back here); the AVX2 and generic fall-backs
-run the same property in a subprocess with ``DENSESCALE_ISA`` capped (the ISA is fixed per
-process). Inputs: Gaussian, near-ties at the k-th place (exact duplicates straddling it, rows that
-differ only below bf16 precision), huge and tiny norms (2^-45 .. 2^45 per row, some outside the
-screen's range), raw float32 arrays drawn by hypothesis, fp16 / bf16 corpora, and k up to N.
+Paths: each hardware screen engine of this CPU (AMX, AVX512-VNNI, AVX512-BF16), the portable
+emulated screens (bf16 and int8), and the exact kernel alone ("off": the AVX-512 fall-back here);
+the AVX2 and generic fall-backs run the same property in a subprocess with ``DENSESCALE_ISA``
+capped (the ISA is fixed per process). Inputs: Gaussian, near-ties at the k-th place (exact
+duplicates straddling it, rows that differ only below bf16 precision, rows whose bf16 or int8
+rounding reverses the order at the k-th place), huge and tiny norms (2^-45 .. 2^45 per row, some
+outside the screen's range), raw float32 arrays drawn by hypothesis, fp16 / bf16 corpora, and k up
+to N.
 
 What is checked, per query (with r_j the fp64 score of the stored values and e_j a rigorous bound
 on the fp32 kernel's error, gamma_D sum_i |q_i x_ji| (Higham, Lemma 3.1) doubled, plus an
@@ -36,7 +38,7 @@ from densescale._native import native
 from densescale.ops import _search_screen as SC
 from densescale.ops import search as S
 
-ENGINES = ["off", "emulated", *native().screen_engines()]
+ENGINES = ["off", "emulated", "emulated-int8", *native().screen_engines()]
 EXAMPLES = int(os.environ.get("DENSESCALE_PROPERTY_EXAMPLES", "40"))
 
 
@@ -44,7 +46,10 @@ EXAMPLES = int(os.environ.get("DENSESCALE_PROPERTY_EXAMPLES", "40"))
 def screen_everything(engine: str):
     """Screen every shard with ``engine`` (no size / k / candidate limits), fresh copy cache."""
     saved, cache = dict(S._SCREEN), SC._screen_cache
-    S._SCREEN.update(engine=engine, min_rows=0, max_k_frac=1.0, cand_frac=1.0, pack_min_queries=0)
+    S._SCREEN.update(
+        engine=engine, min_rows=0, max_k_frac=1.0, cand_frac=1.0, pack_min_queries=0,
+        int8_max_k=1 << 30,
+    )  # fmt: skip
     SC._screen_cache = {}
     try:
         yield
@@ -57,7 +62,11 @@ def screen_everything(engine: str):
 @st.composite
 def problems(draw):
     """(queries fp32 (M, D), corpus (N, D) fp32 / fp16 / bf16, k)."""
-    kind = draw(st.sampled_from(["gauss", "kth_ties", "below_bf16", "norms", "crossing", "raw"]))
+    kind = draw(
+        st.sampled_from(
+            ["gauss", "kth_ties", "below_bf16", "norms", "crossing", "crossing8", "raw"]
+        )
+    )
     if kind == "raw":
         N, D = draw(st.integers(1, 40)), draw(st.integers(1, 12))
         el = st.floats(-1e3, 1e3, width=32, allow_subnormal=False)
@@ -65,9 +74,10 @@ def problems(draw):
         q = draw(arrays(np.float32, (draw(st.integers(1, 4)), D), elements=el))
         return torch.from_numpy(q), torch.from_numpy(c), draw(st.integers(1, N))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    if kind == "crossing":
+    if kind in ("crossing", "crossing8"):
         n_best = draw(st.integers(1, 8))
-        return crossing(rng, n_best, draw(st.integers(50, 700)), draw(st.integers(1, n_best)))
+        make = crossing if kind == "crossing" else crossing_int8
+        return make(rng, n_best, draw(st.integers(50, 700)), draw(st.integers(1, n_best)))
     N, D, M = draw(st.integers(1, 700)), draw(st.integers(1, 80)), draw(st.integers(1, 5))
     k = draw(st.one_of(st.integers(1, N), st.just(N), st.integers(1, min(N, 8))))
     c = rng.standard_normal((N, D)).astype(np.float32)
@@ -103,6 +113,26 @@ def crossing(rng, n_best: int, n_decoys: int, k: int):
     c[:, 0] = hi - 4 * D * 2.0**-16
     best = rng.choice(len(c), n_best, replace=False)
     c[best] = lo
+    flip = rng.choice([-1.0, 1.0], size=D).astype(np.float32)
+    perm = rng.permutation(D)
+    c = (c * flip)[:, perm]
+    q = (np.ones((1, D), dtype=np.float32) * flip)[:, perm] * np.float32(
+        2.0 ** rng.integers(-20, 21)
+    )
+    return torch.from_numpy(q), torch.from_numpy(c), k
+
+
+def crossing_int8(rng, n_best: int, n_decoys: int, k: int):
+    """The same for the int8 copy (scale max|x| / 127 per row): every row's largest entry is ~127
+    (scale ~1), the best rows' other entries lie just below the midpoint 63.5 (rounded down to 63),
+    the decoys' just above (up to 64) with their largest entry lowered so that exactly the best
+    rows lead by 1/8: in int8 every decoy outscores every best row by ~D / 2."""
+    D, d = int(rng.integers(8, 96)), 2.0**-9
+    c = np.full((n_best + n_decoys, D), 63.5 + d, dtype=np.float32)
+    c[:, 0] = 127 - (D - 1) * 2 * d - 0.125
+    best = rng.choice(len(c), n_best, replace=False)
+    c[best] = 63.5 - d
+    c[best, 0] = 127
     flip = rng.choice([-1.0, 1.0], size=D).astype(np.float32)
     perm = rng.permutation(D)
     c = (c * flip)[:, perm]
@@ -177,7 +207,8 @@ def test_property_screens_on_adversarial_inputs():
 @pytest.mark.parametrize("engine", ENGINES[1:])
 def test_property_catches_a_shrunk_bound(engine):
     # The checks have teeth: with the screen's bound halved, a crossing problem loses its best row.
-    q, c, k = crossing(np.random.default_rng(1), 1, 400, 1)
+    make = crossing_int8 if native().screen_format(engine) == "int8" else crossing
+    q, c, k = make(np.random.default_rng(1), 1, 400, 1)
     with screen_everything(engine):
         S._SCREEN["bound_scale"] = 0.5
         s, i = densescale.search(q, c, k, backend="cpp", threads=2)
@@ -201,4 +232,4 @@ def test_property_on_capped_isa(isa):
     )
     out = run_with_isa(code, isa, timeout=600, DENSESCALE_PROPERTY_EXAMPLES="15")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "2 passed" in out.stdout, out.stdout[-2000:]
+    assert "3 passed" in out.stdout, out.stdout[-2000:]  # off, emulated, emulated-int8

@@ -1,6 +1,7 @@
 """Low-precision screening (csrc/screen.h): the screened search returns exactly what the exact fp32
 kernel returns (ids and scores bit for bit), the bound holds for every (query, row) pair, and a
-shrunk bound is caught. The portable "emulated" engine runs everywhere; "amx" where the CPU has it.
+shrunk bound is caught. The portable "emulated" (bf16) and "emulated-int8" engines run everywhere;
+"amx", "avx512vnni" and "avx512bf16" where the CPU has them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from densescale.index import FlatIndex
 from densescale.ops import _search_screen as SC
 from densescale.ops import search as S
 
-ENGINES = ["emulated", *native().screen_engines()]
+ENGINES = ["emulated", "emulated-int8", *native().screen_engines()]
+HARDWARE = native().screen_engines()
 
 
 @pytest.fixture(params=ENGINES)
@@ -31,6 +33,7 @@ def engine(request, monkeypatch):
     monkeypatch.setitem(S._SCREEN, "engine", request.param)
     monkeypatch.setitem(S._SCREEN, "min_rows", 0)
     monkeypatch.setitem(S._SCREEN, "max_k_frac", 1.0)
+    monkeypatch.setitem(S._SCREEN, "int8_max_k", 1 << 30)
     monkeypatch.setitem(S._SCREEN, "cand_frac", 1.0)
     monkeypatch.setitem(S._SCREEN, "pack_min_queries", 0)
     monkeypatch.setattr(SC, "_screen_cache", {})
@@ -116,8 +119,23 @@ def _crossing_rows(D=64, n_decoys=2000, seed=0):
     return torch.ones(1, D), c, b
 
 
+def _crossing_rows_int8(D=64, n_decoys=2000, seed=0):
+    """The same for the int8 copy: q = ones (q~ exact), every row's largest entry ~127 so its
+    scale is ~1. b's other entries lie just below a rounding midpoint (63.5 - 2^-9: rounded down
+    to 63), the decoys' just above (63.5 + 2^-9: up to 64) with their first entry lowered so that
+    their exact total is 1/8 below b's: int8 reverses the order by ~D / 2, and the bound, tight
+    for b (its residual is parallel to q but for one entry), is what keeps b."""
+    d = 2.0**-9
+    c = torch.full((n_decoys + 1, D), 63.5 + d, dtype=torch.float32)
+    c[:, 0] = 127 - (D - 1) * 2 * d - 0.125
+    b = int(torch.randint(0, n_decoys + 1, (1,), generator=torch.Generator().manual_seed(seed)))
+    c[b] = 63.5 - d
+    c[b, 0] = 127
+    return torch.ones(1, D), c, b
+
+
 def test_rows_crossing_the_kth_boundary(engine, monkeypatch):
-    q, c, b = _crossing_rows()
+    q, c, b = _crossing_rows_int8() if _format(engine) == "int8" else _crossing_rows()
     _, i = check(q, c, 1)
     assert int(i[0, 0]) == b
     # The same search with the bound halved misses b: the exactness checks above have teeth.
@@ -199,7 +217,7 @@ def test_shards_and_flat_index_cache(engine, monkeypatch, tmp_path):
 def test_property_random_and_adversarial(engine):
     """Many small random cases, some built for near-ties, against the exact kernel and fp64."""
     rng = np.random.default_rng(7)
-    for case in range(12 if engine == "emulated" else 40):
+    for case in range(12 if engine.startswith("emulated") else 40):
         M, N, D = int(rng.integers(1, 40)), int(rng.integers(1, 600)), int(rng.integers(1, 80))
         k = int(rng.integers(1, N + 1))
         kind = case % 4
@@ -226,7 +244,7 @@ def _bounds(q, c, engine, metric="ip"):
     cf = c.float().contiguous()
     cos = metric == "cos"
     qf = (S._normalize(q) if cos else q.float()).contiguous()
-    copy = S._make_screen_copy(cf, None, cos, 2)
+    copy = S._make_screen_copy(cf, None, cos, 2, C.screen_format(engine))
     assert copy.ok
     M, N = qf.shape[0], cf.shape[0]
     Sm, Em = torch.empty(M, N), torch.empty(M, N)
@@ -256,18 +274,26 @@ def test_bound_holds_for_every_pair(engine, metric):
 
 
 def test_bound_is_tight_enough(engine):
-    # Random data: the measured residuals are ~0.45 of bf16's unit roundoff 2^-8 each, so E is
-    # ~2^-8 |q||x|, below the a-priori (2u + u^2) |q||x| ~ 2^-7; a bound loosened or shrunk 4x
-    # fails one of the checks (and a shrunk one fails the exactness tests above).
+    # Random data. bf16: the measured residuals are ~0.45 of bf16's unit roundoff 2^-8 each, so E
+    # is ~2^-8 |q||x|, below the a-priori (2u + u^2) |q||x| ~ 2^-7. int8: rows rounded to steps of
+    # max|x| / 127 leave ~0.0085 |x| at D = 256 (~2^-7 on each side, E ~2^-6 |q||x|). A bound
+    # loosened or shrunk 4x fails one of the checks (and a shrunk one fails the exactness tests).
     g = torch.Generator().manual_seed(9)
     q, c = torch.randn(8, 256, generator=g), torch.randn(4000, 256, generator=g)
     _, Em, _ = _bounds(q, c, engine)
     qn, cn = q.double().norm(dim=1), c.double().norm(dim=1)
     rel = Em / (qn[:, None] * cn[None, :])
-    assert float(rel.max()) < 2.0**-7, float(rel.max())
-    assert float(rel.min()) > 2.0**-9, float(rel.min())
+    lo, hi, kept = (
+        (2.0**-8, 2.0**-5, 8 * 250) if _format(engine) == "int8" else (2.0**-9, 2.0**-7, 8 * 60)
+    )
+    assert float(rel.max()) < hi, float(rel.max())
+    assert float(rel.min()) > lo, float(rel.min())
     check(q, c, 10)
-    assert S.screen_stats["candidates"] <= 8 * 60, S.screen_stats
+    assert S.screen_stats["candidates"] <= kept, S.screen_stats
+
+
+def _format(engine):
+    return native().screen_format(engine)
 
 
 # ---- ISA paths: the rescoring reproduces each ISA's exact kernel ----
@@ -296,10 +322,9 @@ def test_every_isa_path(isa):
     assert out.returncode == 0, out.stderr
     active, screen = out.stdout.split()
     assert active == isa
-    # The hardware engines (AMX first, then AVX512-BF16) run only on the AVX-512 path; capped
-    # paths fall back to the exact kernel.
-    hardware = ENGINES[1:]
-    assert screen == (hardware[0] if isa == "avx512" and hardware else "none")
+    # The hardware engines (AMX first, then AVX512-VNNI, AVX512-BF16) run only on the AVX-512
+    # path; capped paths fall back to the exact kernel.
+    assert screen == (HARDWARE[0] if isa == "avx512" and HARDWARE else "none")
 
 
 def test_flat_index_makes_its_copy_for_small_batches(monkeypatch):
@@ -335,7 +360,7 @@ def test_screen_engine_env_pins_an_engine(monkeypatch):
     q, c = torch.randn(3, 24, generator=g), torch.randn(2000, 24, generator=g)
     index = FlatIndex(24)
     index.add(c)
-    for engine in ENGINES[1:]:
+    for engine in HARDWARE:
         monkeypatch.setenv("DENSESCALE_SCREEN", engine)
         assert S._screen_engine() == engine
         s, i = index.search(q, 7)
@@ -347,3 +372,41 @@ def test_screen_engine_env_pins_an_engine(monkeypatch):
     monkeypatch.setenv("DENSESCALE_SCREEN", "tpu")
     with pytest.raises(ValueError, match="DENSESCALE_SCREEN must be off, auto or an engine"):
         index.search(q, 7)
+
+
+@pytest.mark.parametrize("engine", ["emulated-int8", "emulated"])
+def test_int8_screens_only_small_k(engine, monkeypatch):
+    # int8's wider bound keeps ~8,500 rows per query at k = 1,000 (where it no longer pays off):
+    # above int8_max_k the int8 engines hand the shard to the exact kernel, the bf16 ones do not.
+    monkeypatch.setattr(SC, "_screen_cache", {})
+    monkeypatch.setitem(S._SCREEN, "engine", engine)
+    monkeypatch.setitem(S._SCREEN, "min_rows", 0)
+    monkeypatch.setitem(S._SCREEN, "pack_min_queries", 0)
+    monkeypatch.setitem(S._SCREEN, "int8_max_k", 8)
+    g = torch.Generator().manual_seed(12)
+    q, c = torch.randn(3, 16, generator=g), torch.randn(600, 16, generator=g)
+    for k, screened in ((8, True), (9, engine == "emulated")):
+        s, i = densescale.search(q, c, k, backend="cpp")
+        assert (S.screen_stats["queries"] == 3) is screened, (k, S.screen_stats)
+        es, ei = exact_kernel(q, c, k)
+        assert torch.equal(i, ei) and torch.equal(s, es)
+
+
+def test_copy_formats_and_their_errors():
+    # Each engine names the copy it reads; the int8 copy takes 1 byte per element (bf16: 2); a
+    # wrong format or an unknown engine is refused by name before any work.
+    C = native()
+    assert C.screen_format("emulated") == "bf16" and C.screen_format("emulated-int8") == "int8"
+    for e in HARDWARE:
+        assert C.screen_format(e) == ("int8" if e == "avx512vnni" else "bf16")
+    c = torch.randn(100, 70)
+    b16 = SC._make_screen_copy(c, None, False, 1, "bf16")
+    i8 = SC._make_screen_copy(c, None, False, 1, "int8")
+    assert (b16.Dp, i8.Dp) == (96, 128) and b16.ok and i8.ok
+    assert b16.nbytes == 128 * 96 * 2 + 4 * 128 * 4  # Np = 128 rows, bf16, 4 factors per row
+    assert i8.nbytes == 128 * 128 * 1 + 4 * 128 * 4  # int8: 1 byte per element (D padded to 64)
+    with pytest.raises(ValueError, match="format must be 'bf16' or 'int8', got 'fp8'"):
+        C.screen_pack(c.data_ptr(), 100, 70, 70, 0, 0, i8.cpack.data_ptr(),
+                      i8.meta.data_ptr(), i8.Np, i8.Dp, 1, "fp8")  # fmt: skip
+    with pytest.raises(ValueError, match="engine must be 'amx', 'avx512vnni'"):
+        C.screen_format("tpu")

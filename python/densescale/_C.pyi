@@ -63,8 +63,11 @@ def score_candidates(
     isa: str = "",
 ) -> tuple[int, int]: ...
 
-# Low-precision screen (csrc/screen.h): bf16 screening with a proven bound + exact rescoring.
+# Low-precision screen (csrc/screen.h): bf16 / int8 screening with a proven bound + exact
+# rescoring.
 def screen_engine() -> str: ...
+def screen_engines() -> list[str]: ...
+def screen_format(engine: str) -> str: ...
 def screen_pack(
     corpus: int,
     N: int,
@@ -77,6 +80,7 @@ def screen_pack(
     Np: int,
     Dp: int,
     threads: int = 0,
+    format: str = "bf16",
 ) -> bool: ...
 def search_topk_screened(
     queries: int,

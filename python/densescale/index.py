@@ -5,9 +5,9 @@ stores them unit-normalised, so every search is an inner product. ``save`` write
 shard plus ``meta.json`` into a temporary directory and renames it into place; ``load`` maps the
 shards (``mmap_mode="r"``), so a corpus larger than RAM is streamed shard by shard. Results equal
 ``faiss.IndexFlatIP`` on the same data up to the order of ties (here: smaller id first). On a CPU
-with AMX or AVX512-BF16, each shard gets a bf16 screening copy on the first search (+2 bytes per
-element, kept while the shard lives; see densescale.ops.search): the results stay those of the
-exact kernel.
+with AMX, AVX512-VNNI or AVX512-BF16, each shard gets a bf16 (AMX) or int8 (VNNI) screening copy
+on the first search (+2 or +1 bytes per element, kept while the shard lives; see
+densescale.ops.search): the results stay those of the exact kernel.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class FlatIndex:
             raise ValueError(f"queries must have dim {self.dim}, got shape {tuple(q.shape)}")
         if self.metric == "cos":
             q = _normalize(q)  # a NaN/Inf query stays non-finite and is reported by the search
-        for shard in self._shards:  # the index lives long: its bf16 screening copy pays off
+        for shard in self._shards:  # the index lives long: its screening copy pays off
             keep_screen_copy(shard)
         return _search(q, self._shards, k, metric="ip", backend=backend, threads=threads)
 

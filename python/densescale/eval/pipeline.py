@@ -24,8 +24,8 @@ def exact_search(
     """Exact inner-product top-k: (M, D), (N, D) -> scores (M, k) fp32, ids (M, k) int64.
 
     The one place the pipeline searches (``densescale.search``). ``shard_rows``: search the
-    corpus as views of this many rows, for a memory-mapped corpus: the search's bf16 screening
-    copy (2 bytes an element, ops/_search_screen.py) is then made per shard and only the last few
+    corpus as views of this many rows, for a memory-mapped corpus: the search's screening
+    copy (bf16 or int8: 2 or 1 bytes an element, ops/_search_screen.py) is then made per shard and only the last few
     kept, instead of one anonymous copy of the whole corpus (13 GiB at 8.8M x 768). Same result:
     shards are searched as one corpus, ties broken by the smaller id."""
     from ..ops.search import search

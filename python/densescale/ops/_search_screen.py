@@ -1,6 +1,7 @@
 """The C++ path of exact search: the exact kernel (csrc/search_kernel.h) per shard, and the
 low-precision screen in front of it (csrc/screen.h: the bound, its derivation and the exactness
-proof; engines: AMX, AVX512-BF16, chosen at run time), its cached corpus copies and fallbacks."""
+proof; engines: AMX (bf16), AVX512-VNNI (int8), AVX512-BF16, chosen at run time), its cached corpus
+copies and fallbacks."""
 
 from __future__ import annotations
 
@@ -60,11 +61,13 @@ def _search_cpp(q, shards, k, cos, threads, isa=""):
 
 # ---- low-precision screen (csrc/screen.h: the bound, its derivation and the exactness proof) ----
 #
-# On a CPU with AMX-BF16 or AVX512-BF16 the C++ path screens the whole corpus in bf16 against a copy made once
-# per corpus tensor (cached below, 2 bytes per element plus 16 bytes per row), keeps the rows
-# whose upper bound reaches the k-th largest lower bound, and rescores only those with the exact
-# fp32 kernel: the result is search_topk's, bit for bit. Queries for which the bound keeps too
-# many rows (more than ``cand_frac`` of the shard) run the exact kernel instead. A copy is keyed
+# On a CPU with AMX-BF16, AVX512-VNNI or AVX512-BF16 the C++ path screens the whole corpus in bf16
+# (AMX, AVX512-BF16) or int8 (AVX512-VNNI) against a copy made once per corpus tensor (cached
+# below, 2 or 1 bytes per element plus 16 bytes per row), keeps the rows whose upper bound reaches
+# the k-th largest lower bound, and rescores only those with the exact fp32 kernel: the result is
+# search_topk's, bit for bit. Queries for which the bound keeps too many rows (more than
+# ``cand_frac`` of the shard, or 12 k for int8, whose bound is ~4x wider) run the exact kernel
+# instead. A copy is keyed
 # on the tensor object and torch's version counter (in-place torch ops invalidate it; inference
 # tensors have none and are never cached); writes that bypass torch, such as through a numpy
 # view of the same memory, are not seen: make a new tensor (or FlatIndex) after such writes.
@@ -72,10 +75,13 @@ def _search_cpp(q, shards, k, cos, threads, isa=""):
 _SCREEN = {
     "min_rows": 16384,  # smaller shards: the exact kernel (the screen would not pay off)
     "max_k_frac": 1 / 16,  # k above this fraction of the shard: exact kernel
+    # int8 (AVX512-VNNI) screens only k up to this: at k = 1,000 on 200k Gaussian rows its wider
+    # bound keeps ~8,500 rows per query and the screen ties with the exact kernel (bench_search)
+    "int8_max_k": 256,
     "cand_frac": 1 / 64,  # per query, more candidates than this fraction: exact kernel
     "pack_min_queries": 256,  # a copy is made on first sight only for batches this large
-    "engine": None,  # None: the CPU's (screen_engines()[0] or none); "off"; "amx", "avx512bf16"
-    # pin one; tests set "emulated" (portable, slow)
+    "engine": None,  # None: the CPU's (screen_engines()[0] or none); "off"; "amx", "avx512vnni",
+    # "avx512bf16" pin one; tests set "emulated" / "emulated-int8" (portable, slow)
     "bound_scale": 1.0,  # tests only: a wrong (shrunk) bound must be caught by them
     "cache_size": 4,  # corpus tensors whose copies are kept (least recently used dropped)
 }
@@ -86,23 +92,25 @@ screen_stats = {"candidates": 0, "queries": 0, "fallbacks": 0}
 
 @dataclass
 class _ScreenCopy:
-    """bf16 copy of one corpus tensor in AMX tile layout (which the AVX512-BF16 engine reads as
-    VDPBF16PS operands too) plus the per-row bound factors."""
+    """Low-precision copy of one corpus tensor plus the per-row bound factors: bf16 in AMX tile
+    layout (which the AVX512-BF16 engine reads as VDPBF16PS operands too) or int8 in VPDPBUSD
+    layout (csrc/screen.h, "The int8 format")."""
 
-    cpack: torch.Tensor  # (Np * Dp,) int16 (bf16 bits)
+    cpack: torch.Tensor  # (Np * Dp,) int16 (bf16 bits) or uint8 (int8 + 128)
     meta: torch.Tensor  # (4 * Np,) fp32
     Np: int
     Dp: int
     scale: torch.Tensor | None  # fp32 inverse norms (cosine) the copy and the rescoring use
     key: tuple
     ok: bool  # False: some row is NaN/Inf or out of the screen's range -> exact kernel
+    format: str = "bf16"
 
     @property
     def nbytes(self) -> int:
-        return self.cpack.numel() * 2 + self.meta.numel() * 4
+        return self.cpack.numel() * self.cpack.element_size() + self.meta.numel() * 4
 
 
-_screen_cache: dict[tuple[int, bool], tuple[weakref.ref, _ScreenCopy]] = {}
+_screen_cache: dict[tuple[int, bool, str], tuple[weakref.ref, _ScreenCopy]] = {}
 
 
 def _screen_engine() -> str | None:
@@ -131,18 +139,21 @@ def _screen_copy(c, cacheable, M, k, cos, threads) -> _ScreenCopy | None:
     n = c.shape[0]
     if engine is None or n < _SCREEN["min_rows"] or k > n * _SCREEN["max_k_frac"] or n >= 2**31:
         return None
+    fmt = native().screen_format(engine)
+    if fmt == "int8" and (k > _SCREEN["int8_max_k"] or c.shape[1] > 65536):  # (int32 sums)
+        return None
     if c.is_inference():  # no version counter: in-place changes could not be seen, no caching
         cacheable = False
-    key = (c.data_ptr(), tuple(c.shape), tuple(c.stride()), c.dtype, cos)
+    key = (c.data_ptr(), tuple(c.shape), tuple(c.stride()), c.dtype, cos, fmt)
     key += (c._version,) if cacheable else ()
-    ident = (id(c), cos)
+    ident = (id(c), cos, fmt)  # a pinned engine of the other format keeps its own copy
     hit = _screen_cache.get(ident) if cacheable else None
     if hit is not None and hit[0]() is c and hit[1].key == key:
         _screen_cache[ident] = _screen_cache.pop(ident)  # most recently used last
         return hit[1] if hit[1].ok else None
     if M < _SCREEN["pack_min_queries"] and not (cacheable and _is_long_lived(c)):
         return None  # a copy for a small batch costs more than the screen saves
-    copy = _make_screen_copy(c, key, cos, threads)
+    copy = _make_screen_copy(c, key, cos, threads, fmt)
     if cacheable:
         _screen_cache.pop(ident, None)
         while len(_screen_cache) >= _SCREEN["cache_size"]:
@@ -167,24 +178,25 @@ def _is_long_lived(t: torch.Tensor) -> bool:
     return ref is not None and ref() is t
 
 
-def _drop_screen_copy(ident: tuple[int, bool], ref: weakref.ref) -> None:
+def _drop_screen_copy(ident: tuple[int, bool, str], ref: weakref.ref) -> None:
     hit = _screen_cache.get(ident)
     if hit is not None and hit[0] is ref:
         del _screen_cache[ident]
 
 
-def _make_screen_copy(c, key, cos, threads) -> _ScreenCopy:
+def _make_screen_copy(c, key, cos, threads, fmt="bf16") -> _ScreenCopy:
     n, d = c.shape
-    Np, Dp = -(-n // 32) * 32, -(-d // 32) * 32
+    align = 64 if fmt == "int8" else 32
+    Np, Dp = -(-n // 32) * 32, -(-d // align) * align
     scale = _shard_inverse_norms(c) if cos else None
-    cpack = torch.empty(Np * Dp, dtype=torch.int16)
+    cpack = torch.empty(Np * Dp, dtype=torch.uint8 if fmt == "int8" else torch.int16)
     meta = torch.empty(4 * Np, dtype=torch.float32)
     ok = native().screen_pack(
         c.data_ptr(), n, d, c.stride(0), _CPP_TYPE[c.dtype],
         0 if scale is None else scale.data_ptr(), cpack.data_ptr(), meta.data_ptr(), Np, Dp,
-        threads,
+        threads, fmt,
     )  # fmt: skip
-    return _ScreenCopy(cpack, meta, Np, Dp, scale, key, bool(ok))
+    return _ScreenCopy(cpack, meta, Np, Dp, scale, key, bool(ok), fmt)
 
 
 def _search_screened(C, q, c, copy, k, offset, s, i, threads):
@@ -192,7 +204,10 @@ def _search_screened(C, q, c, copy, k, offset, s, i, threads):
     kernel. Returns (bad_query, bad_row) as search_topk (>= 0: NaN/Inf scores were seen)."""
     M, D = q.shape
     n = c.shape[0]
-    limit = max(2 * k, int(n * _SCREEN["cand_frac"]))
+    # int8's wider bound keeps ~8 k rows per query at k = 1,000 on Gaussian rows (bf16: ~1.7 k),
+    # which still pays off: its limit is at least 12 k.
+    limit = max((12 if copy.format == "int8" else 2) * k, int(n * _SCREEN["cand_frac"]))
+    limit = min(limit, n)
     fb = torch.zeros(M, dtype=torch.uint8)
     scale = copy.scale
     bad_q, bad_row, cands, n_fb = C.search_topk_screened(

@@ -13,16 +13,17 @@ score descending, equal scores by smaller id. It equals ``torch.topk(Q @ C.T, k)
 of ties, without materialising the (M, N) matrix: the corpus is scored shard by shard and the
 per-shard top-k lists are merged.
 
-Low-precision screening (``"cpp"`` on a CPU with AMX-BF16 or AVX512-BF16, csrc/screen.h; the
-engine is chosen at run time, AMX first, and ``DENSESCALE_SCREEN=amx|avx512bf16`` pins one): the
-corpus is scored in bf16 against a copy made once per corpus tensor (cached; +2 bytes per
-element), every (query, row) pair gets a proven error bound from the measured rounding residuals
-and the norms (Cauchy-Schwarz plus fp32 accumulation, derived in csrc/screen.h), the rows whose
-upper bound can still reach the k-th largest lower bound are rescored with the exact fp32
-kernel's own arithmetic, and the top k of those is the exact kernel's result, bit for bit. Queries for which the bound keeps too many
-rows, zero queries, and corpora with NaN/Inf or norms outside [2^-40, 2^40] run the exact kernel;
-so do CPUs with neither instruction set, ``DENSESCALE_ISA`` below avx512 and
-``DENSESCALE_SCREEN=off``.
+Low-precision screening (``"cpp"`` on a CPU with AMX-BF16, AVX512-VNNI or AVX512-BF16,
+csrc/screen.h; the engine is chosen at run time, AMX (bf16) first, then AVX512-VNNI (int8), and
+``DENSESCALE_SCREEN=amx|avx512vnni|avx512bf16`` pins one): the corpus is scored in bf16 or int8
+against a copy made once per corpus tensor (cached; +2 or +1 bytes per element), every
+(query, row) pair gets a proven error bound from the measured rounding residuals and the norms
+(Cauchy-Schwarz plus fp32 accumulation, derived in csrc/screen.h), the rows whose upper bound can
+still reach the k-th largest lower bound are rescored with the exact fp32 kernel's own
+arithmetic, and the top k of those is the exact kernel's result, bit for bit. Queries for which
+the bound keeps too many rows, zero queries, corpora with NaN/Inf or norms outside
+[2^-40, 2^40], and k > 256 on the int8 engine run the exact kernel; so do CPUs with none of these
+instruction sets, ``DENSESCALE_ISA`` below avx512 and ``DENSESCALE_SCREEN=off``.
 
 Backends: ``"cpp"`` (CPU, register-tiled SIMD kernels in ``densescale._C``), ``"triton"`` (CUDA,
 ``densescale.ops._search_triton``), ``"torch"`` (chunked matmul + tie-exact top-k: the reference),
@@ -180,9 +181,9 @@ def search(
             256 MiB of work per chunk), the unit of streaming for corpora larger than memory.
 
     Equivalent to ``torch.topk(queries @ corpus.T, k)`` computed in fp32, up to tie order. On a
-    CPU with AMX or AVX512-BF16 the "cpp" path screens a cached bf16 copy of each corpus tensor (made on the
-    first call with >= 256 queries, or by ``FlatIndex``) and rescores exactly: same result, see
-    the module docstring.
+    CPU with AMX, AVX512-VNNI or AVX512-BF16 the "cpp" path screens a cached bf16 / int8 copy of
+    each corpus tensor (made on the first call with >= 256 queries, or by ``FlatIndex``) and
+    rescores exactly: same result, see the module docstring.
     A NaN/Inf in a query or corpus row raises ``ValueError`` naming the argument and the row
     (``corpus row 17 holds NaN or Inf``), detected from the scores without a pass over the data.
     """
