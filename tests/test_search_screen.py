@@ -369,9 +369,14 @@ def test_screen_engine_env_pins_an_engine(monkeypatch):
         assert torch.equal(i, ei) and torch.equal(s, es)
     monkeypatch.setenv("DENSESCALE_SCREEN", "off")
     assert S._screen_engine() is None
+    assert densescale.search_engine() == "off"
+    monkeypatch.delenv("DENSESCALE_SCREEN")
+    assert densescale.search_engine() == (HARDWARE[0] if HARDWARE else "off")
     monkeypatch.setenv("DENSESCALE_SCREEN", "tpu")
     with pytest.raises(ValueError, match="DENSESCALE_SCREEN must be off, auto or an engine"):
         index.search(q, 7)
+    with pytest.raises(ValueError, match="got 'tpu'"):
+        densescale.search_engine()
 
 
 @pytest.mark.parametrize("engine", ["emulated-int8", "emulated"])
@@ -410,3 +415,14 @@ def test_copy_formats_and_their_errors():
                       i8.meta.data_ptr(), i8.Np, i8.Dp, 1, "fp8")  # fmt: skip
     with pytest.raises(ValueError, match="engine must be 'amx', 'avx512vnni'"):
         C.screen_format("tpu")
+
+
+def test_a_pinned_engine_under_an_isa_cap_names_the_cap():
+    # DENSESCALE_ISA below avx512 leaves no engine: pinning one says why, not "this CPU runs []".
+    if native().detected_isa() != "avx512" or not HARDWARE:
+        pytest.skip("needs an AVX-512 CPU with a screen engine")
+    code = "import densescale; print(densescale.search_engine())"
+    out = run_with_isa(code, "avx2", DENSESCALE_SCREEN=HARDWARE[0])
+    assert out.returncode != 0
+    assert "DENSESCALE_ISA caps this process at avx2" in out.stderr, out.stderr[-500:]
+    assert run_with_isa(code, "avx2").stdout.split() == ["off"]

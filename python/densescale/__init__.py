@@ -17,6 +17,7 @@ _EXPORTS = {
     "ContrastiveLoss": "densescale.losses",
     "search": "densescale.ops.search",
     "score_candidates": "densescale.ops.search",
+    "search_engine": "densescale.ops.search",
     "FlatIndex": "densescale.index",
     "contrastive_entropy": "densescale.eval.entropy",
     "ranking_metrics": "densescale.eval.metrics",
@@ -35,6 +36,7 @@ __all__ = [
     "read_trec_run",
     "score_candidates",
     "search",
+    "search_engine",
     "write_trec_run",
 ]
 

@@ -125,10 +125,26 @@ def _screen_engine() -> str | None:
     if env in ("", "on", "auto"):
         return usable[0] if usable else None
     if env not in usable:
+        C = native()
+        capped = (
+            f" (DENSESCALE_ISA caps this process at {C.isa()}; every engine needs avx512)"
+            if C.isa() != C.detected_isa()
+            else ""
+        )
         raise ValueError(
-            f"DENSESCALE_SCREEN must be off, auto or an engine this CPU runs {usable}, got {env!r}"
+            f"DENSESCALE_SCREEN must be off, auto or an engine this process can run {usable}, "
+            f"got {env!r}{capped}"
         )
     return env
+
+
+def search_engine() -> str:
+    """The low-precision screen the CPU search uses now: "amx" (bf16 tiles), "avx512vnni" (int8),
+    "avx512bf16", or "off" (the exact fp32 kernel only: no such instructions, ``DENSESCALE_ISA``
+    below avx512, or ``DENSESCALE_SCREEN=off``). ``DENSESCALE_SCREEN=<engine>`` pins one; a value
+    this process cannot run raises ``ValueError``. Whatever the engine, results are the exact
+    kernel's (csrc/screen.h)."""
+    return _screen_engine() or "off"
 
 
 def _screen_copy(c, cacheable, M, k, cos, threads) -> _ScreenCopy | None:

@@ -90,6 +90,7 @@ from densescale.ops._search_screen import (  # noqa: F401  (re-exported for test
     _search_cpp,
     keep_screen_copy,
     screen_stats,
+    search_engine,
 )
 
 
