@@ -258,8 +258,11 @@ py::tuple search_topk_screened(uintptr_t queries, int64_t M, int64_t D, uintptr_
     for (int64_t i = 0; i < Mp; ++i) shared_thr[i] = -std::numeric_limits<float>::infinity();
 #pragma omp parallel num_threads(T_)
     {
-      std::vector<float> wu, wl, thr;
-      std::vector<int32_t> wid;
+      // The lists, uninitialised: a query touches only the slots it fills, so a large cap (the
+      // candidate limit) costs address space, not a memset of mb x cap entries per thread.
+      std::unique_ptr<float[]> wu(new float[mb * cap]), wl(new float[mb * cap]);
+      std::unique_ptr<int32_t[]> wid(new int32_t[mb * cap]);
+      std::vector<float> thr;
       std::vector<int64_t> count;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t un = 0; un < units; ++un) {
@@ -270,16 +273,13 @@ py::tuple search_topk_screened(uintptr_t queries, int64_t M, int64_t D, uintptr_
         u.j0 = Np / 32 * sh / shards * 32;
         u.j1 = Np / 32 * (sh + 1) / shards * 32;
         u.cap = cap;
-        wu.resize(u.mq * cap);
-        wl.resize(u.mq * cap);
-        wid.resize(u.mq * cap);
         count.assign(u.mq, 0);
         thr.resize(u.mq);
         Result& r = res[un];
         r.skip.assign(p.skip.begin() + u.m0, p.skip.begin() + u.m0 + u.mq);
-        u.u = wu.data();
-        u.l = wl.data();
-        u.id = wid.data();
+        u.u = wu.get();
+        u.l = wl.get();
+        u.id = wid.get();
         u.count = count.data();
         u.skip = r.skip.data();
         u.thr = thr.data();
@@ -292,9 +292,9 @@ py::tuple search_topk_screened(uintptr_t queries, int64_t M, int64_t D, uintptr_
         r.id.resize(r.start[u.mq]);
         for (int64_t i = 0; i < u.mq; ++i) {
           const int64_t o = r.start[i], n = r.start[i + 1] - o;
-          std::copy(wu.data() + i * cap, wu.data() + i * cap + n, r.u.data() + o);
-          std::copy(wl.data() + i * cap, wl.data() + i * cap + n, r.l.data() + o);
-          std::copy(wid.data() + i * cap, wid.data() + i * cap + n, r.id.data() + o);
+          std::copy(wu.get() + i * cap, wu.get() + i * cap + n, r.u.data() + o);
+          std::copy(wl.get() + i * cap, wl.get() + i * cap + n, r.l.data() + o);
+          std::copy(wid.get() + i * cap, wid.get() + i * cap + n, r.id.data() + o);
         }
       }
     }

@@ -170,8 +170,13 @@ def test_candidate_limit_falls_back_per_query(engine, monkeypatch):
     c = torch.ones(800, 16)
     q = torch.cat([torch.ones(1, 16), torch.randn(2, 16)])
     monkeypatch.setitem(S._SCREEN, "cand_frac", 0.1)
+    monkeypatch.setitem(S._SCREEN, "min_cand_limit", 0)
     check(q, c, 5)
     assert S.screen_stats["fallbacks"] >= 1
+    # The floor of min_cand_limit rows (here above N): rescoring all 800 beats a fallback.
+    monkeypatch.setitem(S._SCREEN, "min_cand_limit", 4096)
+    check(q, c, 5)
+    assert S.screen_stats["fallbacks"] == 0 and S.screen_stats["queries"] == 3
 
 
 def test_nan_corpus_row_is_still_named(engine):

@@ -79,6 +79,7 @@ _SCREEN = {
     # bound keeps ~8,500 rows per query and the screen ties with the exact kernel (bench_search)
     "int8_max_k": 256,
     "cand_frac": 1 / 64,  # per query, more candidates than this fraction: exact kernel
+    "min_cand_limit": 4096,  # ... but never fewer than this many
     "pack_min_queries": 256,  # a copy is made on first sight only for batches this large
     "engine": None,  # None: the CPU's (screen_engines()[0] or none); "off"; "amx", "avx512vnni",
     # "avx512bf16" pin one; tests set "emulated" / "emulated-int8" (portable, slow)
@@ -220,10 +221,12 @@ def _search_screened(C, q, c, copy, k, offset, s, i, threads):
     kernel. Returns (bad_query, bad_row) as search_topk (>= 0: NaN/Inf scores were seen)."""
     M, D = q.shape
     n = c.shape[0]
-    # int8's wider bound keeps ~8 k rows per query at k = 1,000 on Gaussian rows (bf16: ~1.7 k),
-    # which still pays off: its limit is at least 12 k.
+    # At least 4,096 rows: rescoring them costs less than the exact kernel's pass over the corpus
+    # that a fallback query needs (64 queries on tight clusters of ~3,100 rows: 57 ms screened,
+    # 107 ms with 29 of them sent to the exact kernel). int8's wider bound keeps more rows (~8 k
+    # per query at k = 1,000 on Gaussian rows, bf16 ~1.7 k): at least 12 k there.
     limit = max((12 if copy.format == "int8" else 2) * k, int(n * _SCREEN["cand_frac"]))
-    limit = min(limit, n)
+    limit = min(max(limit, _SCREEN["min_cand_limit"]), n)
     fb = torch.zeros(M, dtype=torch.uint8)
     scale = copy.scale
     bad_q, bad_row, cands, n_fb = C.search_topk_screened(
