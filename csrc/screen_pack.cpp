@@ -31,6 +31,15 @@ inline double int8_division_slack(int64_t D) {
   return 127.0 * std::sqrt(static_cast<double>(D)) * 0x1p-52;
 }
 
+// int8 rounding of v = x / c (|v| <= 127 by the choice of c = max|x| / 127 rounded up), adding the
+// residual's and the rounded value's squares to r2 and n2.
+inline double round_int8(double v, double& r2, double& n2) {
+  const double h = std::min(127.0, std::max(-127.0, std::nearbyint(v)));
+  r2 += (v - h) * (v - h);
+  n2 += h * h;
+  return h;
+}
+
 // Round to fp32 upwards (the stored bound factors must never shrink).
 inline float up(double x) {
   const float f = static_cast<float>(x);
@@ -203,12 +212,8 @@ bool pack_rows_int8(const TopkArgs& c, const float* row_scale, uint8_t* c8, floa
           for (int e = 0; e < 4; ++e) {
             const int64_t d = ch * 64 + 4 * p + e;
             double h = 0.0;
-            if (good[r] && d < D && scale[r] != 0.0) {
-              const double v = static_cast<double>(to_float(x[d])) / scale[r];
-              h = std::min(127.0, std::max(-127.0, std::nearbyint(v)));
-              r2[r] += (v - h) * (v - h);
-              n2[r] += h * h;
-            }
+            if (good[r] && d < D && scale[r] != 0.0)
+              h = round_int8(static_cast<double>(to_float(x[d])) / scale[r], r2[r], n2[r]);
             *out++ = static_cast<uint8_t>(static_cast<int>(h) + 128);
           }
         }
@@ -303,10 +308,7 @@ Prepared prep_queries(const float* q, int64_t M, int64_t D, int64_t Dp, int thre
       double r2 = 0.0, n2 = 0.0;
       int64_t sum = 0;
       for (int64_t i = 0; i < D; ++i) {
-        const double v = x[i] / cq;
-        const double h = std::min(127.0, std::max(-127.0, std::nearbyint(v)));
-        r2 += (v - h) * (v - h);
-        n2 += h * h;
+        const double h = round_int8(x[i] / cq, r2, n2);
         sum += static_cast<int64_t>(h);
         p.q8[query_index8(m, i, Dp)] = static_cast<int8_t>(h);
       }

@@ -66,11 +66,11 @@ def _search_cpp(q, shards, k, cos, threads, isa=""):
 # below, 2 or 1 bytes per element plus 16 bytes per row), keeps the rows whose upper bound reaches
 # the k-th largest lower bound, and rescores only those with the exact fp32 kernel: the result is
 # search_topk's, bit for bit. Queries for which the bound keeps too many rows (more than
-# ``cand_frac`` of the shard, or 12 k for int8, whose bound is ~4x wider) run the exact kernel
-# instead. A copy is keyed
-# on the tensor object and torch's version counter (in-place torch ops invalidate it; inference
-# tensors have none and are never cached); writes that bypass torch, such as through a numpy
-# view of the same memory, are not seen: make a new tensor (or FlatIndex) after such writes.
+# ``cand_frac`` of the shard and ``min_cand_limit``, or 12 k for int8, whose bound is ~4x wider)
+# run the exact kernel instead. A copy is keyed on the tensor object, the metric, the format and
+# torch's version counter (in-place torch ops invalidate it; inference tensors have none and are
+# never cached); writes that bypass torch, such as through a numpy view of the same memory, are
+# not seen: make a new tensor (or FlatIndex) after such writes.
 
 _SCREEN = {
     "min_rows": 16384,  # smaller shards: the exact kernel (the screen would not pay off)
