@@ -56,26 +56,35 @@ inline uint16_t to_bf16(float f) {
   return h;
 }
 
+// A vector's fp64 norm and largest |x_i| (values read as fp32). False when the norm is not finite
+// or is nonzero and outside [2^-40, 2^40], the range the screen takes.
+template <class T>
+bool measure(const T* x, int64_t n, double& norm, double& amax) {
+  double s2 = 0.0;
+  amax = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = to_float(x[i]);
+    s2 += v * v;
+    amax = std::max(amax, std::fabs(v));
+  }
+  norm = std::sqrt(s2);
+  return std::isfinite(norm) && (norm == 0.0 || (norm >= kNormLo && norm <= kNormHi));
+}
+
 // Scale x (n values, read as fp32) by 2^e with |x| 2^e in [0.5, 1), round to bf16, measure the
 // residual. Writes the n bf16 values through put(i, bits). Returns false when |x| is not finite or
 // outside [2^-40, 2^40] (and not 0). norm / scale / rho / nu are fp64.
 template <class T, class Put>
 bool prep_vector(const T* x, int64_t n, Put put, double& norm, double& scale, double& rho,
                  double& nu) {
-  double s2 = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double v = to_float(x[i]);
-    s2 += v * v;
-  }
-  norm = std::sqrt(s2);
+  double amax;
   rho = nu = 0.0;
   scale = 1.0;
-  if (!std::isfinite(norm)) return false;
+  if (!measure(x, n, norm, amax)) return false;
   if (norm == 0.0) {
     for (int64_t i = 0; i < n; ++i) put(i, 0);
     return true;
   }
-  if (norm < kNormLo || norm > kNormHi) return false;
   scale = std::ldexp(1.0, -std::ilogb(norm) - 1);
   double r2 = 0.0, n2 = 0.0;
   for (int64_t i = 0; i < n; ++i) {
@@ -114,14 +123,8 @@ bool pack_rows(const TopkArgs& c, const float* row_scale, uint16_t* cpack, float
       norm[r] = 0.0;
       scale[r] = 0.0;  // padding and zero rows pack as zeros
       if (!good[r]) continue;
-      const T* x = corpus + j * c.corpus_stride;
-      double s2 = 0.0;
-      for (int64_t i = 0; i < D; ++i) {
-        const double v = to_float(x[i]);
-        s2 += v * v;
-      }
-      norm[r] = std::sqrt(s2);
-      if (!std::isfinite(norm[r]) || (norm[r] != 0.0 && (norm[r] < kNormLo || norm[r] > kNormHi))) {
+      double amax;
+      if (!measure(corpus + j * c.corpus_stride, D, norm[r], amax)) {
         ok = 0;
         good[r] = false;
       } else if (norm[r] != 0.0) {
@@ -189,15 +192,8 @@ bool pack_rows_int8(const TopkArgs& c, const float* row_scale, uint8_t* c8, floa
       good[r] = j < N;
       norm[r] = scale[r] = 0.0;
       if (!good[r]) continue;
-      const T* x = corpus + j * c.corpus_stride;
-      double s2 = 0.0, amax = 0.0;
-      for (int64_t i = 0; i < D; ++i) {
-        const double v = to_float(x[i]);
-        s2 += v * v;
-        amax = std::max(amax, std::fabs(v));
-      }
-      norm[r] = std::sqrt(s2);
-      if (!std::isfinite(norm[r]) || (norm[r] != 0.0 && (norm[r] < kNormLo || norm[r] > kNormHi))) {
+      double amax;
+      if (!measure(corpus + j * c.corpus_stride, D, norm[r], amax)) {
         ok = 0;
         good[r] = false;
       } else if (norm[r] != 0.0) {
@@ -296,14 +292,9 @@ Prepared prep_queries(const float* q, int64_t M, int64_t D, int64_t Dp, int thre
   for (int64_t m = 0; m < M; ++m) {
     const float* x = q + m * D;
     if (int8) {
-      double s2 = 0.0, amax = 0.0;
-      for (int64_t i = 0; i < D; ++i) {
-        s2 += static_cast<double>(x[i]) * x[i];
-        amax = std::max(amax, std::fabs(static_cast<double>(x[i])));
-      }
-      const double norm = std::sqrt(s2);
+      double norm, amax;
       // A zero query scores 0 everywhere: every row ties, the screen cannot help.
-      if (!std::isfinite(norm) || norm == 0.0 || norm < kNormLo || norm > kNormHi) continue;
+      if (!measure(x, D, norm, amax) || norm == 0.0) continue;
       const double cq = up(amax / 127.0);
       double r2 = 0.0, n2 = 0.0;
       int64_t sum = 0;

@@ -101,6 +101,19 @@ def problems(draw):
     return torch.from_numpy(q), corpus, k
 
 
+def _disguised(rng, c: np.ndarray, k: int):
+    """(q, c, k) with q = ones, both under the same random sign flips and permutation of the dims,
+    and q times a random power of two (which changes no rounding)."""
+    D = c.shape[1]
+    flip = rng.choice([-1.0, 1.0], size=D).astype(np.float32)
+    perm = rng.permutation(D)
+    c = (c * flip)[:, perm]
+    q = (np.ones((1, D), dtype=np.float32) * flip)[:, perm] * np.float32(
+        2.0 ** rng.integers(-20, 21)
+    )
+    return torch.from_numpy(q), torch.from_numpy(c), k
+
+
 def crossing(rng, n_best: int, n_decoys: int, k: int):
     """bf16 rounding reverses the order at the k-th place: the best rows hold values just below a
     bf16 midpoint (rounded down), the decoys values just above it (rounded up), so in bf16 every
@@ -113,13 +126,7 @@ def crossing(rng, n_best: int, n_decoys: int, k: int):
     c[:, 0] = hi - 4 * D * 2.0**-16
     best = rng.choice(len(c), n_best, replace=False)
     c[best] = lo
-    flip = rng.choice([-1.0, 1.0], size=D).astype(np.float32)
-    perm = rng.permutation(D)
-    c = (c * flip)[:, perm]
-    q = (np.ones((1, D), dtype=np.float32) * flip)[:, perm] * np.float32(
-        2.0 ** rng.integers(-20, 21)
-    )
-    return torch.from_numpy(q), torch.from_numpy(c), k
+    return _disguised(rng, c, k)
 
 
 def crossing_int8(rng, n_best: int, n_decoys: int, k: int):
@@ -133,13 +140,7 @@ def crossing_int8(rng, n_best: int, n_decoys: int, k: int):
     best = rng.choice(len(c), n_best, replace=False)
     c[best] = 63.5 - d
     c[best, 0] = 127
-    flip = rng.choice([-1.0, 1.0], size=D).astype(np.float32)
-    perm = rng.permutation(D)
-    c = (c * flip)[:, perm]
-    q = (np.ones((1, D), dtype=np.float32) * flip)[:, perm] * np.float32(
-        2.0 ** rng.integers(-20, 21)
-    )
-    return torch.from_numpy(q), torch.from_numpy(c), k
+    return _disguised(rng, c, k)
 
 
 def check_against_fp64(q: torch.Tensor, c: torch.Tensor, k: int, s: torch.Tensor, i: torch.Tensor):

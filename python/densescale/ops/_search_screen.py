@@ -162,7 +162,7 @@ def _screen_copy(c, cacheable, M, k, cos, threads) -> _ScreenCopy | None:
         return None
     if c.is_inference():  # no version counter: in-place changes could not be seen, no caching
         cacheable = False
-    key = (c.data_ptr(), tuple(c.shape), tuple(c.stride()), c.dtype, cos, fmt)
+    key = (c.data_ptr(), tuple(c.shape), tuple(c.stride()), c.dtype, cos)
     key += (c._version,) if cacheable else ()
     ident = (id(c), cos, fmt)  # a pinned engine of the other format keeps its own copy
     hit = _screen_cache.get(ident) if cacheable else None
