@@ -4,16 +4,17 @@ torch, side by side in one run.
     python bench/bench_search.py --device cpu  [--threads 2] [--quick]
     python bench/bench_search.py --device cuda [--gpu-ms 8 128 1024 8192]
     python bench/bench_search.py --dry-run [--device cuda]   # tiny shapes: wiring and table only
+    python bench/bench_search.py --isa avx2 [--all]   # as on a CPU without AVX-512 (both sides)
 
 Providers: ``search-<dtype>`` is ``densescale.search(q, corpus, k)`` on a plain torch tensor (the
 call a user makes: validation, conversion and NaN/Inf detection included; on a CPU with AMX-BF16,
-AVX512-VNNI or AVX512-BF16 it screens a bf16 or int8 copy of the corpus, made once per tensor and
-cached, and rescores the survivors exactly: csrc/screen.h) with the CPU's default screen engine
-(AMX first, then AVX512-VNNI); ``search-fp32-<engine>`` is the same call with each other engine
-this CPU runs pinned (e.g. the AVX512-VNNI engine, the one AMD EPYC and pre-AMX Xeon CPUs use,
-measured on an AMX Xeon); ``exact-<dtype>`` is
-the same call with the screen off (the exact fp32 kernel over every row: the result the screen
-must reproduce, and does, bit for bit);
+AVX512-VNNI or AVX512-BF16, or with AVX2 as its widest ISA, it screens a bf16 or int8 copy of the
+corpus, made once per tensor and cached, and rescores the survivors exactly: csrc/screen.h) with
+the CPU's default screen engine (AMX first, then AVX512-VNNI); ``search-fp32-<engine>`` is the
+same call with each other engine this CPU runs pinned (e.g. the AVX512-VNNI engine, the one AMD
+EPYC and pre-AMX Xeon CPUs use, measured on an AMX Xeon); ``exact-<dtype>`` is the same call with
+the screen off (the exact fp32 kernel over every row: the result the screen must reproduce, and
+does, bit for bit);
 ``kernel-<dtype>`` is
 ``densescale._C.search_topk`` (CPU) / ``densescale.ops._search_triton.topk`` (CUDA) on the same
 buffers, so the cost of the layer above the kernel is measured, never assumed (column
@@ -23,7 +24,7 @@ buffers, so the cost of the layer above the kernel is measured, never assumed (c
 CPU cases (issue 10 targets in brackets), N=200,000, D=768, k=100:
   topk-m8     M=8     [search-fp32 >= 2x faster than faiss IndexFlatIP, search-fp16 >= 3x]
   topk-m1000  M=1000  [search-fp32 >= 1.5x faster than faiss with AVX512-BF16 / VNNI, 3x with AMX;
-              no slower than faiss without either (exact-fp32 is that path)]
+              no slower than faiss without either: the AVX2 engine, timed with --isa avx2]
   topk-m64-near-ties  M=64 on a corpus of 64 tight clusters (reported): the screen's bound keeps
               each query's whole cluster (~3,100 rows), all rescored; shows what that costs
   screen-copy making each screening copy once (bf16, and int8 where AVX512-VNNI runs: time, extra
@@ -510,11 +511,26 @@ def main(argv: list[str] | None = None) -> None:
         "--real-sentences", type=int, default=0, metavar="N",
         help="with --real: the corpus is the passages' first N sentences (e.g. 200000)",
     )  # fmt: skip
+    p.add_argument(
+        "--isa", choices=["avx2"],
+        help="measure as on a CPU whose widest ISA is AVX2 (CPU): densescale capped by "
+        "DENSESCALE_ISA, faiss's OpenBLAS and SIMD code by OPENBLAS_CORETYPE=Haswell and "
+        "FAISS_SIMD_LEVEL=AVX2",
+    )  # fmt: skip
     args = p.parse_args(argv)
+    if args.isa and os.environ.get("DENSESCALE_ISA") != args.isa:
+        # Every one of these is read once, when its library loads: start over with them set.
+        os.environ.update(DENSESCALE_ISA=args.isa, OPENBLAS_CORETYPE="Haswell",
+                          FAISS_SIMD_LEVEL="AVX2")  # fmt: skip
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     from _harness import cpu_model
 
     load0 = os.getloadavg()
     print(f"CPU: {cpu_model()}, {args.threads} threads; load average {load0}", flush=True)
+    if args.isa:
+        print(f"  as an {args.isa} CPU: DENSESCALE_ISA={os.environ['DENSESCALE_ISA']}, faiss with "
+              f"OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']}, "
+              f"FAISS_SIMD_LEVEL={os.environ['FAISS_SIMD_LEVEL']}", flush=True)  # fmt: skip
     if args.dry_run:
         rows = dry_run_rows(args)
     else:
@@ -523,12 +539,15 @@ def main(argv: list[str] | None = None) -> None:
     # The machine's load (1-minute average) before and after: other jobs on the cores slow
     # every provider; the interleaved rounds keep the ratios fair, not the absolute times.
     load = {"load_1min_start": load0[0], "load_1min_end": os.getloadavg()[0]}
+    from densescale._native import native
+
+    load["isa"] = native().isa()  # the SIMD path densescale ran (DENSESCALE_ISA caps it)
     print(f"load average at the end: {os.getloadavg()}", flush=True)
     rows = [{**r, **env, **load} for r in rows]
     cols = ["case", "provider", "M", "k", "dtype", "median_ms", "p20_ms", "p80_ms", "gflops",
             "speedup_vs_faiss", "vs_faiss", "speedup_vs_exact-fp32", "vs_exact-fp32", "cands_per_query", "fallback_queries", "near_tie_frac",
             "extra_MiB", "api_overhead", "speedup_vs_torch", "speedup_vs_faiss-gpu",
-            "x_read_once", "GBps", "frac_copy_bw", "frac_peak_flops", "status", "cpu",
+            "x_read_once", "GBps", "frac_copy_bw", "frac_peak_flops", "status", "cpu", "isa",
             "load_1min_start"]  # fmt: skip
     cols = [c for c in cols if any(c in r for r in rows)]
     print_table(rows, cols)

@@ -2,8 +2,8 @@
 // choice, the units and threads, the merge, the exact rescoring with the fp32 candidate kernel of
 // the active ISA (the same arithmetic as search_topk, so the scores are the exact kernel's bit for
 // bit), the selection, the emulated (portable) engine and the Python bindings. The corpus copy and
-// the query preparation live in screen_pack.cpp, the engines in screen_amx.cpp and
-// screen_avx512bf16.cpp.
+// the query preparation live in screen_pack.cpp, the engines in screen_amx.cpp,
+// screen_avx512vnni.cpp, screen_avx512bf16.cpp and screen_avx2.cpp.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -174,39 +174,55 @@ void rescore(PairArgs& a) {
   }
 }
 
-// The hardware engines this CPU runs, best first (AVX-512 not capped by DENSESCALE_ISA): AMX
+// The hardware engines this process runs (its ISA as capped by DENSESCALE_ISA), best first: AMX
 // (bf16 tiles), then AVX512-VNNI (int8, 4x the fp32 FMA's multiplies per instruction), then
-// AVX512-BF16 (2x, at half the issue rate on this project's Xeon; a tighter bound).
+// AVX512-BF16 (2x, at half the issue rate on this project's Xeon; a tighter bound), then AVX2
+// (int8 through VPMADDUBSW: 1.8x a 256-bit FMA).
 std::vector<std::string> usable_engines() {
   std::vector<std::string> e;
-  if (active_isa() != Isa::Avx512) return e;
-  if (amx_usable()) e.push_back("amx");
-  if (avx512vnni_usable()) e.push_back("avx512vnni");
-  if (avx512bf16_usable()) e.push_back("avx512bf16");
+  const Isa isa = active_isa();
+  if (isa == Isa::Avx512) {
+    if (amx_usable()) e.push_back("amx");
+    if (avx512vnni_usable()) e.push_back("avx512vnni");
+    if (avx512bf16_usable()) e.push_back("avx512bf16");
+  }
+  if (isa >= Isa::Avx2) e.push_back("avx2");
   return e;
+}
+
+// The engine a search uses unless one is pinned: the best usable one, except that the AVX2 engine
+// is the default only where AVX2 is the widest ISA (on AVX-512 without VNNI or BF16 the 512-bit
+// fp32 FMA of the exact kernel multiplies as fast as its three-instruction int8 step).
+std::string default_engine() {
+  const std::vector<std::string> e = usable_engines();
+  if (e.empty() || (e.front() == "avx2" && active_isa() != Isa::Avx2)) return "none";
+  return e.front();
 }
 
 struct EngineFns {
   void (*unit)(const ScreenScan&, ScreenUnit&);
   void (*dump)(const ScreenScan&, int64_t, float*, float*);
-  bool int8;  // reads the int8 copy (else bf16)
+  QueryCode code;  // bf16: reads the bf16 copy; else the int8 copy
+  bool int8() const { return code != QueryCode::Bf16; }
 };
 
 EngineFns pick_engine(const std::string& engine) {
-  if (engine == "emulated") return {screen_unit_emulated, screen_dump_emulated, false};
+  if (engine == "emulated") return {screen_unit_emulated, screen_dump_emulated, QueryCode::Bf16};
   if (engine == "emulated-int8")
-    return {screen_unit_emulated_int8, screen_dump_emulated_int8, true};
-  const bool amx = engine == "amx", bf16 = engine == "avx512bf16", vnni = engine == "avx512vnni";
-  if (!amx && !bf16 && !vnni)
+    return {screen_unit_emulated_int8, screen_dump_emulated_int8, QueryCode::Int8};
+  const bool amx = engine == "amx", bf16 = engine == "avx512bf16", vnni = engine == "avx512vnni",
+             avx2 = engine == "avx2";
+  if (!amx && !bf16 && !vnni && !avx2)
     throw py::value_error(
-        "engine must be 'amx', 'avx512vnni', 'avx512bf16', 'emulated' or 'emulated-int8', got '" +
-        engine + "'");
+        "engine must be 'amx', 'avx512vnni', 'avx512bf16', 'avx2', 'emulated' or "
+        "'emulated-int8', got '" + engine + "'");
   if ((amx && !amx_usable()) || (bf16 && !avx512bf16_usable()) ||
-      (vnni && !avx512vnni_usable()))
+      (vnni && !avx512vnni_usable()) || (avx2 && active_isa() < Isa::Avx2))
     throw py::value_error("engine '" + engine + "' is not usable on this CPU");
-  if (amx) return {screen_unit_amx, screen_dump_amx, false};
-  if (vnni) return {screen_unit_avx512vnni, screen_dump_avx512vnni, true};
-  return {screen_unit_avx512bf16, screen_dump_avx512bf16, false};
+  if (amx) return {screen_unit_amx, screen_dump_amx, QueryCode::Bf16};
+  if (vnni) return {screen_unit_avx512vnni, screen_dump_avx512vnni, QueryCode::Int8};
+  if (avx2) return {screen_unit_avx2, screen_dump_avx2, QueryCode::Int8Pairs};
+  return {screen_unit_avx512bf16, screen_dump_avx512bf16, QueryCode::Bf16};
 }
 
 py::tuple search_topk_screened(uintptr_t queries, int64_t M, int64_t D, uintptr_t cpack,
@@ -217,7 +233,7 @@ py::tuple search_topk_screened(uintptr_t queries, int64_t M, int64_t D, uintptr_
                                double bound_scale, int64_t cand_limit) {
   const EngineFns fns = pick_engine(engine);
   if (M < 1 || D < 1 || N < 1 || k < 1 || k > N || Np < N || Np % 32 || Dp < D ||
-      Dp % (fns.int8 ? 64 : 32) || (fns.int8 && Dp > 65536) || corpus_stride < D ||
+      Dp % (fns.int8() ? 64 : 32) || (fns.int8() && Dp > 65536) || corpus_stride < D ||
       cand_limit < k || N >= (int64_t{1} << 31))
     throw py::value_error("search_topk_screened: inconsistent sizes");
   if (ctype < 0 || ctype > 2) throw py::value_error("corpus_type must be 0, 1 or 2");
@@ -230,7 +246,7 @@ py::tuple search_topk_screened(uintptr_t queries, int64_t M, int64_t D, uintptr_
   {
     py::gil_scoped_release release;
     const int T_ = resolve_threads(threads);
-    Prepared p = prep_queries(q, M, D, Dp, T_, fns.int8);
+    Prepared p = prep_queries(q, M, D, Dp, T_, fns.code);
     ScreenScan s = scan_of(p, Dp, cpack, meta, Np, N);
     s.k = k;
     s.bound_scale = static_cast<float>(bound_scale);
@@ -405,10 +421,10 @@ void screen_bounds(uintptr_t queries, int64_t M, int64_t D, uintptr_t cpack, uin
                    int64_t Np, int64_t Dp, int64_t N, const std::string& engine, uintptr_t S,
                    uintptr_t E) {
   const EngineFns fns = pick_engine(engine);
-  if (Dp % (fns.int8 ? 64 : 32) || Dp < D)
+  if (Dp % (fns.int8() ? 64 : 32) || Dp < D)
     throw py::value_error("screen_bounds: inconsistent sizes");
   const float* q = reinterpret_cast<const float*>(queries);
-  Prepared p = prep_queries(q, M, D, Dp, 1, fns.int8);
+  Prepared p = prep_queries(q, M, D, Dp, 1, fns.code);
   ScreenScan s = scan_of(p, Dp, cpack, meta, Np, N);
   auto* Sp = reinterpret_cast<float*>(S);
   auto* Ep = reinterpret_cast<float*>(E);
@@ -438,21 +454,18 @@ void screen_dump_emulated_int8(const ScreenScan& s, int64_t M, float* S, float* 
 }
 
 void register_screen(py::module_& m) {
-  m.def("screen_engine", [] {
-          const std::vector<std::string> e = usable_engines();
-          return e.empty() ? std::string("none") : e.front();
-        },
-        "Low-precision screen this CPU runs by default: 'amx' (AMX-BF16 granted by the OS),\n"
-        "'avx512vnni' (int8, AVX512-VNNI without AMX), 'avx512bf16' or 'none'; AVX-512 must not\n"
-        "be capped by DENSESCALE_ISA.");
+  m.def("screen_engine", &default_engine,
+        "Low-precision screen this process runs by default: 'amx' (AMX-BF16 granted by the OS),\n"
+        "'avx512vnni' (int8, AVX512-VNNI without AMX), 'avx512bf16', 'avx2' (int8 through\n"
+        "VPMADDUBSW, where AVX2 is the widest ISA, or DENSESCALE_ISA=avx2) or 'none'.");
   m.def("screen_engines", &usable_engines,
-        "Every hardware screen engine this CPU runs, best first (a subset of\n"
-        "['amx', 'avx512vnni', 'avx512bf16']).");
+        "Every hardware screen engine this process runs, best first (a subset of\n"
+        "['amx', 'avx512vnni', 'avx512bf16', 'avx2']).");
   m.def("screen_format", [](const std::string& engine) {
-          return std::string(pick_engine(engine).int8 ? "int8" : "bf16");
+          return std::string(pick_engine(engine).int8() ? "int8" : "bf16");
         }, py::arg("engine"),
         "The corpus copy an engine reads: 'bf16' (amx, avx512bf16, emulated; Dp a multiple of\n"
-        "32) or 'int8' (avx512vnni, emulated-int8; Dp a multiple of 64).");
+        "32) or 'int8' (avx512vnni, avx2, emulated-int8; Dp a multiple of 64).");
   m.def("screen_pack", &screen_pack, py::arg("corpus"), py::arg("N"), py::arg("D"),
         py::arg("corpus_stride"), py::arg("corpus_type"), py::arg("row_scale"), py::arg("cpack"),
         py::arg("meta"), py::arg("Np"), py::arg("Dp"), py::arg("threads") = 0,

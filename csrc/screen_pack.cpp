@@ -31,14 +31,17 @@ inline double int8_division_slack(int64_t D) {
   return 127.0 * std::sqrt(static_cast<double>(D)) * 0x1p-52;
 }
 
-// int8 rounding of v = x / c (|v| <= 127 by the choice of c = max|x| / 127 rounded up), adding the
-// residual's and the rounded value's squares to r2 and n2.
-inline double round_int8(double v, double& r2, double& n2) {
-  const double h = std::min(127.0, std::max(-127.0, std::nearbyint(v)));
+// v = x / c rounded to int8 (|v| <= 127 by the choice of c, at least max|x| / 127 rounded up).
+inline double rint_int8(double v) { return std::min(127.0, std::max(-127.0, std::nearbyint(v))); }
+
+// Adds the residual's and the rounded value's squares to r2 and n2; returns h.
+inline double tally(double v, double h, double& r2, double& n2) {
   r2 += (v - h) * (v - h);
   n2 += h * h;
   return h;
 }
+
+inline double round_int8(double v, double& r2, double& n2) { return tally(v, rint_int8(v), r2, n2); }
 
 // Round to fp32 upwards (the stored bound factors must never shrink).
 inline float up(double x) {
@@ -273,7 +276,9 @@ py::bool_ screen_pack(uintptr_t corpus, int64_t N, int64_t D, int64_t corpus_str
   return py::bool_(ok);
 }
 
-Prepared prep_queries(const float* q, int64_t M, int64_t D, int64_t Dp, int threads, bool int8) {
+Prepared prep_queries(const float* q, int64_t M, int64_t D, int64_t Dp, int threads,
+                      QueryCode code) {
+  const bool int8 = code != QueryCode::Bf16, pairs = code == QueryCode::Int8Pairs;
   const int64_t Mp = (M + 31) / 32 * 32;
   Prepared p;
   if (int8) {
@@ -295,13 +300,25 @@ Prepared prep_queries(const float* q, int64_t M, int64_t D, int64_t Dp, int thre
       double norm, amax;
       // A zero query scores 0 everywhere: every row ties, the screen cannot help.
       if (!measure(x, D, norm, amax) || norm == 0.0) continue;
-      const double cq = up(amax / 127.0);
+      double pmax = 0.0;  // the largest |q_2i| + |q_2i+1|
+      for (int64_t i = 0; pairs && i < D; i += 2)
+        pmax = std::max(pmax, std::fabs(x[i]) + (i + 1 < D ? std::fabs(x[i + 1]) : 0.0));
+      const double cq = up(std::max(amax / 127.0, pmax / 128.0));
       double r2 = 0.0, n2 = 0.0;
       int64_t sum = 0;
-      for (int64_t i = 0; i < D; ++i) {
-        const double h = round_int8(x[i] / cq, r2, n2);
-        sum += static_cast<int64_t>(h);
-        p.q8[query_index8(m, i, Dp)] = static_cast<int8_t>(h);
+      for (int64_t i = 0; i < D; i += 2) {
+        const double v0 = x[i] / cq, v1 = i + 1 < D ? x[i + 1] / cq : 0.0;
+        double h[2] = {rint_int8(v0), rint_int8(v1)};
+        // |v0| + |v1| <= 128 by the choice of c_q; rounding both up can pass it by 1
+        while (pairs && std::fabs(h[0]) + std::fabs(h[1]) > 128.0) {
+          double& big = std::fabs(h[0]) >= std::fabs(h[1]) ? h[0] : h[1];
+          big -= std::copysign(1.0, big);
+        }
+        for (int e = 0; e < 2 && i + e < D; ++e) {
+          tally(e ? v1 : v0, h[e], r2, n2);
+          sum += static_cast<int64_t>(h[e]);
+          p.q8[query_index8(m, i + e, Dp)] = static_cast<int8_t>(h[e]);
+        }
       }
       const double rho = std::sqrt(r2) * fp64 + div_slack, nu = std::sqrt(n2) * fp64;
       p.qA[m] = up(norm * fp64 / cq * kInflate);

@@ -23,7 +23,12 @@ struct Prepared {
   std::vector<uint8_t> skip;
 };
 
-Prepared prep_queries(const float* q, int64_t M, int64_t D, int64_t Dp, int threads, bool int8);
+// How an engine reads the queries: bf16, int8 (|q~| <= 127), or int8 with every pair of dims
+// (2i, 2i + 1) also within |q~_2i| + |q~_2i+1| <= 128 (the AVX2 engine: screen.h).
+enum class QueryCode { Bf16, Int8, Int8Pairs };
+
+Prepared prep_queries(const float* q, int64_t M, int64_t D, int64_t Dp, int threads,
+                      QueryCode code);
 
 // Python binding: the bf16 or int8 copy of a corpus and its per-row bound factors (see
 // register_screen).

@@ -1,7 +1,7 @@
 """Low-precision screening (csrc/screen.h): the screened search returns exactly what the exact fp32
 kernel returns (ids and scores bit for bit), the bound holds for every (query, row) pair, and a
 shrunk bound is caught. The portable "emulated" (bf16) and "emulated-int8" engines run everywhere;
-"amx", "avx512vnni" and "avx512bf16" where the CPU has them.
+"amx", "avx512vnni", "avx512bf16" and "avx2" where the CPU has them.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from densescale.ops import search as S
 
 ENGINES = ["emulated", "emulated-int8", *native().screen_engines()]
 HARDWARE = native().screen_engines()
+DEFAULT = native().screen_engine()  # "none" on AVX-512 CPUs with neither AMX, VNNI nor BF16
 
 
 @pytest.fixture(params=ENGINES)
@@ -297,6 +298,27 @@ def test_bound_is_tight_enough(engine):
     assert S.screen_stats["candidates"] <= kept, S.screen_stats
 
 
+@pytest.mark.skipif("avx2" not in HARDWARE, reason="needs the AVX2 engine")
+def test_avx2_pairs_stay_exact_at_the_saturation_limit():
+    # VPMADDUBSW saturates a pair sum (x~ + 128) q~ + (x~' + 128) q~' above 32,767. The AVX2
+    # engine scales each query so that |q~_2i| + |q~_2i+1| <= 128 (screen.h), at most 255 * 128 =
+    # 32,640 per pair. Rows at +-max|x| (stored 255 / 1) against queries with every pair at that
+    # limit, in each sign pattern: plain int8 queries (q~ = 127) would saturate the pairs and put
+    # S off by ~2^15 steps per pair; here S stays within its bound.
+    D = 64
+    q = torch.tensor([[1.0, 1.0], [1.0, -1.0], [3.0, 1.0], [-1.0, 3.0], [1.0, 0.0]]).repeat(
+        1, D // 2
+    )
+    signs = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]]).repeat(1, D // 2)
+    c = torch.cat([signs, -signs, torch.randn(200, D, generator=torch.Generator().manual_seed(13))])
+    Sm, Em, s32 = _bounds(q, c, "avx2")
+    ref = reference_scores(q, c, "ip")
+    assert bool(((ref - Sm).abs() <= Em).all()), (ref - Sm).abs().max()
+    assert bool(((s32 - Sm).abs() <= Em).all())
+    # those rows round exactly, so their bound is tiny; one saturated pair would be ~4 off
+    assert float(Em[:, :8].max()) < 1e-3
+
+
 def _format(engine):
     return native().screen_format(engine)
 
@@ -327,9 +349,9 @@ def test_every_isa_path(isa):
     assert out.returncode == 0, out.stderr
     active, screen = out.stdout.split()
     assert active == isa
-    # The hardware engines (AMX first, then AVX512-VNNI, AVX512-BF16) run only on the AVX-512
-    # path; capped paths fall back to the exact kernel.
-    assert screen == (HARDWARE[0] if isa == "avx512" and HARDWARE else "none")
+    # The AVX-512 engines (AMX first, then AVX512-VNNI, AVX512-BF16) run only on the AVX-512 path;
+    # the AVX2 engine is the default where AVX2 is the widest ISA; generic code has no screen.
+    assert screen == {"avx512": DEFAULT, "avx2": "avx2", "generic": "none"}[isa]
 
 
 def test_flat_index_makes_its_copy_for_small_batches(monkeypatch):
@@ -376,7 +398,7 @@ def test_screen_engine_env_pins_an_engine(monkeypatch):
     assert S._screen_engine() is None
     assert densescale.search_engine() == "off"
     monkeypatch.delenv("DENSESCALE_SCREEN")
-    assert densescale.search_engine() == (HARDWARE[0] if HARDWARE else "off")
+    assert densescale.search_engine() == (DEFAULT if DEFAULT != "none" else "off")
     monkeypatch.setenv("DENSESCALE_SCREEN", "tpu")
     with pytest.raises(ValueError, match="DENSESCALE_SCREEN must be off, auto or an engine"):
         index.search(q, 7)
@@ -408,7 +430,7 @@ def test_copy_formats_and_their_errors():
     C = native()
     assert C.screen_format("emulated") == "bf16" and C.screen_format("emulated-int8") == "int8"
     for e in HARDWARE:
-        assert C.screen_format(e) == ("int8" if e == "avx512vnni" else "bf16")
+        assert C.screen_format(e) == ("int8" if e in ("avx512vnni", "avx2") else "bf16")
     c = torch.randn(100, 70)
     b16 = SC._make_screen_copy(c, None, False, 1, "bf16")
     i8 = SC._make_screen_copy(c, None, False, 1, "int8")
@@ -423,11 +445,12 @@ def test_copy_formats_and_their_errors():
 
 
 def test_a_pinned_engine_under_an_isa_cap_names_the_cap():
-    # DENSESCALE_ISA below avx512 leaves no engine: pinning one says why, not "this CPU runs []".
-    if native().detected_isa() != "avx512" or not HARDWARE:
-        pytest.skip("needs an AVX-512 CPU with a screen engine")
+    # DENSESCALE_ISA=avx2 leaves only the AVX2 engine: pinning an AVX-512 one says why.
+    if native().detected_isa() != "avx512" or HARDWARE[0] == "avx2":
+        pytest.skip("needs an AVX-512 CPU with an AVX-512 screen engine")
     code = "import densescale; print(densescale.search_engine())"
     out = run_with_isa(code, "avx2", DENSESCALE_SCREEN=HARDWARE[0])
     assert out.returncode != 0
     assert "DENSESCALE_ISA caps this process at avx2" in out.stderr, out.stderr[-500:]
-    assert run_with_isa(code, "avx2").stdout.split() == ["off"]
+    assert run_with_isa(code, "avx2").stdout.split() == ["avx2"]
+    assert run_with_isa(code, "generic").stdout.split() == ["off"]
