@@ -3,7 +3,7 @@
 // the active ISA (the same arithmetic as search_topk, so the scores are the exact kernel's bit for
 // bit), the selection, the emulated (portable) engine and the Python bindings. The corpus copy and
 // the query preparation live in screen_pack.cpp, the engines in screen_amx.cpp,
-// screen_avx512vnni.cpp, screen_avx512bf16.cpp and screen_avx2.cpp.
+// screen_avx512vnni.cpp, screen_avx512bf16.cpp, screen_avx512bw.cpp and screen_avx2.cpp.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -176,8 +176,8 @@ void rescore(PairArgs& a) {
 
 // The hardware engines this process runs (its ISA as capped by DENSESCALE_ISA), best first: AMX
 // (bf16 tiles), then AVX512-VNNI (int8, 4x the fp32 FMA's multiplies per instruction), then
-// AVX512-BF16 (2x, at half the issue rate on this project's Xeon; a tighter bound), then AVX2
-// (int8 through VPMADDUBSW: 1.8x a 256-bit FMA).
+// AVX512-BF16 (2x, at half the issue rate on this project's Xeon; a tighter bound), then int8
+// through VPMADDUBSW on AVX-512 (1.34x a 512-bit FMA) and on AVX2 (1.8x a 256-bit FMA).
 std::vector<std::string> usable_engines() {
   std::vector<std::string> e;
   const Isa isa = active_isa();
@@ -185,18 +185,18 @@ std::vector<std::string> usable_engines() {
     if (amx_usable()) e.push_back("amx");
     if (avx512vnni_usable()) e.push_back("avx512vnni");
     if (avx512bf16_usable()) e.push_back("avx512bf16");
+    e.push_back("avx512bw");
   }
   if (isa >= Isa::Avx2) e.push_back("avx2");
   return e;
 }
 
-// The engine a search uses unless one is pinned: the best usable one, except that the AVX2 engine
-// is the default only where AVX2 is the widest ISA (on AVX-512 without VNNI or BF16 the 512-bit
-// fp32 FMA of the exact kernel multiplies as fast as its three-instruction int8 step).
+// The engine a search uses unless one is pinned: the best usable one ("none" on generic code).
+// Every AVX-512 CPU has AVX512-BW, so the AVX2 engine is the default only where AVX2 is the
+// widest ISA.
 std::string default_engine() {
   const std::vector<std::string> e = usable_engines();
-  if (e.empty() || (e.front() == "avx2" && active_isa() != Isa::Avx2)) return "none";
-  return e.front();
+  return e.empty() ? std::string("none") : e.front();
 }
 
 struct EngineFns {
@@ -211,16 +211,18 @@ EngineFns pick_engine(const std::string& engine) {
   if (engine == "emulated-int8")
     return {screen_unit_emulated_int8, screen_dump_emulated_int8, QueryCode::Int8};
   const bool amx = engine == "amx", bf16 = engine == "avx512bf16", vnni = engine == "avx512vnni",
-             avx2 = engine == "avx2";
-  if (!amx && !bf16 && !vnni && !avx2)
+             bw = engine == "avx512bw", avx2 = engine == "avx2";
+  if (!amx && !bf16 && !vnni && !bw && !avx2)
     throw py::value_error(
-        "engine must be 'amx', 'avx512vnni', 'avx512bf16', 'avx2', 'emulated' or "
+        "engine must be 'amx', 'avx512vnni', 'avx512bf16', 'avx512bw', 'avx2', 'emulated' or "
         "'emulated-int8', got '" + engine + "'");
   if ((amx && !amx_usable()) || (bf16 && !avx512bf16_usable()) ||
-      (vnni && !avx512vnni_usable()) || (avx2 && active_isa() < Isa::Avx2))
+      (vnni && !avx512vnni_usable()) || (bw && active_isa() < Isa::Avx512) ||
+      (avx2 && active_isa() < Isa::Avx2))
     throw py::value_error("engine '" + engine + "' is not usable on this CPU");
   if (amx) return {screen_unit_amx, screen_dump_amx, QueryCode::Bf16};
   if (vnni) return {screen_unit_avx512vnni, screen_dump_avx512vnni, QueryCode::Int8};
+  if (bw) return {screen_unit_avx512bw, screen_dump_avx512bw, QueryCode::Int8Pairs};
   if (avx2) return {screen_unit_avx2, screen_dump_avx2, QueryCode::Int8Pairs};
   return {screen_unit_avx512bf16, screen_dump_avx512bf16, QueryCode::Bf16};
 }
@@ -456,16 +458,17 @@ void screen_dump_emulated_int8(const ScreenScan& s, int64_t M, float* S, float* 
 void register_screen(py::module_& m) {
   m.def("screen_engine", &default_engine,
         "Low-precision screen this process runs by default: 'amx' (AMX-BF16 granted by the OS),\n"
-        "'avx512vnni' (int8, AVX512-VNNI without AMX), 'avx512bf16', 'avx2' (int8 through\n"
-        "VPMADDUBSW, where AVX2 is the widest ISA, or DENSESCALE_ISA=avx2) or 'none'.");
+        "'avx512vnni' (int8, AVX512-VNNI without AMX), 'avx512bw' (int8 through VPMADDUBSW, on\n"
+        "AVX-512 without VNNI), 'avx2' (the same where AVX2 is the widest ISA, or under\n"
+        "DENSESCALE_ISA=avx2) or 'none' (generic code).");
   m.def("screen_engines", &usable_engines,
         "Every hardware screen engine this process runs, best first (a subset of\n"
-        "['amx', 'avx512vnni', 'avx512bf16', 'avx2']).");
+        "['amx', 'avx512vnni', 'avx512bf16', 'avx512bw', 'avx2']).");
   m.def("screen_format", [](const std::string& engine) {
           return std::string(pick_engine(engine).int8() ? "int8" : "bf16");
         }, py::arg("engine"),
         "The corpus copy an engine reads: 'bf16' (amx, avx512bf16, emulated; Dp a multiple of\n"
-        "32) or 'int8' (avx512vnni, avx2, emulated-int8; Dp a multiple of 64).");
+        "32) or 'int8' (avx512vnni, avx512bw, avx2, emulated-int8; Dp a multiple of 64).");
   m.def("screen_pack", &screen_pack, py::arg("corpus"), py::arg("N"), py::arg("D"),
         py::arg("corpus_stride"), py::arg("corpus_type"), py::arg("row_scale"), py::arg("cpack"),
         py::arg("meta"), py::arg("Np"), py::arg("Dp"), py::arg("threads") = 0,

@@ -128,6 +128,7 @@ bool avx512vnni_usable();  // CPU has AVX-512 (F/BW/VL/DQ) and AVX512-VNNI, buil
 void screen_unit_amx(const ScreenScan& s, ScreenUnit& u);
 void screen_unit_avx512bf16(const ScreenScan& s, ScreenUnit& u);
 void screen_unit_avx512vnni(const ScreenScan& s, ScreenUnit& u);
+void screen_unit_avx512bw(const ScreenScan& s, ScreenUnit& u);
 void screen_unit_avx2(const ScreenScan& s, ScreenUnit& u);
 void screen_unit_emulated(const ScreenScan& s, ScreenUnit& u);
 void screen_unit_emulated_int8(const ScreenScan& s, ScreenUnit& u);
@@ -135,6 +136,7 @@ void screen_unit_emulated_int8(const ScreenScan& s, ScreenUnit& u);
 void screen_dump_amx(const ScreenScan& s, int64_t M, float* S, float* E);
 void screen_dump_avx512bf16(const ScreenScan& s, int64_t M, float* S, float* E);
 void screen_dump_avx512vnni(const ScreenScan& s, int64_t M, float* S, float* E);
+void screen_dump_avx512bw(const ScreenScan& s, int64_t M, float* S, float* E);
 void screen_dump_avx2(const ScreenScan& s, int64_t M, float* S, float* E);
 void screen_dump_emulated(const ScreenScan& s, int64_t M, float* S, float* E);
 void screen_dump_emulated_int8(const ScreenScan& s, int64_t M, float* S, float* E);

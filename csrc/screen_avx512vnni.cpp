@@ -10,82 +10,25 @@
 // rescoring of more rows (about 1,450 per query at k = 100 on Gaussian rows, 0.7% of a 200k
 // corpus), which is small beside the 4x on the full scan.
 //
-// Engine: a register tile of kQ queries x 32 corpus rows (2 x kQ zmm int32 accumulators). The copy
-// holds, per 16-row group and 64-dim chunk, one 64-byte line per dim quad p with the bytes
-// (4p .. 4p + 3) of each of the 16 rows, so one load gives VPDPBUSD its 16 rows x 4 unsigned
-// bytes, and the query's 4 signed bytes are one 32-bit broadcast. The queries are interleaved per
-// block of 32 (quad t of query i at t * 128 + 4 i), so the tile's broadcasts are constant offsets
-// from one pointer (12 separate query pointers ran out of registers). At the end each lane holds
-// sum (x~ + 128) q~ over the row, and subtracting the query's 128 sum q~ leaves q~.x~ exactly.
+// Engine: screen_int8_avx512.h with VPDPBUSD as its step.
 #include <immintrin.h>
 
-#include "screen_epi_avx512.h"
+#include "screen_int8_avx512.h"
 
 namespace densescale {
 namespace {
 
-struct EngineVnni {
-  const ScreenScan& s;
-  int64_t nkc;
-  explicit EngineVnni(const ScreenScan& scan) : s(scan), nkc(scan.Dp / 64) {}
-
-  // kQ queries (from q, interleaved; offsets corr) x 32 corpus rows (groups b0, b1):
-  // P[i * n + r].
-  template <int kQ>
-  void tile(const int8_t* q, const int32_t* corr, const uint8_t* b0, const uint8_t* b1, int64_t n,
-            float* P) const {
-    __m512i acc0[kQ], acc1[kQ];
-    for (int i = 0; i < kQ; ++i) acc0[i] = acc1[i] = _mm512_setzero_si512();
-    for (int64_t c = 0; c < nkc; ++c) {
-      const uint8_t* c0 = b0 + c * 1024;
-      const uint8_t* c1 = b1 + c * 1024;
-      const int8_t* qc = q + c * 16 * 128;
-      for (int p = 0; p < 16; ++p) {
-        const __m512i x0 = _mm512_loadu_si512(c0 + p * 64);
-        const __m512i x1 = _mm512_loadu_si512(c1 + p * 64);
-        for (int i = 0; i < kQ; ++i) {
-          int32_t quad;
-          std::memcpy(&quad, qc + p * 128 + 4 * i, 4);
-          const __m512i qb = _mm512_set1_epi32(quad);
-          acc0[i] = _mm512_dpbusd_epi32(acc0[i], x0, qb);
-          acc1[i] = _mm512_dpbusd_epi32(acc1[i], x1, qb);
-        }
-      }
-    }
-    for (int i = 0; i < kQ; ++i) {
-      const __m512i off = _mm512_set1_epi32(corr[i]);
-      _mm512_storeu_ps(P + i * n, _mm512_cvtepi32_ps(_mm512_sub_epi32(acc0[i], off)));
-      _mm512_storeu_ps(P + i * n + 16, _mm512_cvtepi32_ps(_mm512_sub_epi32(acc1[i], off)));
-    }
-  }
-
-  // P (mq x n, row stride n) for queries m0.. and rows j0.. : 32 corpus rows at a time (24 KiB at
-  // D = 768, reused from L1 by the query tiles), queries in tiles of 12, 12 and 8, as many as the
-  // mq queries need (one tile of 8 for a small batch).
-  void panel(int64_t m0, int mq, int64_t j0, int64_t n, float* P) const {
-    const int8_t* q = s.q8 + m0 * s.Dp;
-    const int32_t* corr = s.qcorr + m0;
-    for (int64_t jb = 0; jb < n; jb += 32) {
-      const uint8_t* b0 = s.c8 + ((j0 + jb) >> 4) * nkc * 1024;
-      const uint8_t* b1 = b0 + nkc * 1024;
-      if (mq <= 8) {
-        tile<8>(q, corr, b0, b1, n, P + jb);
-        continue;
-      }
-      tile<12>(q, corr, b0, b1, n, P + jb);
-      if (mq > 12) tile<12>(q + 12 * 4, corr + 12, b0, b1, n, P + 12 * n + jb);
-      if (mq > 24) tile<8>(q + 24 * 4, corr + 24, b0, b1, n, P + 24 * n + jb);
-    }
-  }
+struct DotVnni {
+  static __m512i step(__m512i acc, __m512i x, __m512i q) { return _mm512_dpbusd_epi32(acc, x, q); }
 };
 
 }  // namespace
 
 void screen_unit_avx512vnni(const ScreenScan& s, ScreenUnit& u) {
-  screen_unit_impl<EngineVnni, EpiAvx512>(s, u);
+  screen_unit_impl<EngineInt8Avx512<DotVnni>, EpiAvx512>(s, u);
 }
 void screen_dump_avx512vnni(const ScreenScan& s, int64_t M, float* S, float* E) {
-  screen_dump_impl<EngineVnni>(s, M, S, E);
+  screen_dump_impl<EngineInt8Avx512<DotVnni>>(s, M, S, E);
 }
 
 }  // namespace densescale

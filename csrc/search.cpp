@@ -22,6 +22,7 @@ struct VGeneric {
     float v[8];
   };
   static constexpr int W = 8, MR = 4, NR = 4;
+  static constexpr bool kOutlineTile = false;
   static reg zero() { return reg{}; }
   template <class T>
   static reg load(const T* p) {

@@ -11,6 +11,7 @@ namespace {
 struct V256 {
   using reg = __m256;
   static constexpr int W = 8, MR = 3, NR = 4;
+  static constexpr bool kOutlineTile = true;
   static reg zero() { return _mm256_setzero_ps(); }
   static reg load(const float* p) { return _mm256_loadu_ps(p); }
   static reg load(const F16* p) {

@@ -11,6 +11,7 @@ namespace {
 struct V512 {
   using reg = __m512;
   static constexpr int W = 16, MR = 4, NR = 6;
+  static constexpr bool kOutlineTile = false;
   static reg zero() { return _mm512_setzero_ps(); }
   static reg load(const float* p) { return _mm512_loadu_ps(p); }
   static reg load(const F16* p) {

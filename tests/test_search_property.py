@@ -1,14 +1,14 @@
 """Property test of exact search (issue 20): hypothesis throws random and adversarial inputs at
 ``densescale.search`` on every ISA path and compares the ids with an fp64 reference, tie-aware.
 
-Paths: each hardware screen engine of this CPU (AMX, AVX512-VNNI, AVX512-BF16, AVX2), the portable
-emulated screens (bf16 and int8), and the exact kernel alone ("off": the AVX-512 fall-back here);
-the AVX2 and generic paths run the same property in a subprocess with ``DENSESCALE_ISA`` capped
-(the ISA is fixed per process; under the AVX2 cap the AVX2 screen rescores with the AVX2 kernel). Inputs: Gaussian, near-ties at the k-th place (exact
-duplicates straddling it, rows that differ only below bf16 precision, rows whose bf16 or int8
-rounding reverses the order at the k-th place), huge and tiny norms (2^-45 .. 2^45 per row, some
-outside the screen's range), raw float32 arrays drawn by hypothesis, fp16 / bf16 corpora, and k up
-to N.
+Paths: each hardware screen engine of this CPU (AMX, AVX512-VNNI, AVX512-BF16, AVX-512BW, AVX2),
+the portable emulated screens (bf16 and int8), and the exact kernel alone ("off": the AVX-512
+fall-back here); the AVX2 and generic paths run the same property in a subprocess with
+``DENSESCALE_ISA`` capped (the ISA is fixed per process; under the AVX2 cap the AVX2 screen
+rescores with the AVX2 kernel). Inputs: Gaussian, near-ties at the k-th place (exact duplicates
+straddling it, rows that differ only below bf16 precision, rows whose bf16 or int8 rounding
+reverses the order at the k-th place), huge and tiny norms (2^-45 .. 2^45 per row, some outside
+the screen's range), raw float32 arrays drawn by hypothesis, fp16 / bf16 corpora, and k up to N.
 
 What is checked, per query (with r_j the fp64 score of the stored values and e_j a rigorous bound
 on the fp32 kernel's error, gamma_D sum_i |q_i x_ji| (Higham, Lemma 3.1) doubled, plus an

@@ -1,7 +1,7 @@
 """Low-precision screening (csrc/screen.h): the screened search returns exactly what the exact fp32
 kernel returns (ids and scores bit for bit), the bound holds for every (query, row) pair, and a
 shrunk bound is caught. The portable "emulated" (bf16) and "emulated-int8" engines run everywhere;
-"amx", "avx512vnni", "avx512bf16" and "avx2" where the CPU has them.
+"amx", "avx512vnni", "avx512bf16", "avx512bw" and "avx2" where the CPU has them.
 """
 
 from __future__ import annotations
@@ -298,10 +298,10 @@ def test_bound_is_tight_enough(engine):
     assert S.screen_stats["candidates"] <= kept, S.screen_stats
 
 
-@pytest.mark.skipif("avx2" not in HARDWARE, reason="needs the AVX2 engine")
-def test_avx2_pairs_stay_exact_at_the_saturation_limit():
-    # VPMADDUBSW saturates a pair sum (x~ + 128) q~ + (x~' + 128) q~' above 32,767. The AVX2
-    # engine scales each query so that |q~_2i| + |q~_2i+1| <= 128 (screen.h), at most 255 * 128 =
+@pytest.mark.parametrize("engine", [e for e in HARDWARE if e in ("avx512bw", "avx2")])
+def test_vpmaddubsw_pairs_stay_exact_at_the_saturation_limit(engine):
+    # VPMADDUBSW saturates a pair sum (x~ + 128) q~ + (x~' + 128) q~' above 32,767. The AVX-512BW
+    # and AVX2 engines scale each query so that |q~_2i| + |q~_2i+1| <= 128 (screen.h), at most 255 * 128 =
     # 32,640 per pair. Rows at +-max|x| (stored 255 / 1) against queries with every pair at that
     # limit, in each sign pattern: plain int8 queries (q~ = 127) would saturate the pairs and put
     # S off by ~2^15 steps per pair; here S stays within its bound.
@@ -311,7 +311,7 @@ def test_avx2_pairs_stay_exact_at_the_saturation_limit():
     )
     signs = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]]).repeat(1, D // 2)
     c = torch.cat([signs, -signs, torch.randn(200, D, generator=torch.Generator().manual_seed(13))])
-    Sm, Em, s32 = _bounds(q, c, "avx2")
+    Sm, Em, s32 = _bounds(q, c, engine)
     ref = reference_scores(q, c, "ip")
     assert bool(((ref - Sm).abs() <= Em).all()), (ref - Sm).abs().max()
     assert bool(((s32 - Sm).abs() <= Em).all())
@@ -430,7 +430,7 @@ def test_copy_formats_and_their_errors():
     C = native()
     assert C.screen_format("emulated") == "bf16" and C.screen_format("emulated-int8") == "int8"
     for e in HARDWARE:
-        assert C.screen_format(e) == ("int8" if e in ("avx512vnni", "avx2") else "bf16")
+        assert C.screen_format(e) == ("int8" if e in ("avx512vnni", "avx512bw", "avx2") else "bf16")
     c = torch.randn(100, 70)
     b16 = SC._make_screen_copy(c, None, False, 1, "bf16")
     i8 = SC._make_screen_copy(c, None, False, 1, "int8")

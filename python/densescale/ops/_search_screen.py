@@ -1,7 +1,7 @@
 """The C++ path of exact search: the exact kernel (csrc/search_kernel.h) per shard, and the
 low-precision screen in front of it (csrc/screen.h: the bound, its derivation and the exactness
-proof; engines: AMX (bf16), AVX512-VNNI (int8), AVX512-BF16, AVX2 (int8), chosen at run time), its
-cached corpus copies and fallbacks."""
+proof; engines: AMX (bf16), AVX512-VNNI, AVX512-BF16, AVX-512BW and AVX2 (int8), chosen at run
+time), its cached corpus copies and fallbacks."""
 
 from __future__ import annotations
 
@@ -61,30 +61,30 @@ def _search_cpp(q, shards, k, cos, threads, isa=""):
 
 # ---- low-precision screen (csrc/screen.h: the bound, its derivation and the exactness proof) ----
 #
-# On a CPU with AMX-BF16, AVX512-VNNI, AVX512-BF16 or (as its widest ISA) AVX2 the C++ path screens
-# the whole corpus in bf16 (AMX, AVX512-BF16) or int8 (AVX512-VNNI, AVX2) against a copy made once
-# per corpus tensor (cached below, 2 or 1 bytes per element plus 16 bytes per row), keeps the rows
-# whose upper bound reaches the k-th largest lower bound, and rescores only those with the exact
-# fp32 kernel: the result is search_topk's, bit for bit. Queries for which the bound keeps too many
-# rows (more than ``cand_frac`` of the shard and ``min_cand_limit``, or 12 k for int8, whose bound
-# is ~4x wider, 16 k on AVX2) run the exact kernel instead. A copy is keyed on the tensor object,
-# the metric, the format and torch's version counter (in-place torch ops invalidate it; inference
-# tensors have none and are never cached); writes that bypass torch, such as through a numpy view
-# of the same memory, are not seen: make a new tensor (or FlatIndex) after such writes.
+# On a CPU with AVX2 or AVX-512 the C++ path screens the whole corpus in bf16 (AMX, AVX512-BF16) or
+# int8 (AVX512-VNNI, AVX-512BW, AVX2) against a copy made once per corpus tensor (cached below, 2
+# or 1 bytes per element plus 16 bytes per row), keeps the rows whose upper bound reaches the k-th
+# largest lower bound, and rescores only those with the exact fp32 kernel: the result is
+# search_topk's, bit for bit. Queries for which the bound keeps too many rows (more than
+# ``cand_frac`` of the shard and ``min_cand_limit``, or 12 k for int8, whose bound is ~4x wider)
+# run the exact kernel instead. A copy is keyed on the tensor object, the metric, the format and
+# torch's version counter (in-place torch ops invalidate it; inference tensors have none and are
+# never cached); writes that bypass torch, such as through a numpy view of the same memory, are
+# not seen: make a new tensor (or FlatIndex) after such writes.
 
 _SCREEN = {
     "min_rows": 16384,  # smaller shards: the exact kernel (the screen would not pay off)
     "max_k_frac": 1 / 16,  # k above this fraction of the shard: exact kernel
-    # int8 on AVX512-VNNI screens only k up to this: at k = 1,000 on 200k Gaussian rows its wider
-    # bound keeps ~8,500 rows per query and the screen was slower than the exact kernel (1.45-1.59
-    # s against 1.40 s). The AVX2 engine screens every k: there the exact kernel is the AVX2 one
-    # (4.3-4.5 s at k = 1,000, screened 3.2 s with ~12,000 rows kept per query).
+    # int8 screens only k up to this: at k = 1,000 on 200k Gaussian rows its wider bound keeps
+    # ~8,500 rows per query on AVX512-VNNI (~12,000 on AVX-512BW / AVX2, whose queries are
+    # coarser) and the screen was slower than the exact kernel (VNNI 1.45-1.59 s against 1.40 s,
+    # AVX2 3.2-3.6 s against 2.9-3.0 s)
     "int8_max_k": 256,
     "cand_frac": 1 / 64,  # per query, more candidates than this fraction: exact kernel
     "min_cand_limit": 4096,  # ... but never fewer than this many
     "pack_min_queries": 256,  # a copy is made on first sight only for batches this large
     "engine": None,  # None: the CPU's (screen_engine()); "off"; "amx", "avx512vnni", "avx512bf16",
-    # "avx2" pin one; tests set "emulated" / "emulated-int8" (portable, slow)
+    # "avx512bw", "avx2" pin one; tests set "emulated" / "emulated-int8" (portable, slow)
     "bound_scale": 1.0,  # tests only: a wrong (shrunk) bound must be caught by them
     "cache_size": 4,  # corpus tensors whose copies are kept (least recently used dropped)
 }
@@ -144,8 +144,8 @@ def _screen_engine() -> str | None:
 
 def search_engine() -> str:
     """The low-precision screen the CPU search uses now: "amx" (bf16 tiles), "avx512vnni" (int8),
-    "avx512bf16", "avx2" (int8, where AVX2 is the widest ISA), or "off" (the exact fp32 kernel
-    only: no such instructions, an AVX-512 CPU without VNNI or BF16, ``DENSESCALE_ISA=generic``, or
+    "avx512bf16", "avx512bw" (int8 on AVX-512 without VNNI), "avx2" (int8, where AVX2 is the
+    widest ISA), or "off" (the exact fp32 kernel only: no AVX2, ``DENSESCALE_ISA=generic``, or
     ``DENSESCALE_SCREEN=off``). ``DENSESCALE_SCREEN=<engine>`` pins one; a value
     this process cannot run raises ``ValueError``. Whatever the engine, results are the exact
     kernel's (csrc/screen.h)."""
@@ -161,9 +161,7 @@ def _screen_copy(c, cacheable, M, k, cos, threads) -> _ScreenCopy | None:
     if engine is None or n < _SCREEN["min_rows"] or k > n * _SCREEN["max_k_frac"] or n >= 2**31:
         return None
     fmt = native().screen_format(engine)
-    if fmt == "int8" and c.shape[1] > 65536:  # (the int32 sums)
-        return None
-    if fmt == "int8" and engine != "avx2" and k > _SCREEN["int8_max_k"]:
+    if fmt == "int8" and (k > _SCREEN["int8_max_k"] or c.shape[1] > 65536):  # (int32 sums)
         return None
     if c.is_inference():  # no version counter: in-place changes could not be seen, no caching
         cacheable = False
@@ -230,10 +228,8 @@ def _search_screened(C, q, c, copy, k, offset, s, i, threads):
     # At least 4,096 rows: rescoring them costs less than the exact kernel's pass over the corpus
     # that a fallback query needs (64 queries on tight clusters of ~3,100 rows: 57 ms screened,
     # 107 ms with 29 of them sent to the exact kernel). int8's wider bound keeps more rows (~8 k
-    # per query at k = 1,000 on Gaussian rows, bf16 ~1.7 k): at least 12 k there; the AVX2
-    # engine's queries are coarser still (~12 k): 16 k.
-    per_k = 2 if copy.format == "bf16" else 16 if _screen_engine() == "avx2" else 12
-    limit = max(per_k * k, int(n * _SCREEN["cand_frac"]))
+    # per query at k = 1,000 on Gaussian rows, bf16 ~1.7 k): at least 12 k there.
+    limit = max((12 if copy.format == "int8" else 2) * k, int(n * _SCREEN["cand_frac"]))
     limit = min(max(limit, _SCREEN["min_cand_limit"]), n)
     fb = torch.zeros(M, dtype=torch.uint8)
     scale = copy.scale
