@@ -229,6 +229,15 @@ def test_isa_env_cap_runs_generic():
     assert out.stdout.strip() == "generic"
 
 
+def test_isa_env_cap_refuses_a_misspelt_value():
+    # Any other value would leave the process uncapped: the user would time the wrong path.
+    out = run_with_isa("import densescale; print(densescale.search_engine())", "AVX2")
+    assert out.returncode != 0
+    assert (
+        "DENSESCALE_ISA must be one of generic, avx2, avx512 (or unset), got 'AVX2'" in out.stderr
+    )
+
+
 # ---- score_candidates ----
 
 

@@ -7,11 +7,26 @@ only the ``"cpp"`` backends need it, and they raise a clear error naming the mis
 from __future__ import annotations
 
 import functools
+import os
 from types import ModuleType
+
+# DENSESCALE_ISA caps the SIMD path of the C++ kernels (read once per process, csrc/cpu_features.cpp).
+ISA_CAPS = ("generic", "avx2", "avx512")
+
+
+def _check_isa_cap() -> None:
+    """A misspelt cap would leave the process uncapped (the kernels take any other value as
+    avx512): refuse it before the kernels load."""
+    cap = os.environ.get("DENSESCALE_ISA", "")
+    if cap and cap not in ISA_CAPS:
+        raise ValueError(
+            f"DENSESCALE_ISA must be one of {', '.join(ISA_CAPS)} (or unset), got {cap!r}"
+        )
 
 
 @functools.lru_cache(maxsize=1)
 def _load() -> ModuleType | None:
+    _check_isa_cap()
     try:
         from densescale import _C
     except ImportError:

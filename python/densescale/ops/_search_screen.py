@@ -135,8 +135,9 @@ def _screen_engine() -> str | None:
             if C.isa() != C.detected_isa()
             else ""
         )
+        runs = usable or "(none)"
         raise ValueError(
-            f"DENSESCALE_SCREEN must be off, auto or an engine this process can run {usable}, "
+            f"DENSESCALE_SCREEN must be off, auto or an engine this process can run {runs}, "
             f"got {env!r}{capped}"
         )
     return env
