@@ -46,7 +46,7 @@
 // which covers the two fp32 FMAs that evaluate E. So for every (query, row):
 //     L_j = S - E <= tau s_j <= S + E = U_j.
 //
-// ---- The int8 format (the AVX512-VNNI and AVX2 engines) ----
+// ---- The int8 format (the AVX512-VNNI, AVX-512BW and AVX2 engines) ----
 // Same bound with other copies: row j is scaled by c_j = max_i |x_ji| / 127 (rounded up in fp32,
 // any positive number: so |x_j / c_j| <= 127) and x~_j = rint(x_j / c_j), an int8 vector; rho_j =
 // |x_j / c_j - x~_j|_2 and nu_j = |x~_j|_2 are measured as above (plus 127 sqrt(D) 2^-52 for the
@@ -63,16 +63,17 @@
 // per query against 190 at k = 100 on Gaussian 768-d rows), paid back by VPDPBUSD doing 4 times
 // the multiplies of an fp32 FMA per instruction at the same rate on this project's Xeon.
 //
-// AVX2 (screen_avx2.cpp) has no VPDPBUSD: VPMADDUBSW multiplies the unsigned by the signed bytes
-// and adds adjacent pairs (dims 2i, 2i + 1) into int16 WITH saturation, then VPMADDWD by ones adds
-// adjacent int16 pairs into int32 (exact). A pair sum is at most 255 (|q~_2i| + |q~_2i+1|), so its
-// queries are scaled by c_q = max(max_i |q_i| / 127, max_i (|q_2i| + |q_2i+1|) / 128) (rounded up)
-// and, where rounding both entries of a pair up passes 128, the larger one is moved one step
-// towards 0: every pair keeps |q~_2i| + |q~_2i+1| <= 128, a pair sum <= 32,640 < 2^15, nothing
-// saturates and P is the same exact integer q~.x~. Only rho_q grows (measured as always: ~1.2x
-// the plain int8 step on Gaussian queries, where 7-bit queries, |q~| <= 63, would double it and
-// keep 3x the rows); tau = 1 / c_q stays below the int8 tau_max, so the corpus copy and its d_j
-// are the VNNI engine's.
+// AVX2 (screen_avx2.cpp; AVX-512BW, screen_avx512bw.cpp, the same on 512-bit registers) has no
+// VPDPBUSD: VPMADDUBSW multiplies the unsigned by the signed bytes and adds adjacent pairs (dims
+// 2i, 2i + 1) into int16 WITH saturation, then VPMADDWD by ones adds adjacent int16 pairs into
+// int32 (exact). A pair sum is at most 255 (|q~_2i| + |q~_2i+1|), so its queries are scaled by
+// c_q = max(max_i |q_i| / 127, max_i (|q_2i| + |q_2i+1|) / 128) (rounded up) and, where rounding
+// both entries of a pair up passes 128, the larger one is moved one step towards 0: every pair
+// keeps |q~_2i| + |q~_2i+1| <= 128, a pair sum <= 32,640 < 2^15, nothing saturates and P is the
+// same exact integer q~.x~. Only rho_q grows (measured as always: ~1.2x the plain int8 step on
+// Gaussian queries, where 7-bit queries, |q~| <= 63, would double it and keep 3x the rows);
+// tau = 1 / c_q stays below the int8 tau_max, so the corpus copy and its d_j are the VNNI
+// engine's.
 //
 // ---- Why the result is exact ----
 // Let T be the k-th largest exact score. Since tau s_j >= L_j for every j, tau T >= t, the k-th
