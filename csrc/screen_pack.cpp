@@ -74,6 +74,31 @@ bool measure(const T* x, int64_t n, double& norm, double& amax) {
   return std::isfinite(norm) && (norm == 0.0 || (norm >= kNormLo && norm <= kNormHi));
 }
 
+// The norms and largest |x_i| of the 16 rows of group g; good[r]: a real row inside the screen's
+// range (padding and rejected rows pack as zeros). False when a real row is rejected (the corpus
+// then goes to the exact kernel).
+template <class T>
+bool measure_group(const TopkArgs& c, int64_t g, double* norm, double* amax, bool* good) {
+  const T* corpus = static_cast<const T*>(c.corpus);
+  bool ok = true;
+  for (int r = 0; r < 16; ++r) {
+    const int64_t j = g * 16 + r;
+    norm[r] = amax[r] = 0.0;
+    good[r] = j < c.N && measure(corpus + j * c.corpus_stride, c.D, norm[r], amax[r]);
+    ok = ok && (j >= c.N || good[r]);
+  }
+  return ok;
+}
+
+// Row j's four bound factors (screen.h): w, a = w rho + kappa rhat |x|, b = w nu and the
+// underflow term d, the last three inflated and rounded up.
+inline void put_meta(float* meta, int64_t Np, int64_t j, double w, double a, double b, double d) {
+  meta[j] = static_cast<float>(w);
+  meta[Np + j] = up(a * kInflate);
+  meta[2 * Np + j] = up(b * kInflate);
+  meta[3 * Np + j] = up(std::max(d, 0x1p-120) * kInflate);
+}
+
 // Scale x (n values, read as fp32) by 2^e with |x| 2^e in [0.5, 1), round to bf16, measure the
 // residual. Writes the n bf16 values through put(i, bits). Returns false when |x| is not finite or
 // outside [2^-40, 2^40] (and not 0). norm / scale / rho / nu are fp64.
@@ -93,9 +118,7 @@ bool prep_vector(const T* x, int64_t n, Put put, double& norm, double& scale, do
   for (int64_t i = 0; i < n; ++i) {
     const double v = static_cast<double>(to_float(x[i])) * scale;
     const uint16_t h = to_bf16(static_cast<float>(v));
-    const double t = bf16_to_float(h);
-    r2 += (v - t) * (v - t);
-    n2 += t * t;
+    tally(v, bf16_to_float(h), r2, n2);
     put(i, h);
   }
   const double fp64 = 1.0 + 0x1p-30;  // covers the fp64 rounding of the sums above
@@ -111,29 +134,18 @@ template <class T>
 bool pack_rows(const TopkArgs& c, const float* row_scale, uint16_t* cpack, float* meta, int64_t Np,
                int64_t Dp, int threads) {
   const T* corpus = static_cast<const T*>(c.corpus);
-  const int64_t N = c.N, D = c.D, nkc = Dp / 32, groups = Np / 16;
+  const int64_t D = c.D, nkc = Dp / 32, groups = Np / 16;
   const double g_d = gamma(static_cast<double>(D)), kappa = g_d + 2 * kU;
   const double tau_max = 0x1p41;
   const double fp64 = 1.0 + 0x1p-30;  // covers the fp64 rounding of the sums below
   int ok = 1;
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(&& : ok)
   for (int64_t g = 0; g < groups; ++g) {
-    double norm[16], scale[16], r2[16] = {}, n2[16] = {};
+    double norm[16], amax[16], scale[16], r2[16] = {}, n2[16] = {};
     bool good[16];
-    for (int r = 0; r < 16; ++r) {
-      const int64_t j = g * 16 + r;
-      good[r] = j < N;
-      norm[r] = 0.0;
-      scale[r] = 0.0;  // padding and zero rows pack as zeros
-      if (!good[r]) continue;
-      double amax;
-      if (!measure(corpus + j * c.corpus_stride, D, norm[r], amax)) {
-        ok = 0;
-        good[r] = false;
-      } else if (norm[r] != 0.0) {
-        scale[r] = std::ldexp(1.0, -std::ilogb(norm[r]) - 1);
-      }
-    }
+    if (!measure_group<T>(c, g, norm, amax, good)) ok = 0;
+    for (int r = 0; r < 16; ++r)  // zero rows pack as zeros
+      scale[r] = good[r] && norm[r] != 0.0 ? std::ldexp(1.0, -std::ilogb(norm[r]) - 1) : 0.0;
     uint16_t* out = cpack + g * nkc * 512;
     for (int64_t ch = 0; ch < nkc; ++ch)
       for (int p = 0; p < 16; ++p)
@@ -145,9 +157,7 @@ bool pack_rows(const TopkArgs& c, const float* row_scale, uint16_t* cpack, float
             if (good[r] && d < D && scale[r] != 0.0) {
               const double v = static_cast<double>(to_float(x[d])) * scale[r];
               h = to_bf16(static_cast<float>(v));
-              const double t = bf16_to_float(h);
-              r2[r] += (v - t) * (v - t);
-              n2[r] += t * t;
+              tally(v, bf16_to_float(h), r2[r], n2[r]);
             }
             *out++ = h;
           }
@@ -165,10 +175,8 @@ bool pack_rows(const TopkArgs& c, const float* row_scale, uint16_t* cpack, float
       const double w = rhat / sc, nrm = norm[r] * fp64;
       const double rho = std::sqrt(r2[r]) * fp64, nu = std::sqrt(n2[r]) * fp64;
       const double absterm = 4.0 * rhat * D * 0x1p-126 * tau_max + 4.0 * w * 2 * D * 0x1p-126;
-      meta[j] = static_cast<float>(w);  // exact: an fp32 times a power of two
-      meta[Np + j] = up((w * rho + kappa * rhat * nrm) * kInflate);
-      meta[2 * Np + j] = up(w * nu * kInflate);
-      meta[3 * Np + j] = up(std::max(absterm, 0x1p-120) * kInflate);
+      // w is exact in fp32: an fp32 times a power of two
+      put_meta(meta, Np, j, w, w * rho + kappa * rhat * nrm, w * nu, absterm);
     }
   }
   return ok != 0;
@@ -181,28 +189,17 @@ template <class T>
 bool pack_rows_int8(const TopkArgs& c, const float* row_scale, uint8_t* c8, float* meta,
                     int64_t Np, int64_t Dp, int threads) {
   const T* corpus = static_cast<const T*>(c.corpus);
-  const int64_t N = c.N, D = c.D, nkc = Dp / 64, groups = Np / 16;
+  const int64_t D = c.D, nkc = Dp / 64, groups = Np / 16;
   const double g_d = gamma(static_cast<double>(D)), kappa = g_d + 2 * kU;
   const double tau_max = int8_tau_max(D), div_slack = int8_division_slack(D);
   const double fp64 = 1.0 + 0x1p-30;
   int ok = 1;
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(&& : ok)
   for (int64_t g = 0; g < groups; ++g) {
-    double norm[16], scale[16], r2[16] = {}, n2[16] = {};
+    double norm[16], amax[16], scale[16], r2[16] = {}, n2[16] = {};
     bool good[16];
-    for (int r = 0; r < 16; ++r) {
-      const int64_t j = g * 16 + r;
-      good[r] = j < N;
-      norm[r] = scale[r] = 0.0;
-      if (!good[r]) continue;
-      double amax;
-      if (!measure(corpus + j * c.corpus_stride, D, norm[r], amax)) {
-        ok = 0;
-        good[r] = false;
-      } else if (norm[r] != 0.0) {
-        scale[r] = up(amax / 127.0);
-      }
-    }
+    if (!measure_group<T>(c, g, norm, amax, good)) ok = 0;
+    for (int r = 0; r < 16; ++r) scale[r] = good[r] && norm[r] != 0.0 ? up(amax[r] / 127.0) : 0.0;
     uint8_t* out = c8 + g * nkc * 1024;
     for (int64_t ch = 0; ch < nkc; ++ch)
       for (int p = 0; p < 16; ++p)
@@ -229,10 +226,8 @@ bool pack_rows_int8(const TopkArgs& c, const float* row_scale, uint8_t* c8, floa
       const double rho = scale[r] != 0.0 ? std::sqrt(r2[r]) * fp64 + div_slack : 0.0;
       const double nu = std::sqrt(n2[r]) * fp64;
       const double absterm = 4.0 * rhat * D * 0x1p-126 * tau_max;
-      meta[j] = static_cast<float>(w);  // rounded: a relative error u on S, see screen.h
-      meta[Np + j] = up((w * rho + kappa * rhat * nrm) * kInflate);
-      meta[2 * Np + j] = up(w * nu * kInflate);
-      meta[3 * Np + j] = up(std::max(absterm, 0x1p-120) * kInflate);
+      // w is rounded to fp32: a relative error u on S, see screen.h
+      put_meta(meta, Np, j, w, w * rho + kappa * rhat * nrm, w * nu, absterm);
     }
   }
   return ok != 0;
