@@ -51,6 +51,10 @@ def _worker(rank: int, world: int, port: int, col_path: str, tok_path: str, out:
         gathered = [torch.empty_like(flat) for _ in range(world)]
         dist.all_gather(gathered, flat)
         q.put((rank, res.steps, res.final_loss, float((gathered[0] - gathered[1]).abs().max())))
+        # Both ranks done before either tears gloo down: a rank that destroyed its group while the
+        # other's all_gather was still answering aborted the other ("terminate called without an
+        # active exception", SIGABRT; once in CI, 2026-12-05).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
