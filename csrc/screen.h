@@ -141,5 +141,8 @@ void screen_dump_avx512bw(const ScreenScan& s, int64_t M, float* S, float* E);
 void screen_dump_avx2(const ScreenScan& s, int64_t M, float* S, float* E);
 void screen_dump_emulated(const ScreenScan& s, int64_t M, float* S, float* E);
 void screen_dump_emulated_int8(const ScreenScan& s, int64_t M, float* S, float* E);
+// One candidate list compacted by the AVX-512 epilogue (screen_kernel.h, compact_list), for the
+// tests of its selection.
+int64_t screen_compact_avx512(float* u, float* l, int32_t* id, int64_t n, int64_t k, float& t);
 
 }  // namespace densescale

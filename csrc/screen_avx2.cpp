@@ -86,7 +86,7 @@ struct EngineAvx2 {
 // The epilogue with 8 rows per vector: the bounds as EpiScalar (the same fused operations in the
 // same order), one compare per vector; the rare kept rows are stored one by one (AVX2 has no
 // compress store).
-struct EpiAvx2 {
+struct EpiAvx2 : ScalarCompaction {
   static int64_t push(const float* P, const ScreenScan& s, int64_t j0, int nvalid, float A, float B,
                       float t, float* uo, float* lo, int32_t* io) {
     const __m256 vA = _mm256_set1_ps(A), vB = _mm256_set1_ps(B), vT = _mm256_set1_ps(t);

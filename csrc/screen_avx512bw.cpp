@@ -24,6 +24,10 @@ struct DotBw {
 void screen_unit_avx512bw(const ScreenScan& s, ScreenUnit& u) {
   screen_unit_impl<EngineInt8Avx512<DotBw>, EpiAvx512>(s, u);
 }
+int64_t screen_compact_avx512(float* u, float* l, int32_t* id, int64_t n, int64_t k, float& t) {
+  Buf<float> scratch(EpiAvx512::select_scratch(n), 0.f);
+  return compact_list<EpiAvx512>(u, l, id, n, k, t, scratch.data());
+}
 void screen_dump_avx512bw(const ScreenScan& s, int64_t M, float* S, float* E) {
   screen_dump_impl<EngineInt8Avx512<DotBw>>(s, M, S, E);
 }

@@ -108,8 +108,20 @@ inline int64_t keep_reachable(float* u, float* l, int32_t* id, int64_t n, float 
   return w;
 }
 
+// The list compaction of the scalar and AVX2 epilogues (an Epi provides kth_largest_above, with a
+// scratch of select_scratch(n) floats, and keep_reachable).
+struct ScalarCompaction {
+  static int64_t select_scratch(int64_t n) { return n; }
+  static float kth_largest_above(const float* v, int64_t n, int64_t k, float t, float* w) {
+    return densescale::kth_largest_above(v, n, k, t, w);
+  }
+  static int64_t keep_reachable(float* u, float* l, int32_t* id, int64_t n, float t) {
+    return densescale::keep_reachable(u, l, id, n, t);
+  }
+};
+
 // Scalar epilogue (any CPU): the same formulas as the vector one.
-struct EpiScalar {
+struct EpiScalar : ScalarCompaction {
   static int64_t push(const float* P, const ScreenScan& s, int64_t j0, int nvalid, float A, float B,
                       float t, float* uo, float* lo, int32_t* io) {
     const float* w = s.meta;
@@ -132,6 +144,16 @@ struct EpiScalar {
   }
 };
 
+// One list (U, L, id; n rows, 16 spare slots) compacted against threshold t: t becomes the k-th
+// largest L at or above it (if there are k such), the rows with U < t are dropped in place, the
+// kept count is returned. scratch: Epi::select_scratch(n) floats.
+template <class Epi>
+int64_t compact_list(float* u, float* l, int32_t* id, int64_t n, int64_t k, float& t,
+                     float* scratch) {
+  t = Epi::kth_largest_above(l, n, k, t, scratch);
+  return Epi::keep_reachable(u, l, id, n, t);
+}
+
 // Rows per panel: the engine computes P for 32 queries x kPanelRows rows at once (the corpus
 // panel, 384 KiB of bf16 at D = 768, stays in L2 while the query block passes over it).
 constexpr int64_t kPanelRows = 256;
@@ -143,7 +165,7 @@ void screen_unit_impl(const ScreenScan& s, ScreenUnit& u) {
   float* thr = u.thr;
   Buf<float> panel(32 * kPanelRows, 0.f);
   float* P = panel.data();
-  Buf<float> scratch(cap, 0.f);
+  Buf<float> scratch(Epi::select_scratch(cap), 0.f);
   // A list is compacted whenever it grew by `grow` rows or by as many rows as it kept at the last
   // compaction, whichever is more: each compaction reads the whole list, so this keeps the cost
   // per pushed row constant when the bound keeps many more rows than k (int8).
@@ -151,13 +173,11 @@ void screen_unit_impl(const ScreenScan& s, ScreenUnit& u) {
   Buf<int64_t> compact_after(u.mq, grow);
   // Compact query m's list of n rows: the new threshold, the rows that can still reach it.
   auto compact = [&](int64_t m, int64_t n) {
-    float* uo = u.u + m * cap;
-    float* lo = u.l + m * cap;
     float t = std::max(thr[m], u.shared_thr[m].load(std::memory_order_relaxed));
-    t = kth_largest_above(lo, n, k, t, scratch.data());
+    n = compact_list<Epi>(u.u + m * cap, u.l + m * cap, u.id + m * cap, n, k, t, scratch.data());
     thr[m] = t;
     publish(u.shared_thr[m], t);
-    return keep_reachable(uo, lo, u.id + m * cap, n, t);
+    return n;
   };
   for (int64_t i = 0; i < u.mq; ++i) {
     u.count[i] = 0;

@@ -298,6 +298,66 @@ def test_bound_is_tight_enough(engine):
     assert S.screen_stats["candidates"] <= kept, S.screen_stats
 
 
+# ---- the candidate lists' compaction (screen_kernel.h, compact_list) ----
+
+EPILOGUES = ["scalar", *(["avx512"] if "avx512bw" in HARDWARE else [])]
+
+
+def _compact(u, l, k, t, epilogue):
+    """compact_list on copies with the 16 spare slots the lists have: (threshold, u, l, id kept)."""
+    n = len(u)
+    pad = lambda a, dt: torch.cat([torch.as_tensor(a, dtype=dt), torch.full((16,), -7, dtype=dt)])
+    uu, ll, ii = pad(u, torch.float32), pad(l, torch.float32), pad(np.arange(n), torch.int32)
+    t2, kept = native().screen_compact(
+        uu.data_ptr(), ll.data_ptr(), ii.data_ptr(), n, k, t, epilogue
+    )
+    return t2, uu[:kept], ll[:kept], ii[:kept]
+
+
+def test_lists_larger_than_the_kept_per_thread_buffers(monkeypatch):
+    # 600 queries (2 blocks of 320) x a candidate limit of the whole shard (14,000 rows): 320 x
+    # 14,320 list entries per thread, past the 4 Mi entries each thread keeps between calls, so
+    # this call allocates its own lists; the next, smaller call reuses the kept ones.
+    eng = HARDWARE[0] if HARDWARE else "emulated-int8"
+    monkeypatch.setitem(S._SCREEN, "engine", eng)
+    monkeypatch.setitem(S._SCREEN, "min_rows", 0)
+    monkeypatch.setitem(S._SCREEN, "cand_frac", 1.0)
+    monkeypatch.setitem(S._SCREEN, "pack_min_queries", 0)
+    monkeypatch.setattr(SC, "_screen_cache", {})
+    g = torch.Generator().manual_seed(12)
+    c = torch.randn(14000, 24, generator=g)
+    check(torch.randn(600, 24, generator=g), c, 5)
+    check(torch.randn(40, 24, generator=g), c, 5)
+
+
+@pytest.mark.parametrize("epilogue", EPILOGUES)
+def test_compaction_keeps_the_kth_largest_lower_bound_and_every_reachable_row(epilogue):
+    # Sizes around the 16-lane vectors and the quickselect's 64-element cut-off, lower bounds with
+    # many exact ties (a pivot equal to many values), all equal, or all below t.
+    rng = np.random.default_rng(3)
+    for n in [0, 1, 15, 16, 17, 63, 64, 65, 100, 200, 257, 1000, 4000]:
+        for values in ("distinct", "ties", "equal"):
+            if values == "distinct":
+                l = rng.standard_normal(n).astype(np.float32)
+            elif values == "ties":
+                l = rng.integers(0, 7, n).astype(np.float32)
+            else:
+                l = np.full(n, 0.5, np.float32)
+            # upper bounds equal to the new threshold too (a row with U == t is kept)
+            gap = rng.uniform(0, 2, n) if values == "distinct" else rng.integers(0, 2, n)
+            u = (l + gap).astype(np.float32)
+            for k in sorted({1, 3, max(1, n // 2), max(1, n - 1), max(1, n), n + 1}):
+                for t in (-np.inf, float(np.float32(np.median(l))) if n else 0.0, 10.0):
+                    t2, uk, lk, ik = _compact(u, l, k, t, epilogue)
+                    above = np.sort(l[l >= t])[::-1]
+                    want = float(above[k - 1]) if len(above) >= k else t
+                    assert t2 == want, (n, values, k, t, t2, want)
+                    keep = np.flatnonzero(u >= want)
+                    assert ik.tolist() == keep.tolist(), (n, values, k, t)
+                    assert uk.numpy().tolist() == u[keep].tolist()
+                    assert lk.numpy().tolist() == l[keep].tolist()
+
+
 @pytest.mark.parametrize("engine", [e for e in HARDWARE if e in ("avx512bw", "avx2")])
 def test_vpmaddubsw_pairs_stay_exact_at_the_saturation_limit(engine):
     # VPMADDUBSW saturates a pair sum (x~ + 128) q~ + (x~' + 128) q~' above 32,767. The AVX-512BW

@@ -118,3 +118,6 @@ def screen_bounds(
     S: int,
     E: int,
 ) -> None: ...
+def screen_compact(
+    u: int, l: int, id: int, n: int, k: int, t: float, epilogue: str
+) -> tuple[float, int]: ...
