@@ -8,13 +8,15 @@
 // q~_{m+i} . x~_{j+r} for i < mq (rows of P from mq on may hold anything: an engine may skip
 // them, e.g. for a batch of 8 queries).
 // Epi: push(P row (up to kPanelRows), ScreenScan, j0, nvalid, A, B, t, u_out, l_out, id_out) ->
-// kept count.
+// kept count; kth_largest_above, keep_reachable and select_scratch for the compaction
+// (ScalarCompaction, or compress-store loops in screen_epi_avx512.h).
 // Per query the scan keeps (U, L, id) of rows with U >= t. Whenever the list grew by max(k, 64)
-// rows, or by its length after the last compaction if that is more, it is compacted: t becomes
-// the k-th largest L in it (nth_element, linear), raised to the threshold another unit of the
-// same query published, the rows with U < t are dropped and t is published in turn; a list that
-// stays longer than the unit's capacity sends the query to the exact kernel. Every t is the k-th largest L of some set of rows of the corpus, so it never
-// exceeds the final threshold (screen.h, "Why the result is exact").
+// rows, or by its length after the last compaction if that is more, it is compacted
+// (compact_list): t is first raised to the threshold another unit of the same query published,
+// then becomes the k-th largest L in the list (a linear-time selection), the rows with U < t are
+// dropped and t is published in turn; a list that stays longer than the unit's capacity sends
+// the query to the exact kernel. Every t is the k-th largest L of some set of rows of the
+// corpus, so it never exceeds the final threshold (screen.h, "Why the result is exact").
 #pragma once
 
 #include <algorithm>
