@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <strings.h>
 
 namespace densescale {
 
@@ -10,8 +11,8 @@ Isa active_isa() {
     Isa best = detect_isa();
     if (const char* cap = std::getenv("DENSESCALE_ISA")) {
       Isa want = Isa::Avx512;
-      if (std::strcmp(cap, "generic") == 0) want = Isa::Generic;
-      else if (std::strcmp(cap, "avx2") == 0) want = Isa::Avx2;
+      if (strcasecmp(cap, "generic") == 0) want = Isa::Generic;
+      else if (strcasecmp(cap, "avx2") == 0) want = Isa::Avx2;
       if (static_cast<int>(want) < static_cast<int>(best)) best = want;
     }
     return best;

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,10 @@
 #include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#endif
+
+#ifdef __linux__
+#include <sys/mman.h>
 #endif
 
 #include <pybind11/stl.h>
@@ -131,30 +136,73 @@ struct EngineEmulatedInt8 {
   }
 };
 
-// A thread's candidate lists (U, L, id; mb x cap entries), uninitialised: a query touches only
-// the slots it fills, so a large cap (the candidate limit) costs address space, not a memset.
-// Up to kKeepEntries (48 MiB of address space; cap <= 8,192 at 512 queries per block) one set
-// per thread is kept across calls, which saves every call the first-touch page faults of the
-// slots it fills (~5% of a 1,000-query search over 50k rows); a larger request gets a set of
-// its own for that call.
+// Pages mapped for one call or kept by a thread (Linux: an anonymous mapping, whose pages become
+// resident when first written and go back to the OS when it is unmapped; malloc would keep freed
+// blocks of this size in its arenas). Uninitialised, like new T[n].
+template <class T>
+struct PageBuf {
+  T* p = nullptr;
+  size_t bytes = 0;
+  void allocate(int64_t n) {
+    release();
+    bytes = static_cast<size_t>(n) * sizeof(T);
+#ifdef __linux__
+    void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) throw std::bad_alloc();
+    p = static_cast<T*>(m);
+#else
+    p = new T[n];
+#endif
+  }
+  void release() {
+#ifdef __linux__
+    if (p) munmap(p, bytes);
+#else
+    delete[] p;
+#endif
+    p = nullptr;
+    bytes = 0;
+  }
+  PageBuf() = default;
+  PageBuf(const PageBuf&) = delete;
+  PageBuf& operator=(const PageBuf&) = delete;
+  ~PageBuf() { release(); }
+};
+
+// A thread's candidate lists (U, L, id; mb x cap entries): a query touches only the slots it
+// fills, so a large cap (the candidate limit) costs address space, not a memset. Up to
+// kKeepEntries (48 MiB of address space; cap <= 8,192 at 512 queries per block) one set per
+// thread is kept across calls, which saves the next call the first-touch page faults of the
+// slots it fills (~15% of a 1,000-query AMX search over 50k x 384). A set whose call wrote more
+// than kKeepTouched bytes (long lists: int8 screens, large k) is unmapped at the end of the
+// call, so at most that much stays resident per thread between searches; a request beyond
+// kKeepEntries gets a set of its own for that call.
 struct ListBuffers {
   static constexpr int64_t kKeepEntries = int64_t{4} << 20;
-  std::unique_ptr<float[]> u, l;
-  std::unique_ptr<int32_t[]> id;
+  static constexpr int64_t kKeepTouched = int64_t{8} << 20;
+  PageBuf<float> u, l;
+  PageBuf<int32_t> id;
   int64_t size = 0;
   ListBuffers& reserve(int64_t entries) {
     if (size < entries) {
-      u.reset(new float[entries]);
-      l.reset(new float[entries]);
-      id.reset(new int32_t[entries]);
+      u.allocate(entries);
+      l.allocate(entries);
+      id.allocate(entries);
       size = entries;
     }
     return *this;
   }
-  static ListBuffers& kept() {
-    static thread_local ListBuffers b;
-    return b.reserve(kKeepEntries);
+  void release() {
+    u.release();
+    l.release();
+    id.release();
+    size = 0;
   }
+  static ListBuffers& kept_set() {
+    static thread_local ListBuffers b;
+    return b;
+  }
+  static ListBuffers& kept() { return kept_set().reserve(kKeepEntries); }
 };
 
 struct GreaterF {
@@ -309,11 +357,12 @@ py::tuple search_topk_screened(uintptr_t queries, int64_t M, int64_t D, uintptr_
       ListBuffers own;
       ListBuffers& lists =
           mb * cap <= ListBuffers::kKeepEntries ? ListBuffers::kept() : own.reserve(mb * cap);
-      float* wu = lists.u.get();
-      float* wl = lists.l.get();
-      int32_t* wid = lists.id.get();
+      float* wu = lists.u.p;
+      float* wl = lists.l.p;
+      int32_t* wid = lists.id.p;
       std::vector<float> thr;
       std::vector<int64_t> count;
+      std::vector<int64_t> slot_used(mb, 0);
 #pragma omp for schedule(dynamic, 1)
       for (int64_t un = 0; un < units; ++un) {
         const int64_t qb = un % n_qb, sh = un / n_qb;
@@ -334,6 +383,7 @@ py::tuple search_topk_screened(uintptr_t queries, int64_t M, int64_t D, uintptr_
         u.skip = r.skip.data();
         u.thr = thr.data();
         u.shared_thr = shared_thr.get() + u.m0;
+        u.slot_used = slot_used.data();
         fns.unit(s, u);
         r.start.assign(u.mq + 1, 0);
         for (int64_t i = 0; i < u.mq; ++i) r.start[i + 1] = r.start[i] + (r.skip[i] ? 0 : count[i]);
@@ -347,6 +397,9 @@ py::tuple search_topk_screened(uintptr_t queries, int64_t M, int64_t D, uintptr_
           std::copy(wid + i * cap, wid + i * cap + n, r.id.data() + o);
         }
       }
+      int64_t touched = 0;  // list entries this thread wrote: the pages it made resident
+      for (int64_t e : slot_used) touched += e;
+      if (&lists != &own && touched * 12 > ListBuffers::kKeepTouched) lists.release();
     }
     // Merge: t = the k-th largest L over the shards; candidates U >= t, ascending ids.
     std::vector<std::vector<int32_t>> cands(M);

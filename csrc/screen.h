@@ -112,6 +112,8 @@ struct ScreenScan {
 // and its candidate lists, structure of arrays (mq, cap).
 struct ScreenUnit {
   int64_t m0 = 0, mq = 0, j0 = 0, j1 = 0, cap = 0;
+  int64_t* slot_used = nullptr;  // (mq,) in/out: the most entries each query's list slot has
+                                 // held (its 16 spare included), over the thread's units
   float* u = nullptr;        // upper bounds U
   float* l = nullptr;        // lower bounds L
   int32_t* id = nullptr;     // local row ids

@@ -214,6 +214,7 @@ void screen_unit_impl(const ScreenScan& s, ScreenUnit& u) {
         u.count[m] = n + Epi::push(P + i * nrows, s, jp, nvalid, s.qA[u.m0 + m], s.qB[u.m0 + m],
                                    thr[m], u.u + m * cap + n, u.l + m * cap + n,
                                    u.id + m * cap + n);
+        u.slot_used[m] = std::max(u.slot_used[m], u.count[m] + 16);
       }
     }
   }

@@ -231,11 +231,19 @@ def test_isa_env_cap_runs_generic():
 
 def test_isa_env_cap_refuses_a_misspelt_value():
     # Any other value would leave the process uncapped: the user would time the wrong path.
-    out = run_with_isa("import densescale; print(densescale.search_engine())", "AVX2")
+    out = run_with_isa("import densescale; print(densescale.search_engine())", "avx-2")
     assert out.returncode != 0
     assert (
-        "DENSESCALE_ISA must be one of generic, avx2, avx512 (or unset), got 'AVX2'" in out.stderr
+        "DENSESCALE_ISA must be one of generic, avx2, avx512 (or unset), got 'avx-2'" in out.stderr
     )
+
+
+def test_isa_env_cap_ignores_case():
+    # as DENSESCALE_SCREEN: "AVX2" caps the kernels (C++) and passes the Python check alike
+    code = "import densescale; from densescale._native import native; print(native().isa())"
+    out = run_with_isa(code, "AVX2")
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.split()[-1] == ("avx2" if native().detected_isa() != "generic" else "generic")
 
 
 # ---- score_candidates ----

@@ -317,7 +317,7 @@ def _compact(u, l, k, t, epilogue):
 def test_lists_larger_than_the_kept_per_thread_buffers(monkeypatch):
     # 600 queries (2 blocks of 320) x a candidate limit of the whole shard (14,000 rows): 320 x
     # 14,320 list entries per thread, past the 4 Mi entries each thread keeps between calls, so
-    # this call allocates its own lists; the next, smaller call reuses the kept ones.
+    # this call maps its own lists; the next, smaller call reuses the kept ones.
     eng = HARDWARE[0] if HARDWARE else "emulated-int8"
     monkeypatch.setitem(S._SCREEN, "engine", eng)
     monkeypatch.setitem(S._SCREEN, "min_rows", 0)
@@ -328,6 +328,13 @@ def test_lists_larger_than_the_kept_per_thread_buffers(monkeypatch):
     c = torch.randn(14000, 24, generator=g)
     check(torch.randn(600, 24, generator=g), c, 5)
     check(torch.randn(40, 24, generator=g), c, 5)
+    # Long lists (k = 3,000 of 12,000 rows: 320 x 12,320 entries fit the kept set) write more
+    # than the 8 MiB a thread may keep: the kept set is unmapped after the call and mapped again
+    # by the next one.
+    monkeypatch.setitem(S._SCREEN, "max_k_frac", 1.0)
+    c2 = torch.randn(12000, 8, generator=g)
+    for _ in range(2):
+        check(torch.randn(600, 8, generator=g), c2, 3000)
 
 
 @pytest.mark.parametrize("epilogue", EPILOGUES)
@@ -429,6 +436,45 @@ def test_flat_index_makes_its_copy_for_small_batches(monkeypatch):
     assert torch.equal(i, ei) and torch.equal(s, es)
     densescale.search(q, torch.randn(1500, 16, generator=g), 5, backend="cpp")
     assert S.screen_stats["queries"] == 0  # a plain tensor with 2 queries: no copy made
+
+
+def test_copies_of_more_shards_than_the_cache_holds_are_made_once(monkeypatch):
+    # The cache keeps 4 copies of plain tensors; a FlatIndex's shards and the shards of the call
+    # in progress are never dropped for room, so neither a 6-shard index nor a 6-shard list
+    # remakes its copies on every search (they did, at ~40 ms a shard here).
+    import densescale.index as index_module
+
+    monkeypatch.setattr(SC, "_screen_cache", {})
+    monkeypatch.setitem(S._SCREEN, "engine", ENGINES[-1])
+    monkeypatch.setitem(S._SCREEN, "min_rows", 500)
+    monkeypatch.setitem(S._SCREEN, "pack_min_queries", 0)
+    monkeypatch.setattr(index_module, "_COALESCE_ROWS", 600)
+    made = []
+    make = SC._make_screen_copy
+    monkeypatch.setattr(SC, "_make_screen_copy", lambda *a, **kw: made.append(1) or make(*a, **kw))
+    g = torch.Generator().manual_seed(13)
+    q = torch.randn(3, 16, generator=g)
+    index = FlatIndex(16)
+    for _ in range(6):
+        index.add(torch.randn(700, 16, generator=g))
+    assert len(index.shards) == 6
+    for _ in range(3):
+        s, i = index.search(q, 5)
+    assert len(made) == 6 and S.screen_stats["queries"] == 3 * 6
+    es, ei = exact_kernel(q, torch.cat(index.shards), 5)
+    assert torch.equal(i, ei) and torch.equal(s, es)
+    shards = [torch.randn(700, 16, generator=g) for _ in range(6)]
+    for _ in range(3):
+        densescale.search(q, shards, 5, backend="cpp")
+    assert len(made) == 12
+    # Another corpus: the list's copies are plain ones again, trimmed to make room for it.
+    other = torch.randn(700, 16, generator=g)
+    densescale.search(q, other, 5, backend="cpp")
+    assert len(made) == 13
+    plain = [e for e in SC._screen_cache.values() if not SC._is_long_lived(e[0]())]
+    assert len(plain) == S._SCREEN["cache_size"]
+    index.search(q, 5)  # the index's copies survived all of that
+    assert len(made) == 13
 
 
 def test_public_default_uses_the_screen_only_where_it_pays(monkeypatch):

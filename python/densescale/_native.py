@@ -18,7 +18,7 @@ def _check_isa_cap() -> None:
     """A misspelt cap would leave the process uncapped (the kernels take any other value as
     avx512): refuse it before the kernels load."""
     cap = os.environ.get("DENSESCALE_ISA", "")
-    if cap and cap not in ISA_CAPS:
+    if cap and cap.lower() not in ISA_CAPS:
         raise ValueError(
             f"DENSESCALE_ISA must be one of {', '.join(ISA_CAPS)} (or unset), got {cap!r}"
         )

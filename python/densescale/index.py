@@ -5,9 +5,9 @@ stores them unit-normalised, so every search is an inner product. ``save`` write
 shard plus ``meta.json`` into a temporary directory and renames it into place; ``load`` maps the
 shards (``mmap_mode="r"``), so a corpus larger than RAM is streamed shard by shard. Results equal
 ``faiss.IndexFlatIP`` on the same data up to the order of ties (here: smaller id first). On a CPU
-with AMX, AVX512-VNNI or AVX512-BF16, each shard gets a bf16 (AMX) or int8 (VNNI) screening copy
-on the first search (+2 or +1 bytes per element, kept while the shard lives; see
-densescale.ops.search): the results stay those of the exact kernel.
+with AVX2 or AVX-512, each shard gets a bf16 (AMX) or int8 (the other engines) screening copy on
+the first search (+2 or +1 bytes per element, kept while the shard lives, however many shards;
+see densescale.ops.search): the results stay those of the exact kernel.
 """
 
 from __future__ import annotations

@@ -70,7 +70,8 @@ def _check_matrix(name: str, t: torch.Tensor, *, allow_empty: bool = False) -> N
         raise ValueError(f"{name} must have 2 dimensions (rows, dim), got shape {tuple(t.shape)}")
     if t.dtype not in _CORPUS_DTYPES:
         raise TypeError(
-            f"{name} must be float32, float16 or bfloat16, got {str(t.dtype).replace('torch.', '')}"
+            f"{name} must be float32, float16 or bfloat16 (float64 is converted to float32), got "
+            f"{str(t.dtype).replace('torch.', '')}"
         )
     if not allow_empty and t.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)}")
@@ -81,6 +82,14 @@ def _check_queries(queries: object) -> torch.Tensor:
     q = _as_tensor("queries", queries)
     _check_matrix("queries", q)
     return q
+
+
+def dim_mismatch(name: str, t: torch.Tensor, dim: int) -> ValueError:
+    """The error for a corpus whose width is not the queries' (either side may be the wrong one)."""
+    return ValueError(
+        f"{name} and queries must have the same dim: the queries have dim {dim}, {name} has "
+        f"shape {tuple(t.shape)}"
+    )
 
 
 def _to_shards(corpus: object, dim: int) -> list[_Shard]:
@@ -98,9 +107,7 @@ def _to_shards(corpus: object, dim: int) -> list[_Shard]:
         t = _as_tensor(name, piece)
         _check_matrix(name, t, allow_empty=True)
         if t.shape[1] != dim:
-            raise ValueError(
-                f"{name} must have dim {dim} (the queries' dim), got shape {tuple(t.shape)}"
-            )
+            raise dim_mismatch(name, t, dim)
         if t.shape[0]:
             shards.append(_Shard(t, offset, name))
         offset += t.shape[0]

@@ -5,6 +5,7 @@ time), its cached corpus copies and fallbacks."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import weakref
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ def _search_cpp(q, shards, k, cos, threads, isa=""):
     parts = []
     bad = _NonFinite(hints={})
     screen_stats.update(candidates=0, queries=0, fallbacks=0)
+    call = next(_calls)
     for si, shard in enumerate(shards):
         c = shard.data
         if c.device.type != "cpu":
@@ -38,7 +40,9 @@ def _search_cpp(q, shards, k, cos, threads, isa=""):
         ks = min(k, n)
         # The screen runs on the public path only (isa="": the active ISA, whose arithmetic its
         # rescoring reproduces); an explicit isa pins the exact kernel of that ISA.
-        screen = _screen_copy(c, c is shard.data, q.shape[0], ks, cos, threads) if not isa else None
+        screen = (
+            None if isa else _screen_copy(c, c is shard.data, q.shape[0], ks, cos, threads, call)
+        )
         scale = screen.scale if screen is not None else (_shard_inverse_norms(c) if cos else None)
         s = torch.empty(q.shape[0], ks, dtype=torch.float32)
         i = torch.empty(q.shape[0], ks, dtype=torch.int64)
@@ -86,7 +90,9 @@ _SCREEN = {
     "engine": None,  # None: the CPU's (screen_engine()); "off"; "amx", "avx512vnni", "avx512bf16",
     # "avx512bw", "avx2" pin one; tests set "emulated" / "emulated-int8" (portable, slow)
     "bound_scale": 1.0,  # tests only: a wrong (shrunk) bound must be caught by them
-    "cache_size": 4,  # corpus tensors whose copies are kept (least recently used dropped)
+    # copies of plain corpus tensors kept (least recently used dropped); a FlatIndex's shards and
+    # the shards of the call in progress are never dropped for room
+    "cache_size": 4,
 }
 # Counters of the last screened call (for the benchmark and tests): candidates rescored,
 # queries screened, queries sent to the exact kernel.
@@ -113,7 +119,9 @@ class _ScreenCopy:
         return self.cpack.numel() * self.cpack.element_size() + self.meta.numel() * 4
 
 
-_screen_cache: dict[tuple[int, bool, str], tuple[weakref.ref, _ScreenCopy]] = {}
+# (id(tensor), cos, format) -> [weakref to the tensor, its copy, the search call that last used it]
+_screen_cache: dict[tuple[int, bool, str], list] = {}
+_calls = itertools.count()  # numbers the _search_cpp calls
 
 
 def _screen_engine() -> str | None:
@@ -153,10 +161,11 @@ def search_engine() -> str:
     return _screen_engine() or "off"
 
 
-def _screen_copy(c, cacheable, M, k, cos, threads) -> _ScreenCopy | None:
+def _screen_copy(c, cacheable, M, k, cos, threads, call=-1) -> _ScreenCopy | None:
     """The cached screening copy of corpus tensor ``c`` (made now if it pays off), or None when
     the exact kernel should run: no screen on this CPU, a small shard, a large k, or a corpus
-    the screen does not take (NaN/Inf or norms outside [2^-40, 2^40])."""
+    the screen does not take (NaN/Inf or norms outside [2^-40, 2^40]). ``call`` numbers the
+    search call, whose other shards' copies are not dropped to make room for this one."""
     engine = _screen_engine()
     n = c.shape[0]
     if engine is None or n < _SCREEN["min_rows"] or k > n * _SCREEN["max_k_frac"] or n >= 2**31:
@@ -172,17 +181,31 @@ def _screen_copy(c, cacheable, M, k, cos, threads) -> _ScreenCopy | None:
     hit = _screen_cache.get(ident) if cacheable else None
     if hit is not None and hit[0]() is c and hit[1].key == key:
         _screen_cache[ident] = _screen_cache.pop(ident)  # most recently used last
+        hit[2] = call
         return hit[1] if hit[1].ok else None
     if M < _SCREEN["pack_min_queries"] and not (cacheable and _is_long_lived(c)):
         return None  # a copy for a small batch costs more than the screen saves
     copy = _make_screen_copy(c, key, cos, threads, fmt)
     if cacheable:
         _screen_cache.pop(ident, None)
-        while len(_screen_cache) >= _SCREEN["cache_size"]:
-            _screen_cache.pop(next(iter(_screen_cache)))
+        _make_room(call)
         ref = weakref.ref(c, lambda _r, ident=ident: _drop_screen_copy(ident, _r))
-        _screen_cache[ident] = (ref, copy)
+        _screen_cache[ident] = [ref, copy, call]
     return copy if copy.ok else None
+
+
+def _make_room(call: int) -> None:
+    """Drop the least recently used copies of plain tensors until fewer than ``cache_size`` are
+    left. Copies of long-lived tensors (a FlatIndex's shards: kept while the shard lives) and of
+    this call's other shards stay: a corpus of more shards than ``cache_size`` would otherwise
+    remake every copy on every search."""
+    plain = [
+        ident
+        for ident, (ref, _, last) in _screen_cache.items()
+        if last != call and not (ref() is not None and _is_long_lived(ref()))
+    ]
+    for ident in plain[: max(0, len(plain) - _SCREEN["cache_size"] + 1)]:
+        del _screen_cache[ident]
 
 
 _long_lived: dict[int, weakref.ref] = {}

@@ -13,17 +13,18 @@ score descending, equal scores by smaller id. It equals ``torch.topk(Q @ C.T, k)
 of ties, without materialising the (M, N) matrix: the corpus is scored shard by shard and the
 per-shard top-k lists are merged.
 
-Low-precision screening (``"cpp"`` on a CPU with AMX-BF16, AVX512-VNNI or AVX512-BF16,
-csrc/screen.h; the engine is chosen at run time, AMX (bf16) first, then AVX512-VNNI (int8), and
-``DENSESCALE_SCREEN=amx|avx512vnni|avx512bf16`` pins one): the corpus is scored in bf16 or int8
-against a copy made once per corpus tensor (cached; +2 or +1 bytes per element), every
+Low-precision screening (``"cpp"`` on a CPU with AVX2 or AVX-512, csrc/screen.h; the engine is
+chosen at run time: AMX (bf16) first, then AVX512-VNNI, AVX-512BW and AVX2 (int8);
+``DENSESCALE_SCREEN=amx|avx512vnni|avx512bf16|avx512bw|avx2`` pins one, ``off`` turns it off, and
+``search_engine()`` says which runs): the corpus is scored in bf16 or int8 against a copy made
+once per corpus tensor (cached; +2 or +1 bytes per element), every
 (query, row) pair gets a proven error bound from the measured rounding residuals and the norms
 (Cauchy-Schwarz plus fp32 accumulation, derived in csrc/screen.h), the rows whose upper bound can
 still reach the k-th largest lower bound are rescored with the exact fp32 kernel's own
 arithmetic, and the top k of those is the exact kernel's result, bit for bit. Queries for which
 the bound keeps too many rows, zero queries, corpora with NaN/Inf or norms outside
-[2^-40, 2^40], and k > 256 on the int8 engine run the exact kernel; so do CPUs with none of these
-instruction sets, ``DENSESCALE_ISA`` below avx512 and ``DENSESCALE_SCREEN=off``.
+[2^-40, 2^40] (zero rows aside), and k > 256 on the int8 engines run the exact kernel; so do
+CPUs without AVX2, ``DENSESCALE_ISA=generic`` and ``DENSESCALE_SCREEN=off``.
 
 Backends: ``"cpp"`` (CPU, register-tiled SIMD kernels in ``densescale._C``), ``"triton"`` (CUDA,
 ``densescale.ops._search_triton``), ``"torch"`` (chunked matmul + tie-exact top-k: the reference),
@@ -78,6 +79,7 @@ from densescale.ops._search_common import (  # noqa: F401  (re-exported for test
     _Shard,
     _threads,
     _to_shards,
+    dim_mismatch,
     merge_topk,
     sort_pairs,
     topk_exact,
@@ -182,9 +184,10 @@ def search(
             256 MiB of work per chunk), the unit of streaming for corpora larger than memory.
 
     Equivalent to ``torch.topk(queries @ corpus.T, k)`` computed in fp32, up to tie order. On a
-    CPU with AMX, AVX512-VNNI or AVX512-BF16 the "cpp" path screens a cached bf16 / int8 copy of
-    each corpus tensor (made on the first call with >= 256 queries, or by ``FlatIndex``) and
-    rescores exactly: same result, see the module docstring.
+    CPU with AVX2 or AVX-512 the "cpp" path screens a cached bf16 / int8 copy of each corpus
+    tensor (made on the first call with >= 256 queries, or by ``FlatIndex``) and rescores
+    exactly: same result, see the module docstring. float64 inputs are converted to fp32 on
+    every call (and their copy is never cached): convert a float64 corpus once.
     A NaN/Inf in a query or corpus row raises ``ValueError`` naming the argument and the row
     (``corpus row 17 holds NaN or Inf``), detected from the scores without a pass over the data.
     """
@@ -220,9 +223,7 @@ def _search_distributed(queries, corpus, k, metric, backend, threads, chunk_rows
         for t in tensors:
             _check_matrix("corpus", t, allow_empty=True)
             if t.shape[1] != q.shape[1]:
-                raise ValueError(
-                    f"corpus must have dim {q.shape[1]} (the queries' dim), got shape {tuple(t.shape)}"
-                )
+                raise dim_mismatch("corpus", t, q.shape[1])
         n_local = sum(t.shape[0] for t in tensors)
         backend = _resolve_backend(backend, q.device)
         _check_backend_inputs(backend, q, [_Shard(t, 0) for t in tensors])
@@ -315,9 +316,7 @@ def _score_candidates(
     c = _as_tensor("corpus", corpus)
     _check_matrix("corpus", c)
     if c.shape[1] != q.shape[1]:
-        raise ValueError(
-            f"corpus must have dim {q.shape[1]} (the queries' dim), got shape {tuple(c.shape)}"
-        )
+        raise dim_mismatch("corpus", c, q.shape[1])
     if isinstance(candidate_ids, np.ndarray):
         candidate_ids = torch.from_numpy(candidate_ids)
     if not isinstance(candidate_ids, torch.Tensor):
