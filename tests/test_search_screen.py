@@ -6,6 +6,8 @@ shrunk bound is caught. The portable "emulated" (bf16) and "emulated-int8" engin
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -162,8 +164,16 @@ def test_out_of_range_norms_and_zero_vectors_use_the_exact_kernel(engine):
     check(q, c, 9)
     assert S.screen_stats["fallbacks"] == 1
     c[3] *= 1e-20  # a row the screen does not take: the whole shard runs the exact kernel
-    check(q, c, 9, screened=False)
+    with pytest.warns(RuntimeWarning, match=r"corpus row 3 has norm 4.\d+e-20, outside") as seen:
+        check(q, c, 9, screened=False)
+    assert seen[0].filename == __file__  # it points at the caller's search line
     assert S.screen_stats["queries"] == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once per copy: the next search is silent
+        check(q, c, 9, screened=False)
+    # in a list of shards the row is named by its global id
+    with pytest.warns(RuntimeWarning, match=r"corpus row 503 has norm"):
+        check(q, [torch.randn(500, 16, generator=g), c.clone()], 9, screened=False)
 
 
 def test_candidate_limit_falls_back_per_query(engine, monkeypatch):

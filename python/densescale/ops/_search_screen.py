@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
+import warnings
 import weakref
 from dataclasses import dataclass
 
@@ -15,6 +17,7 @@ import torch
 from densescale._native import native
 from densescale.ops._search_common import (
     _CPP_TYPE,
+    _chunk_rows,
     _NonFinite,
     _shard_inverse_norms,
     merge_topk,
@@ -40,9 +43,10 @@ def _search_cpp(q, shards, k, cos, threads, isa=""):
         ks = min(k, n)
         # The screen runs on the public path only (isa="": the active ISA, whose arithmetic its
         # rescoring reproduces); an explicit isa pins the exact kernel of that ISA.
-        screen = (
-            None if isa else _screen_copy(c, c is shard.data, q.shape[0], ks, cos, threads, call)
-        )
+        screen = None
+        if not isa:
+            cacheable = c is shard.data
+            screen = _screen_copy(c, cacheable, q.shape[0], ks, cos, threads, call, shard.offset)
         scale = screen.scale if screen is not None else (_shard_inverse_norms(c) if cos else None)
         s = torch.empty(q.shape[0], ks, dtype=torch.float32)
         i = torch.empty(q.shape[0], ks, dtype=torch.int64)
@@ -161,11 +165,12 @@ def search_engine() -> str:
     return _screen_engine() or "off"
 
 
-def _screen_copy(c, cacheable, M, k, cos, threads, call=-1) -> _ScreenCopy | None:
+def _screen_copy(c, cacheable, M, k, cos, threads, call=-1, offset=0) -> _ScreenCopy | None:
     """The cached screening copy of corpus tensor ``c`` (made now if it pays off), or None when
     the exact kernel should run: no screen on this CPU, a small shard, a large k, or a corpus
     the screen does not take (NaN/Inf or norms outside [2^-40, 2^40]). ``call`` numbers the
-    search call, whose other shards' copies are not dropped to make room for this one."""
+    search call, whose other shards' copies are not dropped to make room for this one; ``offset``
+    is the shard's first id (for the warning that names a row out of range)."""
     engine = _screen_engine()
     n = c.shape[0]
     if engine is None or n < _SCREEN["min_rows"] or k > n * _SCREEN["max_k_frac"] or n >= 2**31:
@@ -186,6 +191,8 @@ def _screen_copy(c, cacheable, M, k, cos, threads, call=-1) -> _ScreenCopy | Non
     if M < _SCREEN["pack_min_queries"] and not (cacheable and _is_long_lived(c)):
         return None  # a copy for a small batch costs more than the screen saves
     copy = _make_screen_copy(c, key, cos, threads, fmt)
+    if not copy.ok:
+        _warn_out_of_range(c, offset)
     if cacheable:
         _screen_cache.pop(ident, None)
         _make_room(call)
@@ -227,6 +234,37 @@ def _drop_screen_copy(ident: tuple[int, bool, str], ref: weakref.ref) -> None:
     hit = _screen_cache.get(ident)
     if hit is not None and hit[0] is ref:
         del _screen_cache[ident]
+
+
+def _caller_outside_package() -> int:
+    """The ``stacklevel`` (as seen from its caller) of the first frame outside densescale: a
+    warning then points at the user's search / FlatIndex.search line, however deep the call."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    level, frame = 2, sys._getframe(2)  # frame 2 is stacklevel 2 of the warn() in our caller
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _warn_out_of_range(c: torch.Tensor, offset: int) -> None:
+    """Say once per copy why a corpus is not screened when a row's nonzero norm lies outside
+    [2^-40, 2^40] (a NaN/Inf row is an error the search itself raises). Runs only when the copy
+    was refused: one more pass over the shard, in chunks."""
+    start = 0
+    for chunk in torch.split(c, _chunk_rows(c.shape[1])):
+        norms = torch.linalg.vector_norm(chunk.double(), dim=1)
+        bad = ((norms > 0) & ((norms < 2.0**-40) | (norms > 2.0**40))).nonzero()
+        if len(bad):
+            j = int(bad[0])
+            warnings.warn(
+                f"corpus row {offset + start + j} has norm {float(norms[j]):.3g}, outside the "
+                "low-precision screen's range [2^-40, 2^40]: this corpus (shard) is searched by "
+                "the exact fp32 kernel only (same results, slower); rescale it to screen it",
+                RuntimeWarning,
+                stacklevel=_caller_outside_package(),
+            )
+            return
+        start += chunk.shape[0]
 
 
 def _make_screen_copy(c, key, cos, threads, fmt="bf16") -> _ScreenCopy:
