@@ -42,6 +42,11 @@ _COALESCE_ROWS = 1 << 16
 class FlatIndex:
     """Exact top-k index: ``add`` vectors (N, dim), ``search`` queries (M, dim) -> (scores, ids).
 
+    On a CPU with AVX2 or AVX-512 the first search makes a low-precision screening copy of every
+    shard of at least 16,384 rows (+2 bytes per element for bf16 / AMX, +1 for int8; ~0.4 s per
+    200,000 x 768), kept while the shard lives and reused by every later search; results stay
+    the exact fp32 kernel's.
+
     Args:
         dim: vector dimension D.
         metric: "ip" (inner product) or "cos" (vectors and queries are normalised).

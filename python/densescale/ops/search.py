@@ -10,8 +10,9 @@ For queries ``Q`` (M, D) and a corpus ``C`` (N, D)::
 
 ``search`` returns the k best ``j`` per query: scores (M, k) fp32 and ids (M, k) int64, sorted by
 score descending, equal scores by smaller id. It equals ``torch.topk(Q @ C.T, k)`` up to the order
-of ties, without materialising the (M, N) matrix: the corpus is scored shard by shard and the
-per-shard top-k lists are merged.
+of ties and of near-ties within fp32 rounding (each backend sums the products in its own order),
+without materialising the (M, N) matrix: the corpus is scored shard by shard and the per-shard
+top-k lists are merged.
 
 Low-precision screening (``"cpp"`` on a CPU with AVX2 or AVX-512, csrc/screen.h; the engine is
 chosen at run time: AMX (bf16) first, then AVX512-VNNI, AVX-512BW and AVX2 (int8);
@@ -21,10 +22,12 @@ once per corpus tensor (cached; +2 or +1 bytes per element), every
 (query, row) pair gets a proven error bound from the measured rounding residuals and the norms
 (Cauchy-Schwarz plus fp32 accumulation, derived in csrc/screen.h), the rows whose upper bound can
 still reach the k-th largest lower bound are rescored with the exact fp32 kernel's own
-arithmetic, and the top k of those is the exact kernel's result, bit for bit. Queries for which
-the bound keeps too many rows, zero queries, corpora with NaN/Inf or norms outside
-[2^-40, 2^40] (zero rows aside), and k > 256 on the int8 engines run the exact kernel; so do
-CPUs without AVX2, ``DENSESCALE_ISA=generic`` and ``DENSESCALE_SCREEN=off``.
+arithmetic, and the top k of those is the exact kernel's result, bit for bit. The exact kernel
+runs instead for: shards below ``_SCREEN["min_rows"]`` (16,384) rows; k above 1/16 of the shard,
+or above 256 on the int8 engines; a plain tensor without a copy yet, searched with fewer than 256
+queries; queries for which the bound keeps too many rows; zero queries; corpora with a nonzero
+row norm outside [2^-40, 2^40] (a RuntimeWarning names the row); CPUs without AVX2,
+``DENSESCALE_ISA=generic`` and ``DENSESCALE_SCREEN=off``. A NaN/Inf row is an error (below).
 
 Backends: ``"cpp"`` (CPU, register-tiled SIMD kernels in ``densescale._C``), ``"triton"`` (CUDA,
 ``densescale.ops._search_triton``), ``"torch"`` (chunked matmul + tie-exact top-k: the reference),
@@ -183,7 +186,8 @@ def search(
         chunk_rows: corpus rows scored at once by the torch / faiss / triton paths (default: about
             256 MiB of work per chunk), the unit of streaming for corpora larger than memory.
 
-    Equivalent to ``torch.topk(queries @ corpus.T, k)`` computed in fp32, up to tie order. On a
+    Equivalent to ``torch.topk(queries @ corpus.T, k)`` computed in fp32, up to the order of ties
+    and of near-ties within fp32 rounding (another summation order). On a
     CPU with AVX2 or AVX-512 the "cpp" path screens a cached bf16 / int8 copy of each corpus
     tensor (made on the first call with >= 256 queries, or by ``FlatIndex``) and rescores
     exactly: same result, see the module docstring. float64 inputs are converted to fp32 on
