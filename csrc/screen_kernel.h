@@ -73,24 +73,6 @@ struct Buf {
   T& operator[](int64_t i) { return p[i]; }
 };
 
-// The k-th largest of v[0..n) if at least k of them are >= t, else t (the k-th largest is then
-// below t, which stays the better threshold): only the values >= t are selected, in the scratch
-// w. The comparator is a type of this file's anonymous namespace, so each ISA file instantiates
-// its own nth_element.
-struct Descending {
-  bool operator()(float a, float b) const { return a > b; }
-};
-inline float kth_largest_above(const float* v, int64_t n, int64_t k, float t, float* w) {
-  int64_t c = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    w[c] = v[i];
-    c += v[i] >= t;
-  }
-  if (c < k) return t;
-  std::nth_element(w, w + (k - 1), w + c, Descending());
-  return w[k - 1];
-}
-
 // Raise a threshold shared by the units of one query to t (never lowers it).
 inline void publish(std::atomic<float>& shared, float t) {
   float cur = shared.load(std::memory_order_relaxed);
@@ -98,27 +80,41 @@ inline void publish(std::atomic<float>& shared, float t) {
   }
 }
 
-// Keep the rows with U >= t; returns the new count.
-inline int64_t keep_reachable(float* u, float* l, int32_t* id, int64_t n, float t) {
-  int64_t w = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    u[w] = u[i];
-    l[w] = l[i];
-    id[w] = id[i];
-    w += u[i] >= t;
-  }
-  return w;
-}
+// The comparator is a type of this file's anonymous namespace, so each ISA file instantiates its
+// own nth_element.
+struct Descending {
+  bool operator()(float a, float b) const { return a > b; }
+};
 
-// The list compaction of the scalar and AVX2 epilogues (an Epi provides kth_largest_above, with a
-// scratch of select_scratch(n) floats, and keep_reachable).
+// The list compaction of the scalar and AVX2 epilogues (an Epi provides these three; the
+// AVX-512 one in screen_epi_avx512.h).
 struct ScalarCompaction {
   static int64_t select_scratch(int64_t n) { return n; }
+
+  // The k-th largest of v[0..n) if at least k of them are >= t, else t (the k-th largest is then
+  // below t, which stays the better threshold): only the values >= t are selected, in the
+  // scratch w (select_scratch(n) floats).
   static float kth_largest_above(const float* v, int64_t n, int64_t k, float t, float* w) {
-    return densescale::kth_largest_above(v, n, k, t, w);
+    int64_t c = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      w[c] = v[i];
+      c += v[i] >= t;
+    }
+    if (c < k) return t;
+    std::nth_element(w, w + (k - 1), w + c, Descending());
+    return w[k - 1];
   }
+
+  // Keep the rows with U >= t, in order; returns the new count.
   static int64_t keep_reachable(float* u, float* l, int32_t* id, int64_t n, float t) {
-    return densescale::keep_reachable(u, l, id, n, t);
+    int64_t w = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      u[w] = u[i];
+      l[w] = l[i];
+      id[w] = id[i];
+      w += u[i] >= t;
+    }
+    return w;
   }
 };
 

@@ -19,6 +19,7 @@ from densescale.ops._search_common import (
     _CPP_TYPE,
     _chunk_rows,
     _NonFinite,
+    _row_chunks,
     _shard_inverse_norms,
     merge_topk,
 )
@@ -250,8 +251,7 @@ def _warn_out_of_range(c: torch.Tensor, offset: int) -> None:
     """Say once per copy why a corpus is not screened when a row's nonzero norm lies outside
     [2^-40, 2^40] (a NaN/Inf row is an error the search itself raises). Runs only when the copy
     was refused: one more pass over the shard, in chunks."""
-    start = 0
-    for chunk in torch.split(c, _chunk_rows(c.shape[1])):
+    for start, chunk in _row_chunks(c, _chunk_rows(c.shape[1])):
         norms = torch.linalg.vector_norm(chunk.double(), dim=1)
         bad = ((norms > 0) & ((norms < 2.0**-40) | (norms > 2.0**40))).nonzero()
         if len(bad):
@@ -264,7 +264,6 @@ def _warn_out_of_range(c: torch.Tensor, offset: int) -> None:
                 stacklevel=_caller_outside_package(),
             )
             return
-        start += chunk.shape[0]
 
 
 def _make_screen_copy(c, key, cos, threads, fmt="bf16") -> _ScreenCopy:
